@@ -1,0 +1,265 @@
+"""The SSH executor: the same primitives as the local one, answered by a POSIX shell and /proc remotely.
+
+One connection per host, reused; at most `max_sessions` channels on it at once (OpenSSH's MaxSessions
+is 10) and a shared limit on concurrent handshakes (sshd's MaxStartups drops the rest). Host keys are
+checked against known_hosts; every remote call runs under a timeout. No Python is needed remotely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import signal
+from dataclasses import dataclass
+
+import asyncssh
+
+from agent import procfs
+from agent.errors import (
+    ExecutorError,
+    HostKeyMismatch,
+    HostUnreachable,
+    LoginRefused,
+    RemoteCommandFailed,
+)
+from agent.host import Listener, PidFile, ProcessFacts, Resolved
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    address: str
+    user: str
+    identity: str
+    known_hosts: str
+    port: int = 22
+    connect_timeout: float = 10.0
+    command_timeout: float = 30.0
+
+
+_STAT = "sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f1,20"
+
+_INSPECT = r"""p={pid}
+[ -r /proc/$p/stat ] || {{ echo NOPROC; exit 0; }}
+echo "STAT $({stat})"
+echo "BTIME $(awk '/^btime/{{print $2}}' /proc/stat)"
+echo "HZ $(getconf CLK_TCK)"
+u=$(awk '/^Uid:/{{print $2}}' /proc/$p/status)
+echo "UID $u"
+echo "USER $(awk -F: -v u="$u" '$3==u{{print $1; exit}}' /etc/passwd)"
+echo "EXE $(readlink /proc/$p/exe 2>/dev/null)"
+echo "CWD $(readlink /proc/$p/cwd 2>/dev/null)"
+printf 'CMD '; tr '\000' '\036' < /proc/$p/cmdline 2>/dev/null; echo
+printf 'FDS '; for f in /proc/$p/fd/*; do readlink "$f" 2>/dev/null; done |
+  grep '^socket:' | tr '\n' ' '; echo
+echo LOCKS; cat /proc/locks
+echo TCP; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
+"""
+
+_SIGNAL = """p={pid}
+s=$({stat})
+case "$s" in ""|Z*) echo GONE; exit 0;; esac
+[ "${{s#* }}" = "{ticks}" ] || {{ echo GONE; exit 0; }}
+kill -s {sig} $p && echo SENT
+"""
+
+_WAIT = """p={pid}; n={rounds}
+while [ $n -gt 0 ]; do
+  s=$({stat})
+  case "$s" in ""|Z*) echo GONE; exit 0;; esac
+  [ "${{s#* }}" = "{ticks}" ] || {{ echo GONE; exit 0; }}
+  sleep 0.01; n=$((n-1))
+done
+echo ALIVE
+"""
+
+_PIDFILE = """f={path}
+if [ -L "$f" ]; then echo LINK; ls -di "$f" | awk '{{print $1}}'
+elif [ ! -e "$f" ]; then echo MISSING
+elif [ ! -r "$f" ]; then echo DENIED
+else echo OK; ls -di "$f" | awk '{{print $1}}'; dd if="$f" bs=64 count=1 2>/dev/null; fi
+"""
+
+_OWNERS = r"""for d in /proc/[0-9]*; do for f in $d/fd/*; do
+  l=$(readlink "$f" 2>/dev/null) && case "$l" in socket:*) echo "${d#/proc/} $l";; esac
+done; done 2>/dev/null; true
+"""
+
+
+class SSHHost:
+    """One remote host. Safe to share between concurrent procedures."""
+
+    def __init__(
+        self,
+        name: str,
+        target: SSHTarget,
+        *,
+        handshakes: asyncio.Semaphore | None = None,
+        max_sessions: int = 8,
+    ) -> None:
+        self.name = name
+        self.target = target
+        self._handshakes = handshakes or asyncio.Semaphore(8)
+        self._sessions = asyncio.Semaphore(max_sessions)
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._connecting = asyncio.Lock()
+        self._clock: tuple[float, float] | None = None  # (btime, CLK_TCK) of the remote kernel
+
+    async def _connection(self) -> asyncssh.SSHClientConnection:
+        async with self._connecting:
+            if self._conn is not None and not self._conn.is_closed():
+                return self._conn
+            t = self.target
+            where = f"{t.user}@{t.address}:{t.port}"
+            try:
+                async with self._handshakes:
+                    self._conn = await asyncssh.connect(
+                        t.address,
+                        t.port,
+                        username=t.user,
+                        client_keys=[t.identity],
+                        known_hosts=t.known_hosts,
+                        config=None,
+                        agent_path=None,
+                        connect_timeout=t.connect_timeout,
+                        login_timeout=t.connect_timeout,
+                    )
+            except asyncssh.HostKeyNotVerifiable as exc:
+                raise HostKeyMismatch(self.name, f"host key of {where} not trusted: {exc.reason}") from exc
+            except asyncssh.PermissionDenied as exc:
+                raise LoginRefused(self.name, f"login to {where} refused: {exc.reason}") from exc
+            except asyncssh.Error as exc:
+                raise ExecutorError(self.name, f"SSH to {where} failed: {exc.reason}") from exc
+            except (OSError, TimeoutError) as exc:
+                raise HostUnreachable(self.name, f"cannot reach {where}: {exc or 'timed out'}") from exc
+            return self._conn
+
+    async def _run(self, script: str, timeout: float | None = None) -> str:
+        limit = timeout or self.target.command_timeout
+        conn = await self._connection()
+        first = script.strip().splitlines()[0][:60]
+        try:
+            async with self._sessions:
+                res = await conn.run(script, check=False, timeout=limit)
+        except asyncssh.TimeoutError as exc:
+            raise RemoteCommandFailed(
+                self.name, first, None, str(exc.stderr or ""), f"timed out after {limit:g}s"
+            ) from exc
+        except (asyncssh.Error, OSError) as exc:
+            self._conn = None
+            raise ExecutorError(self.name, f"SSH session failed: {exc}") from exc
+        if res.exit_status != 0:
+            raise RemoteCommandFailed(self.name, first, res.exit_status, str(res.stderr or ""))
+        return str(res.stdout or "")
+
+    async def resolve(self, home_path: str) -> Resolved:
+        h = shlex.quote(home_path)
+        b = shlex.quote(home_path + "/bin/observer")
+        out = await self._run(
+            f"(cd -- {h} 2>/dev/null && pwd -P) || echo {h}\nreadlink -f {b} 2>/dev/null || echo {b}"
+        )
+        lines = out.splitlines()
+        return Resolved(lines[0], lines[1])
+
+    async def read_pid_file(self, path: str) -> PidFile:
+        out = await self._run(_PIDFILE.format(path=shlex.quote(path)))
+        status, _, rest = out.partition("\n")
+        if status == "MISSING":
+            return PidFile(path, exists=False)
+        if status == "DENIED":
+            return PidFile(path, exists=True, error="Permission denied")
+        inode_text, _, content = rest.partition("\n")
+        inode = int(inode_text) if inode_text.strip().isdigit() else None
+        if status == "LINK":
+            return PidFile(path, exists=True, is_symlink=True, inode=inode)
+        return PidFile(path, exists=True, content=content, inode=inode)
+
+    async def inspect(self, pid: int) -> ProcessFacts | None:
+        out = await self._run(_INSPECT.format(pid=int(pid), stat=_STAT))
+        if out.startswith("NOPROC"):
+            return None
+        head, _, tail = out.partition("\nLOCKS\n")
+        locks_text, _, tcp_text = tail.partition("\nTCP\n")
+        fields: dict[str, str] = {}
+        for line in head.split("\n"):  # not splitlines(): \x1e separates cmdline args
+            key, _, value = line.partition(" ")
+            fields[key] = value
+        state_ticks = fields.get("STAT", "").split()
+        if len(state_ticks) != 2:
+            return None  # exited while we looked
+        state, ticks = state_ticks[0], int(state_ticks[1])
+        btime, hz = float(fields.get("BTIME") or 0), float(fields.get("HZ") or 100)
+        self._clock = (btime, hz)
+        start = btime + ticks / hz
+        if state == "Z":
+            return ProcessFacts(pid=pid, start_time=start, zombie=True)
+        uid = int(fields["UID"]) if fields.get("UID", "").isdigit() else None
+        exe, cwd = fields.get("EXE") or None, fields.get("CWD") or None
+        user = fields.get("USER") or None
+        if exe is None:
+            return ProcessFacts(
+                pid=pid,
+                start_time=start,
+                zombie=False,
+                uid=uid,
+                user=user,
+                access_error=f"permission denied reading /proc/{pid}/exe",
+            )
+        cmdline = tuple(x for x in fields.get("CMD", "").split("\x1e") if x)
+        inodes = {int(x[8:-1]) for x in fields.get("FDS", "").split() if x.startswith("socket:[")}
+        listeners = frozenset((x.ip, x.port) for x in procfs.parse_net_tcp(tcp_text) if x.inode in inodes)
+        locked = procfs.parse_locks(locks_text).get(pid, set())
+        return ProcessFacts(
+            pid=pid,
+            start_time=start,
+            zombie=False,
+            exe=exe,
+            cwd=cwd,
+            cmdline=cmdline,
+            uid=uid,
+            user=user,
+            listeners=listeners,
+            locked_inodes=frozenset(locked),
+        )
+
+    def _ticks(self, start_time: float) -> int:
+        btime, hz = self._clock or (0.0, 100.0)
+        return round((start_time - btime) * hz)
+
+    async def send_signal(self, pid: int, sig: signal.Signals, start_time: float) -> bool:
+        name = sig.name.removeprefix("SIG")
+        out = await self._run(
+            _SIGNAL.format(pid=int(pid), stat=_STAT, ticks=self._ticks(start_time), sig=name)
+        )
+        return out.strip() == "SENT"
+
+    async def wait_exit(self, pid: int, start_time: float, timeout: float) -> bool:
+        rounds = max(1, int(timeout / 0.012))
+        script = _WAIT.format(pid=int(pid), stat=_STAT, ticks=self._ticks(start_time), rounds=rounds)
+        out = await self._run(script, timeout=timeout + self.target.command_timeout)
+        return out.strip() == "GONE"
+
+    async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
+        text = await self._run("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true")
+        return procfs.on_address(procfs.parse_net_tcp(text), ip, ports)
+
+    async def socket_owners(self, inodes: set[int]) -> dict[int, int]:
+        owners: dict[int, int] = {}
+        for line in (await self._run(_OWNERS)).splitlines():
+            pid_text, _, link = line.partition(" ")
+            for inode in procfs.socket_inodes([link]) & inodes:
+                owners[inode] = int(pid_text)
+        return owners
+
+    async def remove_pid_file(self, path: str, expected: str) -> bool:
+        f, want = shlex.quote(path), shlex.quote(expected.strip())
+        out = await self._run(
+            f'f={f}; [ -L "$f" ] && exit 0\n'
+            f'[ "$(dd if="$f" bs=64 count=1 2>/dev/null)" = {want} ] && rm -f -- "$f" && echo REMOVED; true'
+        )
+        return out.strip() == "REMOVED"
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            await self._conn.wait_closed()
+            self._conn = None

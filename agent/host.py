@@ -1,0 +1,89 @@
+"""What the stop procedure needs from a host, and the facts a host reports.
+
+The procedure (agent/procedure.py) is written once against `Host`; the local executor answers it with
+psutil and /proc, the SSH executor with a POSIX shell and /proc on the remote side.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PidFile:
+    path: str
+    exists: bool
+    is_symlink: bool = False
+    content: str | None = None
+    inode: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Listener:
+    ip: str
+    port: int
+    inode: int
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    """One process as /proc shows it. `start_time` tells a recycled pid apart from the original."""
+
+    pid: int
+    start_time: float
+    zombie: bool
+    exe: str | None = None
+    cwd: str | None = None
+    cmdline: tuple[str, ...] = ()
+    uid: int | None = None
+    user: str | None = None
+    listeners: frozenset[tuple[str, int]] = field(default_factory=frozenset)
+    locked_inodes: frozenset[int] = field(default_factory=frozenset)
+    access_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The home path and binary as the host resolves them (symlinks followed)."""
+
+    home: str
+    binary: str
+
+
+class Host(Protocol):
+    """The primitives of the stop procedure. Every method is bounded in time by the implementation."""
+
+    name: str
+
+    async def resolve(self, home_path: str) -> Resolved: ...
+
+    async def read_pid_file(self, path: str) -> PidFile: ...
+
+    async def inspect(self, pid: int) -> ProcessFacts | None:
+        """Facts of a live process, or None when there is no such process."""
+        ...
+
+    async def send_signal(self, pid: int, sig: signal.Signals, start_time: float) -> bool:
+        """Signal pid only if it is still the process that started at start_time; False if it is gone."""
+        ...
+
+    async def wait_exit(self, pid: int, start_time: float, timeout: float) -> bool:
+        """True once the process is gone (or a zombie), False if still alive at the timeout."""
+        ...
+
+    async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
+        """TCP sockets in LISTEN state on these ports, bound to ip or to a wildcard address."""
+        ...
+
+    async def socket_owners(self, inodes: set[int]) -> dict[int, int]:
+        """Which pid holds each socket inode (best effort)."""
+        ...
+
+    async def remove_pid_file(self, path: str, expected: str) -> bool:
+        """Remove the pid file only if it still says `expected` (a new observer may have started)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,183 @@
+"""The probe and stop procedures, written once for every executor.
+
+stop: prove identity -> signal -> wait for exit (bounded) -> prove identity again -> SIGKILL if it
+still lives -> wait (bounded) -> wait for free SQL and RPC ports (bounded) -> remove the stale pid
+file -> report. Waits follow the process (pidfd or /proc polling), never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+from agent.host import Host, PidFile, ProcessFacts, Resolved
+from agent.identity import prove
+from agent.protocol import ObserverState, ObserverTarget, ProbeReport, StopOptions, StopReport
+
+Progress = Callable[[str], Awaitable[None]]
+_MAX_PID = 4_194_304  # kernel pid_max ceiling on 64-bit Linux
+
+
+async def _quiet(_: str) -> None:
+    return None
+
+
+def parse_pid(content: str) -> int | None:
+    text = content.strip()
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    return pid if 0 < pid <= _MAX_PID else None
+
+
+class _Probe:
+    """A probe's report plus what the stop needs to act on it."""
+
+    def __init__(
+        self,
+        report: ProbeReport,
+        resolved: Resolved,
+        pid_file: PidFile,
+        facts: ProcessFacts | None = None,
+    ) -> None:
+        self.report = report
+        self.resolved = resolved
+        self.pid_file = pid_file
+        self.facts = facts
+
+
+async def _probe(host: Host, target: ObserverTarget) -> _Probe:
+    resolved = await host.resolve(target.home_path)
+    pid_file = await host.read_pid_file(target.pid_file)
+    held = sorted({x.port for x in await host.listeners(target.ip, target.ports)})
+
+    def report(state: ObserverState, **kw: object) -> ProbeReport:
+        return ProbeReport(
+            host=host.name,
+            home_path=target.home_path,
+            state=state,
+            ports_held=held,
+            **kw,
+        )
+
+    def refused(reason: str) -> _Probe:
+        return _Probe(report(ObserverState.REFUSED, reason=reason), resolved, pid_file)
+
+    if pid_file.error:
+        return refused(f"cannot read {pid_file.path}: {pid_file.error}")
+    if pid_file.is_symlink:
+        return refused(f"{pid_file.path} is a symbolic link; refusing to trust it")
+    if not pid_file.exists:
+        if held:
+            return refused(f"no pid file at {pid_file.path}, but port(s) {held} are held on {target.ip}")
+        return _Probe(report(ObserverState.STOPPED), resolved, pid_file)
+    pid = parse_pid(pid_file.content or "")
+    if pid is None:
+        return refused(f"{pid_file.path} does not hold a valid pid: {(pid_file.content or '')[:40]!r}")
+    facts = await host.inspect(pid)
+    if facts is None or facts.zombie:
+        if held:
+            return refused(f"{pid_file.path} names pid {pid}, which is gone, but port(s) {held} are held")
+        return _Probe(report(ObserverState.STOPPED, stale_pid_file=True), resolved, pid_file)
+    reason = prove(facts, target, resolved, pid_file)
+    if reason:
+        return refused(reason)
+    running = report(ObserverState.RUNNING, pid=pid, start_time=facts.start_time, user=facts.user)
+    return _Probe(running, resolved, pid_file, facts)
+
+
+async def probe(host: Host, target: ObserverTarget) -> ProbeReport:
+    return (await _probe(host, target)).report
+
+
+async def _wait_ports_free(host: Host, target: ObserverTarget, timeout: float) -> str | None:
+    """None once no socket listens on the ports; else what still holds them at the deadline."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        held = await host.listeners(target.ip, target.ports)
+        if not held:
+            return None
+        if time.monotonic() >= deadline:
+            owners = await host.socket_owners({x.inode for x in held})
+            parts = []
+            for x in sorted(held, key=lambda x: x.port):
+                who = f"pid {owners[x.inode]}" if x.inode in owners else "an unknown process"
+                parts.append(f"port {x.port} still held by {who}")
+            return "; ".join(parts) + f" after {timeout:g}s"
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+async def stop(
+    host: Host,
+    target: ObserverTarget,
+    options: StopOptions | None = None,
+    progress: Progress = _quiet,
+) -> StopReport:
+    opts = options or StopOptions()
+    started = time.monotonic()
+    found = await _probe(host, target)
+    rep = found.report
+    signals: list[str] = []
+
+    def result(ok: bool, **kw: object) -> StopReport:
+        return StopReport(
+            host=host.name,
+            home_path=target.home_path,
+            ok=ok,
+            probe=rep,
+            signals=signals,
+            **kw,
+        )
+
+    if rep.state is ObserverState.REFUSED:
+        return result(False, reason=f"refused: {rep.reason}")
+
+    pid = rep.pid
+    time_to_exit: float | None = None
+    if rep.state is ObserverState.RUNNING:
+        assert found.facts is not None and pid is not None
+        start_time = found.facts.start_time
+        first = signal.Signals[opts.signal]
+        await progress(f"sending {first.name} to pid {pid}")
+        if await host.send_signal(pid, first, start_time):
+            signals.append(first.name)
+        exited = await host.wait_exit(pid, start_time, opts.term_timeout)
+        if not exited:
+            again = await host.inspect(pid)
+            if again is not None and not again.zombie:
+                if again.start_time != start_time:
+                    exited = True  # the pid was reused: our observer is gone
+                else:
+                    reason = prove(again, target, found.resolved, found.pid_file)
+                    if reason:
+                        return result(False, pid=pid, reason=f"not escalating to SIGKILL: {reason}")
+                    await progress(f"pid {pid} alive {opts.term_timeout:g}s after {first.name}; SIGKILL")
+                    if await host.send_signal(pid, signal.SIGKILL, start_time):
+                        signals.append("SIGKILL")
+                    exited = await host.wait_exit(pid, start_time, opts.kill_timeout)
+            else:
+                exited = True
+        if not exited:
+            return result(False, pid=pid, reason=f"pid {pid} alive after {' then '.join(signals)}")
+        time_to_exit = time.monotonic() - started
+        await progress(f"pid {pid} exited after {time_to_exit * 1000:.0f} ms")
+
+    still_held = await _wait_ports_free(host, target, opts.port_timeout)
+    if still_held:
+        return result(False, pid=pid, time_to_exit_s=time_to_exit, reason=still_held)
+    ports_free = time.monotonic() - started
+    removed = False
+    if found.pid_file.exists and found.pid_file.content is not None:
+        removed = await host.remove_pid_file(target.pid_file, found.pid_file.content)
+    return result(
+        True,
+        pid=pid,
+        already_stopped=rep.state is ObserverState.STOPPED,
+        time_to_exit_s=time_to_exit,
+        time_to_ports_free_s=ports_free,
+        pid_file_removed=removed,
+    )

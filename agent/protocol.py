@@ -1,0 +1,236 @@
+"""The controller <-> agent command protocol, version 1.
+
+Shared by both sides: the controller imports this module, nothing here imports the controller.
+Everything the protocol needs (ids, expiry, signature) lives in the JSON payload, never in MQTT 5
+properties, so it works over MQTT 3.1.1 brokers too.
+
+    Command  (controller -> agent, signed)  kind = probe_observer | stop_observer
+    Event    (agent -> controller)          kind = accepted | progress | result | rejected
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PROTOCOL_VERSION: Literal[1] = 1
+TOPIC_PREFIX = "obstop/v1/agents"
+
+
+def commands_topic(agent_id: str) -> str:
+    return f"{TOPIC_PREFIX}/{agent_id}/commands"
+
+
+def events_topic(agent_id: str) -> str:
+    return f"{TOPIC_PREFIX}/{agent_id}/events"
+
+
+def presence_topic(agent_id: str) -> str:
+    return f"{TOPIC_PREFIX}/{agent_id}/presence"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ObserverTarget(_Model):
+    """Where one observer lives: the facts its identity is proved against."""
+
+    host: str = Field(min_length=1, description="host name as in the inventory")
+    ip: str = Field(min_length=1)
+    home_path: str = Field(min_length=1)
+    sql_port: int = Field(default=2881, ge=1, le=65535)
+    rpc_port: int = Field(default=2882, ge=1, le=65535)
+
+    @field_validator("home_path")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("home_path must be absolute")
+        return v.rstrip("/") or "/"
+
+    @property
+    def pid_file(self) -> str:
+        return f"{self.home_path}/run/observer.pid"
+
+    @property
+    def binary(self) -> str:
+        return f"{self.home_path}/bin/observer"
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        return (self.sql_port, self.rpc_port)
+
+
+class StopOptions(_Model):
+    """Bounds of the stop procedure. Every wait is bounded."""
+
+    signal: str = Field(default="SIGTERM", description="first signal sent")
+    term_timeout: float = Field(default=10.0, gt=0, le=3600, description="seconds to wait for exit after it")
+    kill_timeout: float = Field(default=10.0, gt=0, le=3600, description="seconds to wait after SIGKILL")
+    port_timeout: float = Field(default=30.0, gt=0, le=3600, description="seconds to wait for free ports")
+
+    @field_validator("signal")
+    @classmethod
+    def _known_signal(cls, v: str) -> str:
+        name = v.upper() if v.upper().startswith("SIG") else "SIG" + v.upper()
+        if name not in signal.Signals.__members__:
+            raise ValueError(f"unknown signal {v!r}")
+        return name
+
+
+class ObserverState(StrEnum):
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+    REFUSED = "REFUSED"
+
+
+class ProbeReport(_Model):
+    """What a probe found. REFUSED carries the reason; nothing is ever signalled on REFUSED."""
+
+    host: str
+    home_path: str
+    state: ObserverState
+    pid: int | None = None
+    start_time: float | None = None
+    user: str | None = None
+    ports_held: list[int] = Field(default_factory=list)
+    stale_pid_file: bool = False
+    reason: str | None = None
+
+
+class StopReport(_Model):
+    """The facts of one stop: what was signalled, how long each phase took, what is still wrong."""
+
+    host: str
+    home_path: str
+    ok: bool
+    already_stopped: bool = False
+    pid: int | None = None
+    signals: list[str] = Field(default_factory=list)
+    time_to_exit_s: float | None = None
+    time_to_ports_free_s: float | None = None
+    pid_file_removed: bool = False
+    reason: str | None = None
+    probe: ProbeReport
+
+
+class CommandKind(StrEnum):
+    PROBE_OBSERVER = "probe_observer"
+    STOP_OBSERVER = "stop_observer"
+
+
+class ProbeArgs(_Model):
+    target: ObserverTarget
+
+
+class StopArgs(_Model):
+    target: ObserverTarget
+    options: StopOptions = Field(default_factory=StopOptions)
+
+
+class Command(_Model):
+    """A signed instruction to one agent. The signature covers every other field."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    command_id: str = Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    agent_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: CommandKind
+    args: dict[str, Any]
+    issued_at: datetime
+    expires_at: datetime
+    signature: str | None = None
+
+    def signing_payload(self) -> bytes:
+        """Canonical JSON of everything but the signature: sorted keys, no spaces, UTC times."""
+        body = self.model_dump(mode="json", exclude={"signature"})
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+    def probe_args(self) -> ProbeArgs:
+        return ProbeArgs.model_validate(self.args)
+
+    def stop_args(self) -> StopArgs:
+        return StopArgs.model_validate(self.args)
+
+
+def new_command(
+    agent_id: str,
+    kind: CommandKind,
+    args: ProbeArgs | StopArgs,
+    *,
+    command_id: str | None = None,
+    ttl: float = 300.0,
+) -> Command:
+    now = utcnow()
+    return Command(
+        command_id=command_id or uuid.uuid4().hex,
+        agent_id=agent_id,
+        kind=kind,
+        args=args.model_dump(mode="json"),
+        issued_at=now,
+        expires_at=now + timedelta(seconds=ttl),
+    )
+
+
+class EventKind(StrEnum):
+    ACCEPTED = "accepted"
+    PROGRESS = "progress"
+    RESULT = "result"
+    REJECTED = "rejected"
+
+
+class _EventBase(_Model):
+    v: Literal[1] = PROTOCOL_VERSION
+    agent_id: str
+    command_id: str | None
+    at: datetime = Field(default_factory=utcnow)
+
+
+class AcceptedEvent(_EventBase):
+    kind: Literal[EventKind.ACCEPTED] = EventKind.ACCEPTED
+
+
+class ProgressEvent(_EventBase):
+    kind: Literal[EventKind.PROGRESS] = EventKind.PROGRESS
+    message: str
+
+
+class ResultEvent(_EventBase):
+    kind: Literal[EventKind.RESULT] = EventKind.RESULT
+    probe: ProbeReport | None = None
+    stop: StopReport | None = None
+    error: str | None = Field(default=None, description="the executor could not run at all (e.g. SSH down)")
+    replayed: bool = Field(default=False, description="answered from the journal, not executed again")
+
+
+class RejectedEvent(_EventBase):
+    kind: Literal[EventKind.REJECTED] = EventKind.REJECTED
+    reason: str
+
+
+Event = Annotated[AcceptedEvent | ProgressEvent | ResultEvent | RejectedEvent, Field(discriminator="kind")]
+
+
+class EventEnvelope(BaseModel):
+    """Parses any event by its kind."""
+
+    event: Event
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> AcceptedEvent | ProgressEvent | ResultEvent | RejectedEvent:
+        return cls.model_validate({"event": json.loads(raw)}).event
+
+
+class Presence(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
