@@ -11,12 +11,23 @@ import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from agent.host import Host, PidFile, ProcessFacts, Resolved
 from agent.identity import prove
 from agent.protocol import ObserverState, ObserverTarget, ProbeReport, StopOptions, StopReport
 
 Progress = Callable[[str], Awaitable[None]]
+
+
+class SignalJournal(Protocol):
+    """Where a stop records each signal before sending it, so a resumed stop never repeats one."""
+
+    async def record(self, mark: str) -> bool:
+        """Record mark; True if it was already recorded (the signal was sent by an earlier attempt)."""
+        ...
+
+
 _MAX_PID = 4_194_304  # kernel pid_max ceiling on 64-bit Linux
 
 
@@ -116,6 +127,7 @@ async def stop(
     target: ObserverTarget,
     options: StopOptions | None = None,
     progress: Progress = _quiet,
+    journal: SignalJournal | None = None,
 ) -> StopReport:
     opts = options or StopOptions()
     started = time.monotonic()
@@ -142,9 +154,18 @@ async def stop(
         assert found.facts is not None and pid is not None
         start_time = found.facts.start_time
         first = signal.Signals[opts.signal]
-        await progress(f"sending {first.name} to pid {pid}")
-        if await host.send_signal(pid, first, start_time):
-            signals.append(first.name)
+
+        async def send(sig: signal.Signals) -> None:
+            # commit before act: a stop resumed after a crash finds the mark and does not signal again
+            if journal is not None and await journal.record(f"{sig.name}:{pid}:{start_time}"):
+                await progress(f"{sig.name} was already sent to pid {pid} by an earlier attempt; waiting")
+                signals.append(sig.name)
+                return
+            await progress(f"sending {sig.name} to pid {pid}")
+            if await host.send_signal(pid, sig, start_time):
+                signals.append(sig.name)
+
+        await send(first)
         exited = await host.wait_exit(pid, start_time, opts.term_timeout)
         if not exited:
             again = await host.inspect(pid)
@@ -156,8 +177,7 @@ async def stop(
                     if reason:
                         return result(False, pid=pid, reason=f"not escalating to SIGKILL: {reason}")
                     await progress(f"pid {pid} alive {opts.term_timeout:g}s after {first.name}; SIGKILL")
-                    if await host.send_signal(pid, signal.SIGKILL, start_time):
-                        signals.append("SIGKILL")
+                    await send(signal.SIGKILL)
                     exited = await host.wait_exit(pid, start_time, opts.kill_timeout)
             else:
                 exited = True

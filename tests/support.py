@@ -67,12 +67,16 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
 def kill_tree_under(root: Path) -> None:
     """Kill any process whose cwd is under root (fake observers and their children left by a test)."""
     prefix = str(root.resolve())
+    killed = []
     for proc in psutil.process_iter():
         try:
             if proc.cwd().startswith(prefix):
                 proc.send_signal(signal.SIGKILL)
+                killed.append(proc.pid)
         except psutil.Error:
             continue
+    for pid in killed:
+        wait_dead(pid)
 
 
 @dataclass(frozen=True)

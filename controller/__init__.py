@@ -1,0 +1,1 @@
+"""obstop controller: the OCP-compatible API, inventory, stop DAG, durable engine and dispatch."""

@@ -1,0 +1,152 @@
+"""The controller's configuration (TOML, every key also settable as OBSTOP_SECTION__KEY)."""
+
+from __future__ import annotations
+
+import socket
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from controller import tomlconf
+
+
+class Role(StrEnum):
+    CLUSTER_MANAGER = "CLUSTER_MANAGER"
+    TASK_MANAGER = "TASK_MANAGER"
+    TASK_VIEWER = "TASK_VIEWER"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _base(info: ValidationInfo) -> Path:
+    ctx = info.context or {}
+    return Path(ctx.get("base_dir", "."))
+
+
+class UserConfig(_Section):
+    name: str = Field(min_length=1)
+    password_hash: str = Field(pattern=r"^pbkdf2_sha256\$\d+\$[^$]+\$[^$]+$")
+    roles: list[Role] = Field(default_factory=list)
+
+
+class ApiConfig(_Section):
+    listen: str = "127.0.0.1:8080"
+    users: list[UserConfig] = Field(default_factory=list)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError("listen must be HOST:PORT")
+        return v
+
+
+class StoreConfig(_Section):
+    url: str = "sqlite:///state/controller.db"
+
+    @field_validator("url")
+    @classmethod
+    def _relative_sqlite(cls, v: str, info: ValidationInfo) -> str:
+        prefix = "sqlite:///"
+        if v.startswith(prefix) and not v.startswith(prefix + "/") and v != prefix + ":memory:":
+            return prefix + str(_base(info) / v[len(prefix) :])
+        return v
+
+
+class MqttConfig(_Section):
+    url: str | None = Field(default=None, description="mqtt://host:port or mqtts://; none: agentless only")
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    client_id: str | None = None
+
+    @field_validator("password_file", "ca_file")
+    @classmethod
+    def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else tomlconf.resolve(_base(info), v)
+
+
+class SigningConfig(_Section):
+    private_key: Path | None = None
+    command_ttl_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("private_key")
+    @classmethod
+    def _path(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else tomlconf.resolve(_base(info), v)
+
+
+class SSHHostConfig(_Section):
+    host: str = Field(min_length=1, description="the host name used in the inventory")
+    address: str
+    port: int = 22
+    user: str
+    identity: Path
+    known_hosts: Path
+    connect_timeout: float = 10.0
+    command_timeout: float = 30.0
+
+    @field_validator("identity", "known_hosts")
+    @classmethod
+    def _paths(cls, v: Path, info: ValidationInfo) -> Path:
+        return tomlconf.resolve(_base(info), v)
+
+
+class AgentlessConfig(_Section):
+    """Hosts the controller reaches itself, with no agent: this machine, or over SSH like OBD."""
+
+    local_hosts: list[str] = Field(default_factory=list)
+    ssh: list[SSHHostConfig] = Field(default_factory=list)
+
+
+class StopConfig(_Section):
+    signal: str = "SIGTERM"
+    term_timeout: float = Field(default=10.0, gt=0)
+    kill_timeout: float = Field(default=10.0, gt=0)
+    port_timeout: float = Field(default=30.0, gt=0)
+    subtask_timeout: float = Field(default=120.0, gt=0, description="bound of each process subtask")
+    resend_interval: float = Field(default=2.0, gt=0, description="re-send a command without a result")
+
+
+class EngineConfig(_Section):
+    controller_id: str = Field(default_factory=socket.gethostname)
+    lease_seconds: float = Field(default=30.0, gt=1)
+    max_concurrency: int = Field(default=512, ge=1)
+    step_timeout: float = Field(default=60.0, gt=0, description="bound of bookkeeping subtasks")
+
+
+class ControllerConfig(_Section):
+    inventory: Path = Path("inventory.toml")
+    log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    signing: SigningConfig = Field(default_factory=SigningConfig)
+    agentless: AgentlessConfig = Field(default_factory=AgentlessConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @field_validator("inventory")
+    @classmethod
+    def _inventory(cls, v: Path, info: ValidationInfo) -> Path:
+        return tomlconf.resolve(_base(info), v)
+
+    @model_validator(mode="after")
+    def _unique_users(self) -> ControllerConfig:
+        names = [u.name for u in self.api.users]
+        if len(names) != len(set(names)):
+            raise ValueError("api.users: a user name appears twice")
+        return self
+
+
+def load_config(path: Path) -> ControllerConfig:
+    return tomlconf.load(ControllerConfig, path)

@@ -1,0 +1,174 @@
+"""What each subtask of the stop DAG does. Every step is safe to run again after a crash: status moves
+are compare-and-set and idempotent, and process commands keep their id across re-runs of the same run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from agent.errors import ExecutorError
+from agent.protocol import ObserverState, ObserverTarget, StopOptions, StopReport
+from controller.config import ControllerConfig
+from controller.dag import Step
+from controller.dispatch import Router
+from controller.errors import NotFound, StepFailed
+from controller.models import Server
+from controller.states import IllegalTransition
+from controller.states.cluster import ClusterStatus
+from controller.states.server import ServerStatus
+from controller.states.zone import ZoneStatus
+from controller.store import Claimed, Store
+
+
+class Preparation(Protocol):
+    """The seam for graceful cluster-level preparation (minor freeze, checkpoint wait) before kills."""
+
+    async def prepare_cluster(self, run: StepRun) -> None: ...
+
+    async def prepare_server(self, run: StepRun, server: Server) -> None: ...
+
+
+class NoPreparation:
+    async def prepare_cluster(self, run: StepRun) -> None:
+        return None
+
+    async def prepare_server(self, run: StepRun, server: Server) -> None:
+        return None
+
+
+class StepRun:
+    """One execution of one subtask: its claim, and a log that lands in the subtask's log."""
+
+    def __init__(self, store: Store, claimed: Claimed, cluster_id: int) -> None:
+        self.store = store
+        self.claimed = claimed
+        self.cluster_id = cluster_id
+
+    @property
+    def task_id(self) -> int:
+        return self.claimed.task_id
+
+    def ctx(self, key: str) -> Any:
+        return self.claimed.context.get(key)
+
+    async def log(self, line: str) -> None:
+        stamp = datetime.now(UTC).astimezone().isoformat(timespec="milliseconds")
+        await self.store.log(self.claimed.id, f"{stamp} {line}")
+
+    @property
+    def command_id(self) -> str:
+        # stable across controller restarts within one run; a retry (new run) gets a new id
+        c = self.claimed
+        return f"obstop-t{c.task_id}-s{c.id}-r{c.run_time}"
+
+
+class StopSteps:
+    def __init__(
+        self, store: Store, router: Router, config: ControllerConfig, preparation: Preparation | None = None
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.config = config
+        self.preparation = preparation or NoPreparation()
+
+    @property
+    def stop_options(self) -> StopOptions:
+        c = self.config.stop
+        return StopOptions(
+            signal=c.signal,
+            term_timeout=c.term_timeout,
+            kill_timeout=c.kill_timeout,
+            port_timeout=c.port_timeout,
+        )
+
+    async def run(self, run: StepRun) -> str:
+        """Run the step; returns the line that closes its log. Raises StepFailed with the reason."""
+        step = Step(run.claimed.step)
+        try:
+            match step:
+                case Step.WAIT:
+                    return "upstreams done"
+                case Step.PREPARE_CLUSTER:
+                    return await self._prepare_cluster(run)
+                case Step.PREPARE_ZONE:
+                    return await self._zone(run, ZoneStatus.STOPPING)
+                case Step.PREPARE_OBSERVER:
+                    return await self._prepare_observer(run)
+                case Step.STOP_PROCESS:
+                    return await self._stop_process(run)
+                case Step.UPDATE_OBSERVER:
+                    srv = await self.store.server(int(run.ctx("server_id")))
+                    former = await self.store.move_server(run.task_id, srv.id, ServerStatus.PROCESS_STOPPED)
+                    return f"server {srv.ip}:{srv.rpc_port}: {former} -> {ServerStatus.PROCESS_STOPPED}"
+                case Step.UPDATE_ZONE:
+                    return await self._zone(run, ZoneStatus.STOPPED)
+                case Step.UPDATE_CLUSTER:
+                    former = await self.store.move_cluster(run.task_id, run.cluster_id, ClusterStatus.STOPPED)
+                    return f"cluster {run.cluster_id}: {former} -> {ClusterStatus.STOPPED}"
+        except (IllegalTransition, NotFound) as exc:
+            raise StepFailed(str(exc)) from exc
+        except ExecutorError as exc:
+            raise StepFailed(str(exc)) from exc
+
+    async def _prepare_cluster(self, run: StepRun) -> str:
+        former = await self.store.move_cluster(run.task_id, run.cluster_id, ClusterStatus.STOPPING)
+        await run.log(f"cluster {run.cluster_id}: {former} -> {ClusterStatus.STOPPING}")
+        await self.preparation.prepare_cluster(run)
+        return "cluster prepared"
+
+    async def _zone(self, run: StepRun, wanted: ZoneStatus) -> str:
+        zone = str(run.ctx("zone_name"))
+        former = await self.store.move_zone(run.task_id, run.cluster_id, zone, wanted)
+        return f"zone {zone}: {former} -> {wanted}"
+
+    async def _prepare_observer(self, run: StepRun) -> str:
+        srv = await self.store.server(int(run.ctx("server_id")))
+        target = _target(srv)
+        dispatcher = self.router.for_host(srv.host)
+        report = await dispatcher.probe(run.command_id, target, run.log)
+        await run.log(
+            f"probe of {srv.host}:{srv.home_path}: {report.state}"
+            + (f" pid {report.pid}" if report.pid else "")
+            + (f" ({report.reason})" if report.reason else "")
+            + (" (stale pid file)" if report.stale_pid_file else "")
+        )
+        if report.state is ObserverState.REFUSED:
+            raise StepFailed(f"observer {srv.ip}:{srv.rpc_port} on {srv.host} refused: {report.reason}")
+        await self.preparation.prepare_server(run, srv)
+        former = await self.store.move_server(run.task_id, srv.id, ServerStatus.PROCESS_STOPPING)
+        return f"server {srv.ip}:{srv.rpc_port}: {former} -> {ServerStatus.PROCESS_STOPPING}"
+
+    async def _stop_process(self, run: StepRun) -> str:
+        srv = await self.store.server(int(run.ctx("server_id")))
+        dispatcher = self.router.for_host(srv.host)
+        command_id = run.command_id
+        recorded = await self.store.command_begin(command_id, run.claimed.id, srv.host, "stop_observer")
+        if recorded is not None:
+            report = StopReport.model_validate(recorded)
+            await run.log(f"command {command_id} already has a result; not sending it again")
+        else:
+            await run.log(
+                f"command {command_id}: stop observer {srv.home_path} on {srv.host} "
+                f"({srv.ip}:{srv.sql_port}/{srv.rpc_port})"
+            )
+            report = await dispatcher.stop(command_id, _target(srv), self.stop_options, run.log)
+            await self.store.command_done(command_id, report.model_dump(mode="json"))
+        if not report.ok:
+            raise StepFailed(f"observer {srv.ip}:{srv.rpc_port} on {srv.host}: {report.reason}")
+        if report.already_stopped:
+            return f"observer on {srv.host} was already stopped" + (
+                "; stale pid file removed" if report.pid_file_removed else ""
+            )
+        exit_ms = (report.time_to_exit_s or 0) * 1000
+        free_ms = (report.time_to_ports_free_s or 0) * 1000
+        return (
+            f"observer pid {report.pid} on {srv.host} stopped with {' then '.join(report.signals)}: "
+            f"exited after {exit_ms:.0f} ms, ports free after {free_ms:.0f} ms"
+        )
+
+
+def _target(srv: Server) -> ObserverTarget:
+    return ObserverTarget(
+        host=srv.host, ip=srv.ip, home_path=srv.home_path, sql_port=srv.sql_port, rpc_port=srv.rpc_port
+    )

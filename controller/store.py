@@ -1,0 +1,766 @@
+"""The durable store: SQLite (default) or PostgreSQL through SQLAlchemy's asyncio engine.
+
+Every state change is a compare-and-set (`UPDATE ... WHERE id=? AND status IN (...)`; zero rows means
+someone else moved it) committed with an event row before the engine acts on it. A subtask becomes
+READY when its counter of unfinished upstreams reaches zero, so finishing one costs O(1), not O(fan-in).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from controller.errors import Conflict, NotFound
+from controller.inventory import Inventory
+from controller.models import (
+    Cluster,
+    Command,
+    CommandMark,
+    Event,
+    Server,
+    Subtask,
+    SubtaskLog,
+    Task,
+    Zone,
+    now,
+)
+from controller.states import IllegalTransition, sources
+from controller.states import cluster as cluster_states
+from controller.states import server as server_states
+from controller.states import task as task_states
+from controller.states import zone as zone_states
+from controller.states.subtask import Operation, SubtaskStatus
+from controller.states.task import TaskStatus
+
+S = SubtaskStatus
+
+
+def async_url(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One subtask of a DAG before it is stored: its key in the task, step and edges by key."""
+
+    node: str
+    step: str
+    name: str
+    description: str
+    upstreams: tuple[str, ...]
+    parallel_idx: int = -1
+    timeout: int = 60
+    context: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    task_id: int
+    step: str
+    name: str
+    run_time: int
+    timeout: int
+    operation: str
+    context: dict[str, Any]
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class Finished:
+    task_id: int
+    task_status: TaskStatus | None
+    promoted: int
+
+
+class LeaseLost(Exception):
+    """The subtask is no longer RUNNING under our lease (another controller, or an operator, moved it)."""
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            path = url[len("sqlite:///") :]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # one connection: SQLite has one writer anyway, and this keeps writers from colliding
+            kwargs = {"pool_size": 1, "max_overflow": 0, "connect_args": {"timeout": 30}}
+        else:
+            kwargs = {"pool_size": 10, "max_overflow": 10}
+        self.engine = create_async_engine(async_url(url), **kwargs)
+        if self.is_sqlite:
+            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        store = cls(url)
+        await store.migrate()
+        return store
+
+    async def migrate(self) -> None:
+        def upgrade(conn: sa.Connection) -> None:
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+            cfg.attributes["connection"] = conn
+            alembic_command.upgrade(cfg, "head")
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(upgrade)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def tx(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    # --- inventory -------------------------------------------------------------------------------
+
+    async def sync_inventory(self, inv: Inventory) -> None:
+        """Add new clusters, zones and servers; update addresses; keep every status as it is."""
+        async with self.tx() as s:
+            for c in inv.clusters:
+                row = await s.get(Cluster, c.id)
+                if row is None:
+                    s.add(
+                        Cluster(
+                            id=c.id,
+                            name=c.name,
+                            ob_cluster_id=c.ob_cluster_id,
+                            status=cluster_states.ClusterStatus.RUNNING,
+                            updated_at=now(),
+                        )
+                    )
+                else:
+                    row.name, row.ob_cluster_id = c.name, c.ob_cluster_id
+                zones = set((await s.scalars(sa.select(Zone.name).where(Zone.cluster_id == c.id))).all())
+                for z in c.zones:
+                    if z not in zones:
+                        s.add(
+                            Zone(
+                                cluster_id=c.id,
+                                name=z,
+                                status=zone_states.ZoneStatus.RUNNING,
+                                updated_at=now(),
+                            )
+                        )
+                for e in c.servers:
+                    srv = await s.get(Server, e.id)
+                    if srv is None:
+                        s.add(
+                            Server(
+                                id=e.id,
+                                cluster_id=c.id,
+                                zone=e.zone,
+                                host=e.host,
+                                ip=e.ip,
+                                sql_port=e.sql_port,
+                                rpc_port=e.rpc_port,
+                                home_path=e.home_path,
+                                status=server_states.ServerStatus.RUNNING,
+                                updated_at=now(),
+                            )
+                        )
+                    else:
+                        srv.cluster_id, srv.zone, srv.host, srv.ip = c.id, e.zone, e.host, e.ip
+                        srv.sql_port, srv.rpc_port, srv.home_path = e.sql_port, e.rpc_port, e.home_path
+
+    async def clusters(self) -> list[tuple[Cluster, list[Zone], list[Server]]]:
+        async with self.tx() as s:
+            clusters = (await s.scalars(sa.select(Cluster).order_by(Cluster.id))).all()
+            zones = (await s.scalars(sa.select(Zone).order_by(Zone.name))).all()
+            servers = (await s.scalars(sa.select(Server).order_by(Server.id))).all()
+        return [
+            (c, [z for z in zones if z.cluster_id == c.id], [x for x in servers if x.cluster_id == c.id])
+            for c in clusters
+        ]
+
+    async def cluster(self, cluster_id: int) -> tuple[Cluster, list[Zone], list[Server]]:
+        async with self.tx() as s:
+            c = await s.get(Cluster, cluster_id)
+            if c is None:
+                raise NotFound(f"no cluster with id {cluster_id}")
+            zones = (
+                await s.scalars(sa.select(Zone).where(Zone.cluster_id == c.id).order_by(Zone.name))
+            ).all()
+            servers = (
+                await s.scalars(sa.select(Server).where(Server.cluster_id == c.id).order_by(Server.id))
+            ).all()
+        return c, list(zones), list(servers)
+
+    async def server(self, server_id: int) -> Server:
+        async with self.tx() as s:
+            srv = await s.get(Server, server_id)
+        if srv is None:
+            raise NotFound(f"no server with id {server_id}")
+        return srv
+
+    # --- tasks -----------------------------------------------------------------------------------
+
+    async def create_task(
+        self,
+        cluster_id: int,
+        name: str,
+        creator: tuple[int, str],
+        context: dict[str, Any],
+        nodes: Sequence[NodeSpec],
+        require: frozenset[str],
+    ) -> int:
+        """Store a task and its DAG in one transaction; the task holds the cluster until it succeeds."""
+        try:
+            async with self.tx() as s:
+                holder = await s.scalar(sa.select(Task).where(Task.holds_cluster == cluster_id))
+                if holder is not None:
+                    raise Conflict(
+                        f"cluster {cluster_id} is held by task {holder.id} ({holder.name}, {holder.status}); "
+                        "retry or roll back that task first"
+                    )
+                cluster = await s.get(Cluster, cluster_id)
+                if cluster is None:
+                    raise NotFound(f"no cluster with id {cluster_id}")
+                if cluster.status not in require:
+                    raise Conflict(
+                        f"cluster {cluster_id} ({cluster.name}) is {cluster.status}: "
+                        f"this needs it {' or '.join(sorted(require))}"
+                    )
+                t = Task(
+                    name=name,
+                    cluster_id=cluster_id,
+                    holds_cluster=cluster_id,
+                    status=TaskStatus.RUNNING,
+                    creator_id=creator[0],
+                    creator_name=creator[1],
+                    context=context,
+                    start_time=now(),
+                )
+                s.add(t)
+                await s.flush()
+                rows = [
+                    Subtask(
+                        task_id=t.id,
+                        node=n.node,
+                        step=n.step,
+                        name=n.name,
+                        description=n.description,
+                        status=S.READY if not n.upstreams else S.PENDING,
+                        operation=Operation.EXECUTE,
+                        parallel_idx=n.parallel_idx,
+                        run_time=0,
+                        timeout=n.timeout,
+                        waiting=len(n.upstreams),
+                        upstreams=[],
+                        downstreams=[],
+                        context=n.context or {},
+                    )
+                    for n in nodes
+                ]
+                s.add_all(rows)
+                await s.flush()
+                ids = {r.node: r.id for r in rows}
+                downs: dict[str, list[int]] = {n.node: [] for n in nodes}
+                for n in nodes:
+                    for up in n.upstreams:
+                        downs[up].append(ids[n.node])
+                await s.execute(
+                    sa.update(Subtask),
+                    [
+                        {
+                            "id": ids[n.node],
+                            "upstreams": [ids[u] for u in n.upstreams],
+                            "downstreams": downs[n.node],
+                        }
+                        for n in nodes
+                    ],
+                )
+                s.add(
+                    Event(
+                        task_id=t.id,
+                        entity="task",
+                        entity_id=t.id,
+                        from_status=None,
+                        to_status=TaskStatus.RUNNING,
+                        at=now(),
+                        note=f"created by {creator[1]}",
+                    )
+                )
+                return t.id
+        except sa.exc.IntegrityError as exc:
+            raise Conflict(f"cluster {cluster_id} is already held by another task") from exc
+
+    async def task(self, task_id: int) -> tuple[Task, list[Subtask]]:
+        async with self.tx() as s:
+            t = await s.get(Task, task_id)
+            if t is None:
+                raise NotFound(f"no task with id {task_id}")
+            subs = (
+                await s.scalars(sa.select(Subtask).where(Subtask.task_id == task_id).order_by(Subtask.id))
+            ).all()
+        return t, list(subs)
+
+    async def tasks(
+        self, *, cluster_id: int | None, status: TaskStatus | None, page: int, size: int
+    ) -> tuple[list[Task], int]:
+        q = sa.select(Task)
+        if cluster_id is not None:
+            q = q.where(Task.cluster_id == cluster_id)
+        if status is not None:
+            q = q.where(Task.status == status)
+        async with self.tx() as s:
+            total = await s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
+            rows = (await s.scalars(q.order_by(Task.id.desc()).offset((page - 1) * size).limit(size))).all()
+        return list(rows), total
+
+    async def unfinished_tasks(self) -> list[int]:
+        async with self.tx() as s:
+            return list((await s.scalars(sa.select(Task.id).where(Task.status == TaskStatus.RUNNING))).all())
+
+    async def subtask_log(self, task_id: int, subtask_id: int) -> str:
+        async with self.tx() as s:
+            sub = await s.get(Subtask, subtask_id)
+            if sub is None or sub.task_id != task_id:
+                raise NotFound(f"task {task_id} has no subtask {subtask_id}")
+            lines = (
+                await s.scalars(
+                    sa.select(SubtaskLog.line)
+                    .where(SubtaskLog.subtask_id == subtask_id)
+                    .order_by(SubtaskLog.id)
+                )
+            ).all()
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    async def log(self, subtask_id: int, *lines: str) -> None:
+        async with self.tx() as s:
+            s.add_all(SubtaskLog(subtask_id=subtask_id, at=now(), line=line) for line in lines)
+
+    # --- the engine's transitions ----------------------------------------------------------------
+
+    async def claim_ready(self, owner: str, lease: float, limit: int) -> list[Claimed]:
+        t0 = now()
+        async with self.tx() as s:
+            ids = sa.select(Subtask.id).where(Subtask.status == S.READY).order_by(Subtask.id).limit(limit)
+            if not self.is_sqlite:
+                ids = ids.with_for_update(skip_locked=True)
+            rows = (
+                await s.execute(
+                    sa.update(Subtask)
+                    .where(Subtask.id.in_(ids.scalar_subquery()), Subtask.status == S.READY)
+                    .values(
+                        status=S.RUNNING,
+                        run_time=Subtask.run_time + 1,
+                        start_time=t0,
+                        finish_time=None,
+                        lease_owner=owner,
+                        lease_expires=t0 + timedelta(seconds=lease),
+                    )
+                    .returning(
+                        Subtask.id,
+                        Subtask.task_id,
+                        Subtask.step,
+                        Subtask.name,
+                        Subtask.run_time,
+                        Subtask.timeout,
+                        Subtask.operation,
+                        Subtask.context,
+                    )
+                )
+            ).all()
+            claimed = [Claimed(**r._asdict()) for r in rows]
+            for c in claimed:
+                s.add(
+                    Event(
+                        task_id=c.task_id,
+                        subtask_id=c.id,
+                        entity="subtask",
+                        entity_id=c.id,
+                        from_status=S.READY,
+                        to_status=S.RUNNING,
+                        at=t0,
+                        note=f"run {c.run_time} by {owner}",
+                    )
+                )
+                s.add(SubtaskLog(subtask_id=c.id, at=t0, line=_separator(t0, c.run_time, c.operation)))
+        return claimed
+
+    async def reclaim(self, owner: str, lease: float) -> list[Claimed]:
+        """RUNNING subtasks whose lease is ours (we restarted) or has expired: take them over."""
+        t0 = now()
+        async with self.tx() as s:
+            rows = (
+                await s.execute(
+                    sa.update(Subtask)
+                    .where(
+                        Subtask.status == S.RUNNING,
+                        sa.or_(
+                            Subtask.lease_owner == owner,
+                            Subtask.lease_expires < t0,
+                            Subtask.lease_owner.is_(None),
+                        ),
+                    )
+                    .values(lease_owner=owner, lease_expires=t0 + timedelta(seconds=lease))
+                    .returning(
+                        Subtask.id,
+                        Subtask.task_id,
+                        Subtask.step,
+                        Subtask.name,
+                        Subtask.run_time,
+                        Subtask.timeout,
+                        Subtask.operation,
+                        Subtask.context,
+                    )
+                )
+            ).all()
+            claimed = [Claimed(**r._asdict(), resumed=True) for r in rows]
+            for c in claimed:
+                s.add(
+                    Event(
+                        task_id=c.task_id,
+                        subtask_id=c.id,
+                        entity="subtask",
+                        entity_id=c.id,
+                        from_status=S.RUNNING,
+                        to_status=S.RUNNING,
+                        at=t0,
+                        note=f"resumed by {owner}",
+                    )
+                )
+                s.add(
+                    SubtaskLog(
+                        subtask_id=c.id,
+                        at=t0,
+                        line=f"{_stamp(t0)} resumed by {owner} after a restart; "
+                        "re-checking and re-running this step (its command id is unchanged)",
+                    )
+                )
+        return claimed
+
+    async def renew(self, owner: str, ids: Sequence[int], lease: float) -> None:
+        if not ids:
+            return
+        async with self.tx() as s:
+            await s.execute(
+                sa.update(Subtask)
+                .where(Subtask.id.in_(list(ids)), Subtask.lease_owner == owner, Subtask.status == S.RUNNING)
+                .values(lease_expires=now() + timedelta(seconds=lease))
+            )
+
+    async def finish(
+        self, subtask_id: int, owner: str, ok: bool, line: str, result: dict[str, Any] | None
+    ) -> Finished:
+        """RUNNING -> SUCCESSFUL / FAILED under our lease, promote downstreams, derive the task status."""
+        t0 = now()
+        to = S.SUCCESSFUL if ok else S.FAILED
+        async with self.tx() as s:
+            row = (
+                await s.execute(
+                    sa.update(Subtask)
+                    .where(
+                        Subtask.id == subtask_id, Subtask.status == S.RUNNING, Subtask.lease_owner == owner
+                    )
+                    .values(status=to, finish_time=t0, lease_owner=None, lease_expires=None, result=result)
+                    .returning(Subtask.task_id, Subtask.downstreams)
+                )
+            ).first()
+            if row is None:
+                raise LeaseLost(f"subtask {subtask_id} is no longer RUNNING under {owner}")
+            task_id, downstreams = row
+            s.add(
+                Event(
+                    task_id=task_id,
+                    subtask_id=subtask_id,
+                    entity="subtask",
+                    entity_id=subtask_id,
+                    from_status=S.RUNNING,
+                    to_status=to,
+                    at=t0,
+                    note=line[:2000],
+                )
+            )
+            s.add(SubtaskLog(subtask_id=subtask_id, at=t0, line=f"{_stamp(t0)} {to}: {line}"))
+            promoted: Sequence[Any] = []
+            if ok and downstreams:
+                await s.execute(
+                    sa.update(Subtask).where(Subtask.id.in_(downstreams)).values(waiting=Subtask.waiting - 1)
+                )
+                promoted = (
+                    await s.scalars(
+                        sa.update(Subtask)
+                        .where(Subtask.id.in_(downstreams), Subtask.waiting <= 0, Subtask.status == S.PENDING)
+                        .values(status=S.READY)
+                        .returning(Subtask.id)
+                    )
+                ).all()
+                for sid in promoted:
+                    s.add(
+                        Event(
+                            task_id=task_id,
+                            subtask_id=sid,
+                            entity="subtask",
+                            entity_id=sid,
+                            from_status=S.PENDING,
+                            to_status=S.READY,
+                            at=t0,
+                            note=None,
+                        )
+                    )
+            status: TaskStatus | None = None
+            failed_exists = ok and await s.scalar(
+                sa.select(Subtask.id).where(Subtask.task_id == task_id, Subtask.status == S.FAILED).limit(1)
+            )
+            if not ok or not downstreams or failed_exists:
+                status = await self._derive_task(s, task_id, t0)
+        return Finished(task_id, status, len(promoted))
+
+    async def _derive_task(self, s: AsyncSession, task_id: int, t0: datetime) -> TaskStatus | None:
+        counts = (
+            await s.execute(
+                sa.select(Subtask.status, sa.func.count())
+                .where(Subtask.task_id == task_id)
+                .group_by(Subtask.status)
+            )
+        ).all()
+        new = task_states.derive(S(st) for st, _ in counts)
+        task = await s.get(Task, task_id)
+        assert task is not None
+        if new == task.status:
+            return None
+        task_states_check(TaskStatus(task.status), new)
+        values: dict[str, Any] = {"status": new, "finish_time": t0 if new != TaskStatus.RUNNING else None}
+        if new is TaskStatus.SUCCESSFUL:
+            values["holds_cluster"] = None
+        await s.execute(
+            sa.update(Task).where(Task.id == task_id, Task.status == task.status).values(**values)
+        )
+        s.add(
+            Event(
+                task_id=task_id,
+                entity="task",
+                entity_id=task_id,
+                from_status=task.status,
+                to_status=new,
+                at=t0,
+                note=None,
+            )
+        )
+        return new
+
+    async def retry(self, task_id: int, subtask_id: int | None = None) -> list[int]:
+        """FAILED subtasks (all, or the one named) -> READY with operation RETRY; the task runs again."""
+        t0 = now()
+        async with self.tx() as s:
+            task = await s.get(Task, task_id)
+            if task is None:
+                raise NotFound(f"no task with id {task_id}")
+            q = sa.select(Subtask).where(Subtask.task_id == task_id)
+            if subtask_id is not None:
+                sub = await s.get(Subtask, subtask_id)
+                if sub is None or sub.task_id != task_id:
+                    raise NotFound(f"task {task_id} has no subtask {subtask_id}")
+                if sub.status != S.FAILED:
+                    raise Conflict(
+                        f"subtask {subtask_id} ({sub.name}) is {sub.status}: only a FAILED one can be retried"
+                    )
+                q = q.where(Subtask.id == subtask_id)
+            elif task.status != TaskStatus.FAILED:
+                raise Conflict(f"task {task_id} is {task.status}: only a FAILED task can be retried")
+            ids = (
+                await s.scalars(
+                    sa.update(Subtask)
+                    .where(
+                        Subtask.id.in_(
+                            q.with_only_columns(Subtask.id)
+                            .where(Subtask.status == S.FAILED)
+                            .scalar_subquery()
+                        ),
+                        Subtask.status == S.FAILED,
+                    )
+                    .values(status=S.READY, operation=Operation.RETRY)
+                    .returning(Subtask.id)
+                )
+            ).all()
+            for sid in ids:
+                s.add(
+                    Event(
+                        task_id=task_id,
+                        subtask_id=sid,
+                        entity="subtask",
+                        entity_id=sid,
+                        from_status=S.FAILED,
+                        to_status=S.READY,
+                        at=t0,
+                        note="retry",
+                    )
+                )
+            if task.status != TaskStatus.RUNNING:
+                await s.execute(
+                    sa.update(Task)
+                    .where(Task.id == task_id)
+                    .values(status=TaskStatus.RUNNING, finish_time=None)
+                )
+                s.add(
+                    Event(
+                        task_id=task_id,
+                        entity="task",
+                        entity_id=task_id,
+                        from_status=task.status,
+                        to_status=TaskStatus.RUNNING,
+                        at=t0,
+                        note="retry",
+                    )
+                )
+        return list(ids)
+
+    # --- cluster, zone and server statuses -------------------------------------------------------
+
+    async def move_cluster(self, task_id: int, cluster_id: int, wanted: cluster_states.ClusterStatus) -> str:
+        return await self._move(
+            task_id,
+            Cluster,
+            Cluster.id == cluster_id,
+            cluster_states.TRANSITIONS,
+            wanted,
+            "cluster",
+            cluster_id,
+        )
+
+    async def move_zone(
+        self, task_id: int, cluster_id: int, zone: str, wanted: zone_states.ZoneStatus
+    ) -> str:
+        async with self.tx() as s:
+            zid = await s.scalar(sa.select(Zone.id).where(Zone.cluster_id == cluster_id, Zone.name == zone))
+        if zid is None:
+            raise NotFound(f"cluster {cluster_id} has no zone {zone}")
+        return await self._move(task_id, Zone, Zone.id == zid, zone_states.TRANSITIONS, wanted, "zone", zid)
+
+    async def move_server(self, task_id: int, server_id: int, wanted: server_states.ServerStatus) -> str:
+        return await self._move(
+            task_id, Server, Server.id == server_id, server_states.TRANSITIONS, wanted, "server", server_id
+        )
+
+    async def _move(
+        self, task_id: int, model: Any, where: Any, table: Any, wanted: Any, entity: str, entity_id: int
+    ) -> str:
+        """CAS the status to wanted from any state allowed to reach it; returns the former status."""
+        async with self.tx() as s:
+            current = await s.scalar(sa.select(model.status).where(where))
+            if current is None:
+                raise NotFound(f"no {entity} {entity_id}")
+            if current == wanted:
+                return str(current)
+            allowed = sources(table, wanted)
+            res = await s.execute(
+                sa.update(model)
+                .where(where, model.status.in_(list(allowed)))
+                .values(status=wanted, updated_at=now())
+            )
+            if res.rowcount == 0:  # type: ignore[attr-defined]
+                raise IllegalTransition(f"{entity} {entity_id}", type(wanted)(current), wanted)
+            s.add(
+                Event(
+                    task_id=task_id,
+                    entity=entity,
+                    entity_id=entity_id,
+                    from_status=current,
+                    to_status=wanted,
+                    at=now(),
+                    note=None,
+                )
+            )
+        return str(current)
+
+    # --- commands --------------------------------------------------------------------------------
+
+    async def command_begin(
+        self, command_id: str, subtask_id: int, agent_id: str, kind: str
+    ) -> dict[str, Any] | None:
+        """Record a command before it is sent (or count a re-send); returns its result if one is known."""
+        async with self.tx() as s:
+            row = await s.get(Command, command_id)
+            if row is None:
+                s.add(
+                    Command(
+                        command_id=command_id,
+                        subtask_id=subtask_id,
+                        agent_id=agent_id,
+                        kind=kind,
+                        created_at=now(),
+                        sends=1,
+                        result=None,
+                        finished_at=None,
+                    )
+                )
+                return None
+            if row.result is None:
+                row.sends += 1
+            return row.result
+
+    async def command_done(self, command_id: str, result: dict[str, Any]) -> None:
+        async with self.tx() as s:
+            await s.execute(
+                sa.update(Command)
+                .where(Command.command_id == command_id, Command.result.is_(None))
+                .values(result=result, finished_at=now())
+            )
+
+    async def mark(self, command_id: str, mark: str) -> bool:
+        """Record a mark of a command; True if it was already there (the unique key decides)."""
+        try:
+            async with self.tx() as s:
+                if await s.get(CommandMark, (command_id, mark)) is not None:
+                    return True
+                s.add(CommandMark(command_id=command_id, mark=mark, at=now()))
+        except sa.exc.IntegrityError:
+            return True
+        return False
+
+    async def commands_of(self, subtask_ids: Sequence[int]) -> list[Command]:
+        async with self.tx() as s:
+            return list(
+                (await s.scalars(sa.select(Command).where(Command.subtask_id.in_(list(subtask_ids))))).all()
+            )
+
+    async def events(self, task_id: int) -> list[Event]:
+        async with self.tx() as s:
+            return list(
+                (await s.scalars(sa.select(Event).where(Event.task_id == task_id).order_by(Event.id))).all()
+            )
+
+
+def task_states_check(current: TaskStatus, wanted: TaskStatus) -> None:
+    if wanted not in task_states.TRANSITIONS[current]:
+        raise IllegalTransition("task", current, wanted)
+
+
+def _stamp(t: datetime) -> str:
+    return t.astimezone().isoformat(timespec="milliseconds")
+
+
+def _separator(t: datetime, run_time: int, operation: str) -> str:
+    return f"==================== {_stamp(t)} run {run_time} ({operation}) ===================="
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

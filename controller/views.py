@@ -1,0 +1,96 @@
+"""Stored rows rendered the way OCP's API shows them (camelCase, ISO-8601 with offset)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from controller.models import Cluster, Server, Subtask, Task, Zone
+
+
+def iso(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone().isoformat(timespec="milliseconds")
+
+
+def context_string(ctx: dict[str, Any], parallel_idx: int | None = None) -> str:
+    """OCP's Java toString of a task context: Context(parallelIdx=-1, stringMap={k=v}, listMap={k=[a, b]})."""
+    idx = ctx.get("parallelIdx", -1) if parallel_idx is None else parallel_idx
+    strings = ", ".join(f"{k}={v}" for k, v in ctx.get("stringMap", {}).items())
+    lists = ", ".join(f"{k}=[{', '.join(str(x) for x in v)}]" for k, v in ctx.get("listMap", {}).items())
+    return f"Context(parallelIdx={idx}, stringMap={{{strings}}}, listMap={{{lists}}})"
+
+
+def server_view(s: Server) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "ip": s.ip,
+        "port": s.rpc_port,
+        "svrPort": s.rpc_port,
+        "sqlPort": s.sql_port,
+        "zone": s.zone,
+        "hostName": s.host,
+        "homePath": s.home_path,
+        "status": s.status,
+        "updateTime": iso(s.updated_at),
+    }
+
+
+def cluster_view(c: Cluster, zones: list[Zone], servers: list[Server]) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "name": c.name,
+        "obClusterId": c.ob_cluster_id,
+        "status": c.status,
+        "updateTime": iso(c.updated_at),
+        "zones": [
+            {
+                "name": z.name,
+                "status": z.status,
+                "updateTime": iso(z.updated_at),
+                "servers": [server_view(s) for s in servers if s.zone == z.name],
+            }
+            for z in zones
+        ],
+    }
+
+
+def subtask_view(s: Subtask) -> dict[str, Any]:
+    sub_ctx = {
+        "stringMap": {k: v for k, v in s.context.items() if not isinstance(v, list)},
+        "listMap": {k: v for k, v in s.context.items() if isinstance(v, list)},
+    }
+    return {
+        "id": s.id,
+        "name": s.name,
+        "description": s.description,
+        "status": s.status,
+        "operation": s.operation,
+        "upstreams": list(s.upstreams),
+        "downstreams": list(s.downstreams),
+        "parallelIdx": s.parallel_idx,
+        "runTime": s.run_time,
+        "timeout": s.timeout,
+        "startTime": iso(s.start_time),
+        "finishTime": iso(s.finish_time),
+        "context": context_string(sub_ctx, s.parallel_idx),
+    }
+
+
+def task_view(t: Task, cluster: Cluster | None, subtasks: list[Subtask] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": t.id,
+        "name": t.name,
+        "status": t.status,
+        "cluster": {
+            "id": t.cluster_id,
+            "name": cluster.name if cluster else None,
+            "obClusterId": cluster.ob_cluster_id if cluster else None,
+        },
+        "creator": {"id": t.creator_id, "name": t.creator_name},
+        "context": context_string(t.context),
+        "startTime": iso(t.start_time),
+        "finishTime": iso(t.finish_time),
+    }
+    if subtasks is not None:
+        out["tasks"] = [subtask_view(s) for s in subtasks]
+    return out

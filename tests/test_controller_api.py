@@ -1,0 +1,119 @@
+"""Every API error answers OCP's envelope with the right status, and changes nothing in the store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from controller.models import Event, Subtask, Task
+from tests.conftest import Fakes
+from tests.ctl import ADMIN, Env, basic, running, start_cluster, write_config
+
+
+@pytest.fixture
+async def env(tmp_path: Path, fakes: Fakes) -> AsyncIterator[Env]:
+    cluster = start_cluster(fakes, zones=1, per_zone=1, misbehave={0: ["--exit-delay", "30"]})
+    async with running(
+        write_config(tmp_path, cluster, f"sqlite:///{tmp_path}/c.db", stop={"term_timeout": 60})
+    ) as e:
+        yield e
+
+
+async def snapshot(env: Env) -> tuple[int, int, int]:
+    async with env.store.tx() as s:
+        return tuple(
+            [await s.scalar(sa.select(sa.func.count()).select_from(m)) for m in (Task, Subtask, Event)]
+        )
+
+
+def assert_error(r: Any, status: int, words: str) -> None:
+    body = r.json()
+    assert r.status_code == status, body
+    assert body["successful"] is False and body["status"] == status and body["data"] is None
+    assert body["traceId"] and body["timestamp"] and "duration" in body and "server" in body
+    assert words.lower() in body["error"]["message"].lower(), body["error"]
+    assert body["error"]["code"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kw", "status", "words"),
+    [
+        ("post", "/api/v2/ob/clusters/1/stop", {"headers": {}}, 401, "authentication required"),
+        ("post", "/api/v2/ob/clusters/1/stop", {"headers": basic("admin", "wrong")}, 401, "wrong password"),
+        ("post", "/api/v2/ob/clusters/1/stop", {"headers": {"Authorization": "Basic !!!"}}, 401, "malformed"),
+        ("get", "/api/v2/tasks/instances", {"headers": {}}, 401, "authentication"),
+        ("post", "/api/v2/ob/clusters/1/stop", {"headers": basic("viewer")}, 403, "CLUSTER_MANAGER"),
+        ("post", "/api/v2/tasks/instances/1/retry", {"headers": basic("viewer")}, 403, "TASK_MANAGER"),
+        ("post", "/api/v2/ob/clusters/99/stop", {}, 404, "no cluster with id 99"),
+        ("get", "/api/v2/ob/clusters/99", {}, 404, "no cluster"),
+        ("get", "/api/v2/tasks/instances/99", {}, 404, "no task with id 99"),
+        ("get", "/api/v2/tasks/instances/99/subtasks/1/log", {}, 404, "no subtask"),
+        ("post", "/api/v2/tasks/instances/99/retry", {}, 404, "no task"),
+        ("get", "/api/v2/nothing/here", {}, 404, "not found"),
+        ("post", "/api/v2/ob/clusters/abc/stop", {}, 400, "id"),
+        ("post", "/api/v2/ob/clusters/0/stop", {}, 400, "id"),
+        ("post", "/api/v2/ob/clusters/1/stop", {"json": {"bogus": 1}}, 400, "bogus"),
+        ("post", "/api/v2/ob/clusters/1/stop", {"json": {"freeze": "maybe"}}, 400, "freeze"),
+        (
+            "post",
+            "/api/v2/ob/clusters/1/stop",
+            {"json": {"freezeTimeoutSeconds": -5}},
+            400,
+            "freezeTimeoutSeconds",
+        ),
+        (
+            "post",
+            "/api/v2/ob/clusters/1/stop",
+            {"content": b"{not json", "headers": {**ADMIN, "content-type": "application/json"}},
+            400,
+            "json",
+        ),
+        ("get", "/api/v2/tasks/instances?status=NOPE", {}, 400, "status"),
+    ],
+)
+async def test_error_answers_envelope_and_changes_nothing(
+    env: Env, method: str, path: str, kw: dict[str, Any], status: int, words: str
+) -> None:
+    before = await snapshot(env)
+    kw = {"headers": ADMIN, **kw}
+    r = await env.client.request(method.upper(), path, **kw)
+    assert_error(r, status, words)
+    if status == 401:
+        assert r.headers["www-authenticate"].startswith("Basic")
+    assert await snapshot(env) == before
+
+
+async def test_conflicts(env: Env) -> None:
+    first = await env.stop()
+    assert first.status_code == 200
+    task_id = first.json()["data"]["id"]
+    before = await snapshot(env)
+
+    assert_error(await env.stop(), 409, f"held by task {task_id}")
+    r = await env.client.post(f"/api/v2/tasks/instances/{task_id}/retry", headers=ADMIN)
+    assert_error(r, 409, "only a FAILED task can be retried")
+    task = await env.get(f"/api/v2/tasks/instances/{task_id}")
+    sub = task["tasks"][0]
+    r = await env.client.post(f"/api/v2/tasks/instances/{task_id}/subtasks/{sub['id']}/retry", headers=ADMIN)
+    assert_error(r, 409, "only a FAILED one")
+    assert (await snapshot(env))[:2] == before[:2]
+
+
+async def test_reads(env: Env) -> None:
+    clusters = await env.get("/api/v2/ob/clusters", headers=basic("viewer"))
+    (c,) = clusters["contents"]
+    assert c["id"] == 1 and c["status"] == "RUNNING" and c["zones"][0]["servers"][0]["id"] == 100
+    task_id = (await env.stop()).json()["data"]["id"]
+    listed = await env.get("/api/v2/tasks/instances?clusterId=1", headers=basic("viewer"))
+    assert listed["page"]["totalElements"] == 1 and listed["contents"][0]["id"] == task_id
+    assert (await env.get("/api/v2/tasks/instances?status=SUCCESSFUL"))["contents"] == []
+    status = await env.client.get("/api/status")
+    assert status.status_code == 200 and status.json()["data"]["status"] == "UP"
+    metrics = await env.client.get("/metrics")
+    assert "obstop_tasks_created_total 1.0" in metrics.text
+    docs = await env.client.get("/docs")
+    assert docs.status_code == 200
