@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from controller import tomlconf
+from agent import tomlconf
+from controller.errors import ConfigError
 
 
 class Role(StrEnum):
@@ -108,6 +109,14 @@ class AgentlessConfig(_Section):
     ssh: list[SSHHostConfig] = Field(default_factory=list)
 
 
+class AgentsConfig(_Section):
+    """Which agent serves a host: by default the agent whose agent_id is the host's name."""
+
+    via: dict[str, str] = Field(
+        default_factory=dict, description="host -> agent_id (e.g. an SSH-serving agent)"
+    )
+
+
 class StopConfig(_Section):
     signal: str = "SIGTERM"
     term_timeout: float = Field(default=10.0, gt=0)
@@ -132,6 +141,7 @@ class ControllerConfig(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     signing: SigningConfig = Field(default_factory=SigningConfig)
     agentless: AgentlessConfig = Field(default_factory=AgentlessConfig)
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
@@ -149,4 +159,4 @@ class ControllerConfig(_Section):
 
 
 def load_config(path: Path) -> ControllerConfig:
-    return tomlconf.load(ControllerConfig, path)
+    return tomlconf.load(ControllerConfig, path, ConfigError)

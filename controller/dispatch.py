@@ -30,10 +30,12 @@ class Dispatcher(Protocol):
         """The dispatcher's background work (connections, listeners) until stopping is set."""
         ...
 
-    async def probe(self, command_id: str, target: ObserverTarget, log: Log) -> ProbeReport: ...
+    async def probe(self, command_id: str, target: ObserverTarget, log: Log, deadline: float) -> ProbeReport:
+        """deadline: time.monotonic() by which to answer, or raise StepFailed saying why not."""
+        ...
 
     async def stop(
-        self, command_id: str, target: ObserverTarget, options: StopOptions, log: Log
+        self, command_id: str, target: ObserverTarget, options: StopOptions, log: Log, deadline: float
     ) -> StopReport: ...
 
     async def close(self) -> None: ...
@@ -73,13 +75,14 @@ class AgentlessDispatcher:
     async def run(self, stopping: asyncio.Event) -> None:
         return None  # connections are opened on demand and kept until close()
 
-    async def probe(self, command_id: str, target: ObserverTarget, log: Log) -> ProbeReport:
+    async def probe(self, command_id: str, target: ObserverTarget, log: Log, deadline: float) -> ProbeReport:
         return await procedure.probe(self._hosts[target.host], target)
 
     async def stop(
-        self, command_id: str, target: ObserverTarget, options: StopOptions, log: Log
+        self, command_id: str, target: ObserverTarget, options: StopOptions, log: Log, deadline: float
     ) -> StopReport:
-        return await procedure.stop(self._hosts[target.host], target, options, progress=log)
+        journal = _StoreJournal(self._store, command_id) if self._store else None
+        return await procedure.stop(self._hosts[target.host], target, options, progress=log, journal=journal)
 
     async def close(self) -> None:
         for h in self._hosts.values():

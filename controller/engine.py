@@ -118,7 +118,10 @@ class Engine:
 
     async def _execute(self, claimed: Claimed) -> None:
         try:
-            run = StepRun(self.store, claimed, await self._cluster_of(claimed.task_id))
+            # remote calls give up a little before the engine's own timeout, to say why (agent offline...)
+            margin = min(2.0, claimed.timeout * 0.1)
+            deadline = time.monotonic() + claimed.timeout - margin
+            run = StepRun(self.store, claimed, await self._cluster_of(claimed.task_id), deadline)
             ok, line = True, ""
             try:
                 async with asyncio.timeout(claimed.timeout):

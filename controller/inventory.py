@@ -8,8 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.protocol import ObserverTarget
+from agent.tomlconf import describe
 from controller.errors import ConfigError
-from controller.tomlconf import describe
 
 
 class ServerEntry(BaseModel):

@@ -40,10 +40,11 @@ class NoPreparation:
 class StepRun:
     """One execution of one subtask: its claim, and a log that lands in the subtask's log."""
 
-    def __init__(self, store: Store, claimed: Claimed, cluster_id: int) -> None:
+    def __init__(self, store: Store, claimed: Claimed, cluster_id: int, deadline: float) -> None:
         self.store = store
         self.claimed = claimed
         self.cluster_id = cluster_id
+        self.deadline = deadline  # time.monotonic() by which a remote call must have answered
 
     @property
     def task_id(self) -> int:
@@ -126,7 +127,7 @@ class StopSteps:
         srv = await self.store.server(int(run.ctx("server_id")))
         target = _target(srv)
         dispatcher = self.router.for_host(srv.host)
-        report = await dispatcher.probe(run.command_id, target, run.log)
+        report = await dispatcher.probe(run.command_id, target, run.log, run.deadline)
         await run.log(
             f"probe of {srv.host}:{srv.home_path}: {report.state}"
             + (f" pid {report.pid}" if report.pid else "")
@@ -152,7 +153,7 @@ class StopSteps:
                 f"command {command_id}: stop observer {srv.home_path} on {srv.host} "
                 f"({srv.ip}:{srv.sql_port}/{srv.rpc_port})"
             )
-            report = await dispatcher.stop(command_id, _target(srv), self.stop_options, run.log)
+            report = await dispatcher.stop(command_id, _target(srv), self.stop_options, run.log, run.deadline)
             await self.store.command_done(command_id, report.model_dump(mode="json"))
         if not report.ok:
             raise StepFailed(f"observer {srv.ip}:{srv.rpc_port} on {srv.host}: {report.reason}")

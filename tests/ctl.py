@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import tomli_w
 
+from agent.tomlconf import merge
 from controller.auth import hash_password
 from controller.config import ControllerConfig, load_config
 from controller.daemon import Parts, build
 from controller.states.task import TaskStatus
-from controller.tomlconf import merge
 from obstop.fakes import FakeObserver
 from tests.conftest import Fakes
 

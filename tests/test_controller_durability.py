@@ -76,9 +76,15 @@ class ControllerProcess:
             time.sleep(0.02)
 
 
-def stop_started(ctl: ControllerProcess, task_id: int) -> bool:
+def signal_sent(ctl: ControllerProcess, task_id: int) -> bool:
+    """Every observer has been sent SIGTERM and none has exited yet (they take 4 s)."""
     task = ctl.task(task_id)
-    return any(s["name"] == "Stop observer process" and s["status"] == "RUNNING" for s in task["tasks"])
+    stops = [s for s in task["tasks"] if s["name"] == "Stop observer process"]
+    if not all(s["status"] == "RUNNING" for s in stops):
+        return False
+    logs = [ctl.http.get(f"/api/v2/tasks/instances/{task_id}/subtasks/{s['id']}/log").json()["data"]["log"]
+            for s in stops]
+    return all("sending SIGTERM" in text for text in logs)
 
 
 def prepare_started(ctl: ControllerProcess, task_id: int) -> bool:
@@ -89,7 +95,7 @@ def prepare_started(ctl: ControllerProcess, task_id: int) -> bool:
 CRASH_POINTS: dict[str, Callable[[ControllerProcess, int], bool]] = {
     "right-after-the-stop-call": lambda ctl, task_id: True,
     "while-preparing-observers": prepare_started,
-    "while-stopping-processes": stop_started,
+    "while-stopping-processes": signal_sent,
 }
 
 
@@ -98,11 +104,12 @@ async def test_sigkill_mid_stop_and_restart_finishes_once(
     tmp_path: Path, fakes: Fakes, store_url: str, crash_point: str
 ) -> None:
     cluster = start_cluster(
-        fakes, zones=2, per_zone=2, misbehave={i: ["--exit-delay", "0.8"] for i in range(4)}
+        fakes, zones=2, per_zone=2, misbehave={i: ["--exit-delay", "4"] for i in range(4)}
     )
     port = free_port()
     config = write_config(
-        tmp_path, cluster, store_url, api={"listen": f"127.0.0.1:{port}"}, engine={"lease_seconds": 5}
+        tmp_path, cluster, store_url, api={"listen": f"127.0.0.1:{port}"}, engine={"lease_seconds": 5},
+        stop={"term_timeout": 10}
     )
     ctl = ControllerProcess(config, port, tmp_path / "controller.log")
     ctl.start()
@@ -121,6 +128,10 @@ async def test_sigkill_mid_stop_and_restart_finishes_once(
     for fake in cluster.fakes:
         log = (fake.home / "log" / "observer.log").read_text()
         assert log.count("received SIGTERM") == 1, log
+    if crash_point == "while-stopping-processes":  # the resumed stop found its mark and only waited
+        stop_logs = [ctl.http.get(f"/api/v2/tasks/instances/{task_id}/subtasks/{s['id']}/log").json()["data"]["log"]
+                     for s in task["tasks"] if s["name"] == "Stop observer process"]
+        assert all("already sent to pid" in text for text in stop_logs), stop_logs
     assert ctl.stop() == 0  # SIGTERM: a clean exit
 
     store = Store(store_url)

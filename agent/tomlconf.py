@@ -11,8 +11,6 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from controller.errors import ConfigError
-
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -57,8 +55,9 @@ def describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load(model: type[M], path: Path, env: Mapping[str, str] | None = None) -> M:
+def load(model: type[M], path: Path, error: type[Exception], env: Mapping[str, str] | None = None) -> M:
     """Read path as TOML, overlay the environment, validate; errors name the file and the field."""
+    ConfigError = error
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError as exc:

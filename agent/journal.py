@@ -1,0 +1,123 @@
+"""The agent's command journal (SQLite in its state directory).
+
+A command id seen again, after a broker redelivery, a controller re-send or an agent restart, gets the
+recorded result and is never executed twice. Signals are marked before they are sent, so a command cut
+off by a crash is finished after restart without signalling again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+  command_id TEXT PRIMARY KEY,
+  payload TEXT NOT NULL,
+  received_at REAL NOT NULL,
+  result TEXT,
+  finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS marks (
+  command_id TEXT NOT NULL,
+  mark TEXT NOT NULL,
+  at REAL NOT NULL,
+  PRIMARY KEY (command_id, mark)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    command_id: str
+    payload: str
+    result: dict[str, Any] | None
+
+
+class Journal:
+    """Every call is one short transaction, run off the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a recorded result must survive a power cut
+        self._db.executescript(_SCHEMA)
+        self._lock = asyncio.Lock()
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args)
+
+    async def begin(self, command_id: str, payload: str) -> Entry | None:
+        """Record a new command; returns the existing entry if the id was seen before."""
+
+        def work() -> Entry | None:
+            with self._db:
+                row = self._db.execute(
+                    "SELECT payload, result FROM commands WHERE command_id = ?", (command_id,)
+                ).fetchone()
+                if row is not None:
+                    return Entry(command_id, row[0], json.loads(row[1]) if row[1] else None)
+                self._db.execute(
+                    "INSERT INTO commands (command_id, payload, received_at) VALUES (?, ?, ?)",
+                    (command_id, payload, time.time()),
+                )
+                return None
+
+        result: Entry | None = await self._run(work)
+        return result
+
+    async def finish(self, command_id: str, result: dict[str, Any]) -> None:
+        def work() -> None:
+            with self._db:
+                self._db.execute(
+                    "UPDATE commands SET result = ?, finished_at = ? WHERE command_id = ? AND result IS NULL",
+                    (json.dumps(result), time.time(), command_id),
+                )
+
+        await self._run(work)
+
+    async def mark(self, command_id: str, mark: str) -> bool:
+        """True if the mark was there already."""
+
+        def work() -> bool:
+            with self._db:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO marks (command_id, mark, at) VALUES (?, ?, ?)",
+                    (command_id, mark, time.time()),
+                )
+                return cur.rowcount == 0
+
+        done: bool = await self._run(work)
+        return done
+
+    async def unfinished(self) -> list[Entry]:
+        def work() -> list[Entry]:
+            rows = self._db.execute(
+                "SELECT command_id, payload FROM commands WHERE result IS NULL"
+            ).fetchall()
+            return [Entry(r[0], r[1], None) for r in rows]
+
+        found: list[Entry] = await self._run(work)
+        return found
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class CommandMarks:
+    """The procedure's SignalJournal for one command."""
+
+    def __init__(self, journal: Journal, command_id: str) -> None:
+        self._journal = journal
+        self._command_id = command_id
+
+    async def record(self, mark: str) -> bool:
+        return await self._journal.mark(self._command_id, mark)
