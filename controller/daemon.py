@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
 
+from agent import sdnotify
 from controller.api import Controller, create_app
 from controller.auth import Authenticator
 from controller.config import ControllerConfig
@@ -113,11 +114,25 @@ async def run(config: ControllerConfig, stopping: asyncio.Event | None = None) -
         await stopping.wait()
         server.should_exit = True
 
+    async def health() -> None:
+        """READY once the API listens; watchdog pings only while the store answers."""
+        while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag only
+            await asyncio.sleep(0.05)
+        sdnotify.notify("READY=1")
+        interval = sdnotify.watchdog_interval()
+        while interval is not None and not stopping.is_set():
+            await parts.store.ping()
+            sdnotify.notify("WATCHDOG=1")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stopping.wait()
+
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(parts.run(stopping), name="controller")
             tg.create_task(server.serve(), name="api")
             tg.create_task(stop_server(), name="api-stopper")
+            tg.create_task(health(), name="health")
             log.info(
                 "obstop controller %s listening on http://%s:%d", config.engine.controller_id, host, port
             )

@@ -128,6 +128,10 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    async def ping(self) -> None:
+        async with self.tx() as s:
+            await s.execute(sa.text("SELECT 1"))
+
     @contextlib.asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session, session.begin():

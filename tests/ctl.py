@@ -149,6 +149,20 @@ class Env:
         return "\n".join(logs)
 
 
+def amend_config(path: Path, **overrides: Any) -> Path:
+    """Merge overrides into a controller.toml (e.g. one `obstop fakehosts up` wrote), with the test users."""
+    import tomllib
+
+    data = tomllib.loads(path.read_text())
+    users = [
+        {"name": n, "password_hash": hash_password(pw, iterations=1000), "roles": roles}
+        for n, (pw, roles) in USERS.items()
+    ]
+    data = merge(data, {"api": {"users": users}})
+    path.write_text(tomli_w.dumps(merge(data, overrides)))
+    return path
+
+
 @asynccontextmanager
 async def running(config_path: Path) -> AsyncIterator[Env]:
     config: ControllerConfig = load_config(config_path)

@@ -82,8 +82,10 @@ def signal_sent(ctl: ControllerProcess, task_id: int) -> bool:
     stops = [s for s in task["tasks"] if s["name"] == "Stop observer process"]
     if not all(s["status"] == "RUNNING" for s in stops):
         return False
-    logs = [ctl.http.get(f"/api/v2/tasks/instances/{task_id}/subtasks/{s['id']}/log").json()["data"]["log"]
-            for s in stops]
+    logs = [
+        ctl.http.get(f"/api/v2/tasks/instances/{task_id}/subtasks/{s['id']}/log").json()["data"]["log"]
+        for s in stops
+    ]
     return all("sending SIGTERM" in text for text in logs)
 
 
@@ -108,8 +110,12 @@ async def test_sigkill_mid_stop_and_restart_finishes_once(
     )
     port = free_port()
     config = write_config(
-        tmp_path, cluster, store_url, api={"listen": f"127.0.0.1:{port}"}, engine={"lease_seconds": 5},
-        stop={"term_timeout": 10}
+        tmp_path,
+        cluster,
+        store_url,
+        api={"listen": f"127.0.0.1:{port}"},
+        engine={"lease_seconds": 5},
+        stop={"term_timeout": 10},
     )
     ctl = ControllerProcess(config, port, tmp_path / "controller.log")
     ctl.start()
@@ -129,8 +135,11 @@ async def test_sigkill_mid_stop_and_restart_finishes_once(
         log = (fake.home / "log" / "observer.log").read_text()
         assert log.count("received SIGTERM") == 1, log
     if crash_point == "while-stopping-processes":  # the resumed stop found its mark and only waited
-        stop_logs = [ctl.http.get(f"/api/v2/tasks/instances/{task_id}/subtasks/{s['id']}/log").json()["data"]["log"]
-                     for s in task["tasks"] if s["name"] == "Stop observer process"]
+        stop_logs = [
+            ctl.http.get(f"/api/v2/tasks/instances/{task_id}/subtasks/{s['id']}/log").json()["data"]["log"]
+            for s in task["tasks"]
+            if s["name"] == "Stop observer process"
+        ]
         assert all("already sent to pid" in text for text in stop_logs), stop_logs
     assert ctl.stop() == 0  # SIGTERM: a clean exit
 

@@ -1,0 +1,3 @@
+from obstop.cli import app
+
+app()

@@ -1,0 +1,26 @@
+"""`obstop demo`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo(
+        zones: Annotated[int, typer.Option(min=1, max=32, help="zones")] = 3,
+        servers_per_zone: Annotated[int, typer.Option(min=1, max=32, help="servers per zone")] = 1,
+        keep: Annotated[bool, typer.Option("--keep", help="keep the temp dir (logs, store)")] = False,
+    ) -> None:
+        """Zero setup: embedded broker, controller, fake hosts with agents; stop the cluster, live."""
+        from rich.console import Console
+
+        from obstop.demo import run_demo
+        from obstop.logs import setup
+
+        setup("WARNING")
+        sys.exit(asyncio.run(run_demo(zones, servers_per_zone, keep, Console())))

@@ -1,0 +1,192 @@
+"""`obstop demo`: the whole system on one machine with nothing installed but obstop.
+
+An embedded MQTT broker (amqtt, in this process), fake hosts with an agent process each, the controller
+on SQLite in a temp dir, and a stop through the HTTP API shown live. Everything started is cleaned up,
+on Ctrl-C too. Exit 0 when the task ends SUCCESSFUL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from agent.mqtt import parse_url
+from controller.config import load_config
+from controller.daemon import _Server, build
+from obstop import fakehosts, render
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_block(count: int) -> str:
+    """The first 127.0.X.11 from which `count` addresses have ports 2881 and 2882 free."""
+    for third in range(0, 250):
+        ips = [f"127.0.{third}.{11 + i}" for i in range(count)]
+        if all(_bindable(ip, p) for ip in ips for p in (2881, 2882)):
+            return ips[0]
+    raise RuntimeError("no free block of loopback addresses with ports 2881/2882 free")
+
+
+def _bindable(ip: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((ip, port))
+            return True
+        except OSError:
+            return False
+
+
+async def _start_broker(port: int) -> Any:
+    from amqtt.broker import Broker
+
+    for name in ("amqtt", "transitions"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+    )
+    await broker.start()
+    return broker
+
+
+async def run_demo(zones: int, servers_per_zone: int, keep: bool, console: Console) -> int:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    work = Path(tempfile.mkdtemp(prefix="obstop-demo-"))
+    broker_url = f"mqtt://127.0.0.1:{_free_port()}"
+    broker = None
+    try:
+        console.rule("[bold]obstop demo")
+        broker = await _start_broker(parse_url(broker_url).port)
+        console.print(f"embedded MQTT broker (amqtt) on {broker_url}")
+        n = zones * servers_per_zone
+        fleet = await asyncio.to_thread(
+            fakehosts.up,
+            work,
+            zones=zones,
+            servers_per_zone=servers_per_zone,
+            broker=broker_url,
+            first_ip=free_block(n),
+        )
+        console.print(f"{n} fake hosts in {work}/hosts, each with a fake observer and an agent:")
+        for h in fleet.hosts:
+            console.print(
+                f"  {h.host}  {h.zone}  {h.ip}:2881/2882  observer {h.observer_pid}  agent {h.agent_pid}"
+            )
+        config = load_config(work / "controller.toml")
+        parts = await build(config)
+        host, port = config.api.host_port
+        import uvicorn
+
+        server = _Server(uvicorn.Config(parts.app, host=host, port=port, log_level="warning", lifespan="off"))
+        result = 1
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(parts.run(stopping), name="controller")
+                serve = tg.create_task(server.serve(), name="api")
+                while not server.started and not serve.done():  # noqa: ASYNC110 - uvicorn exposes a flag only
+                    await asyncio.sleep(0.01)
+                console.print(f"controller on {fleet.api_url} (SQLite in {work}/state)\n")
+                result = await _stop_and_watch(
+                    fleet.api_url, (work / "admin.password").read_text().strip(), fleet, stopping, console
+                )
+                stopping.set()
+                server.should_exit = True
+        finally:
+            await parts.close()
+        return result
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(fakehosts.down, work)
+        if broker is not None:
+            with contextlib.suppress(Exception):
+                await broker.shutdown()
+        if keep:
+            console.print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+async def _stop_and_watch(
+    url: str, password: str, fleet: fakehosts.Fleet, stopping: asyncio.Event, console: Console
+) -> int:
+    async with httpx.AsyncClient(base_url=url, auth=("admin", password), timeout=30) as http:
+        started = time.monotonic()
+        console.print("POST /api/v2/ob/clusters/1/stop")
+        r = await http.post("/api/v2/ob/clusters/1/stop")
+        body = r.json()
+        if not body.get("successful"):
+            console.print(f"[red]stop refused: {body.get('error')}")
+            return 1
+        answered = time.monotonic() - started
+        task_id = body["data"]["id"]
+        console.print(f"answered in {answered * 1000:.0f} ms: task {task_id} {body['data']['status']}\n")
+        task = body["data"]
+        with Live(render.table(task), console=console, refresh_per_second=20) as live:
+            while task["status"] == "RUNNING" and not stopping.is_set():
+                await asyncio.sleep(0.1)  # polling the API, as an operator's terminal does
+                task = (await http.get(f"/api/v2/tasks/instances/{task_id}")).json()["data"]
+                live.update(render.table(task))
+            failed = {}
+            for s in task["tasks"]:
+                if s["status"] == "FAILED":
+                    log = (await http.get(f"/api/v2/tasks/instances/{task_id}/subtasks/{s['id']}/log")).json()
+                    failed[s["id"]] = log["data"]["log"]
+            live.update(render.table(task, failed))
+        elapsed = time.monotonic() - started
+        if stopping.is_set() and task["status"] == "RUNNING":
+            console.print("[yellow]interrupted; cleaning up")
+            return 130
+        cluster = (await http.get("/api/v2/ob/clusters/1")).json()["data"]
+    console.print()
+    _summary(task, cluster, fleet, elapsed, console)
+    return 0 if task["status"] == "SUCCESSFUL" else 1
+
+
+def _summary(
+    task: dict[str, Any], cluster: dict[str, Any], fleet: fakehosts.Fleet, elapsed: float, console: Console
+) -> None:
+    import psutil
+
+    t = Table(title="summary", title_justify="left")
+    for col in ("host", "zone", "observer pid", "process", "ports 2881/2882", "status"):
+        t.add_column(col)
+    statuses = {s["hostName"]: s["status"] for z in cluster["zones"] for s in z["servers"]}
+    for h in fleet.hosts:
+        gone = not psutil.pid_exists(h.observer_pid) or psutil.Process(h.observer_pid).status() == "zombie"
+        free = all(_bindable(h.ip, p) for p in (2881, 2882))
+        t.add_row(
+            h.host,
+            h.zone,
+            str(h.observer_pid),
+            "gone" if gone else "[red]alive",
+            "free" if free else "[red]held",
+            statuses.get(h.host, "?"),
+        )
+    console.print(t)
+    color = "green" if task["status"] == "SUCCESSFUL" else "red"
+    console.print(
+        f"[{color}]task {task['id']} {task['status']}[/] · cluster {cluster['name']} {cluster['status']} · "
+        f"{len(fleet.hosts)} observers stopped in {elapsed:.2f} s"
+    )

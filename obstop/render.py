@@ -1,0 +1,91 @@
+"""A task's DAG for people (a rich table) and for tools (json, Graphviz dot, Mermaid)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+COLORS = {
+    "SUCCESSFUL": "green",
+    "FAILED": "bold red",
+    "RUNNING": "yellow",
+    "READY": "cyan",
+    "PENDING": "dim",
+    "CANCELING": "magenta",
+}
+
+
+def _target(sub: dict[str, Any]) -> str:
+    ctx = sub.get("context", "")
+    server = re.search(r"server_id=(\d+)", ctx)
+    zone = re.search(r"zone_name=([^,}]+)", ctx)
+    if server:
+        return f"server {server.group(1)}" + (f" ({zone.group(1)})" if zone else "")
+    return zone.group(1) if zone else ""
+
+
+def _duration(sub: dict[str, Any], now: datetime) -> str:
+    if not sub.get("startTime"):
+        return ""
+    start = datetime.fromisoformat(sub["startTime"])
+    end = datetime.fromisoformat(sub["finishTime"]) if sub.get("finishTime") else now.astimezone(start.tzinfo)
+    ms = (end - start).total_seconds() * 1000
+    return f"{ms:.0f} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+
+
+def table(task: dict[str, Any], failed_logs: dict[int, str] | None = None) -> Group:
+    now = datetime.now().astimezone()
+    status = task["status"]
+    title = Text.assemble(
+        f"task {task['id']} · {task['name']} · cluster {task['cluster']['name']} · ",
+        (status, COLORS.get(status, "")),
+    )
+    t = Table(title=title, title_justify="left", expand=False)
+    for col in ("id", "subtask", "target", "status", "run", "duration"):
+        t.add_column(col, justify="right" if col in ("id", "run", "duration") else "left")
+    for sub in task["tasks"]:
+        t.add_row(
+            str(sub["id"]),
+            sub["name"],
+            _target(sub),
+            Text(sub["status"], COLORS.get(sub["status"], "")),
+            str(sub.get("runTime", "")),
+            _duration(sub, now),
+        )
+    parts: list[Any] = [t]
+    for sid, log in (failed_logs or {}).items():
+        tail = "\n".join(log.strip().splitlines()[-8:])
+        parts.append(Text(f"\nsubtask {sid} failed; last lines of its log:\n", style="bold red"))
+        parts.append(Text(tail))
+    return Group(*parts)
+
+
+def dot(task: dict[str, Any]) -> str:
+    lines = [f'digraph "task {task["id"]}" {{', "  rankdir=LR;", "  node [shape=box, style=rounded];"]
+    for sub in task["tasks"]:
+        label = f"{sub['name']}\\n{_target(sub)}\\n{sub['status']}".replace("\\n\\n", "\\n")
+        lines.append(f'  s{sub["id"]} [label="{label}"];')
+    for sub in task["tasks"]:
+        lines.extend(f"  s{up} -> s{sub['id']};" for up in sub["upstreams"])
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def mermaid(task: dict[str, Any]) -> str:
+    lines = ["flowchart LR"]
+    for sub in task["tasks"]:
+        label = " ".join(x for x in (sub["name"], _target(sub), sub["status"]) if x)
+        lines.append(f'  s{sub["id"]}["{label}"]')
+    for sub in task["tasks"]:
+        lines.extend(f"  s{up} --> s{sub['id']}" for up in sub["upstreams"])
+    return "\n".join(lines)
+
+
+def as_json(task: dict[str, Any]) -> str:
+    return json.dumps(task, indent=2)

@@ -1,0 +1,114 @@
+"""What an operator types: fakehosts up, a controller process, `obstop stop --watch`, `obstop task show`,
+fakehosts down; and `obstop demo` on the embedded broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from obstop.demo import free_block
+from tests.support import Mosquitto, wait_port
+
+pytestmark = pytest.mark.mqtt
+
+
+def obstop(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        ["obstop", *args], capture_output=True, text=True, timeout=timeout, check=False, env=env
+    )
+
+
+def processes_under(d: Path) -> list[int]:
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.cwd().startswith(str(d.resolve())) or any(str(d.resolve()) in a for a in p.cmdline()):
+                found.append(p.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    m = Mosquitto(tmp_path / "mosquitto").start()
+    yield m
+    m.stop()
+
+
+def test_operator_flow_through_the_cli(tmp_path: Path, broker: Mosquitto) -> None:
+    d = tmp_path / "fleet"
+    up = obstop(
+        "fakehosts",
+        "up",
+        "--dir",
+        str(d),
+        "--zones",
+        "2",
+        "--servers-per-zone",
+        "2",
+        "--broker",
+        broker.url,
+        "--first-ip",
+        free_block(4),
+    )
+    assert up.returncode == 0, up.stderr
+    for name in ("inventory.toml", "controller.toml", "admin.password"):
+        assert (d / name).exists()
+    controller = subprocess.Popen(
+        ["obstop", "controller", "--config", str(d / "controller.toml")],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "controller.log", "w"),
+    )
+    try:
+        import tomllib
+
+        port = int(tomllib.loads((d / "controller.toml").read_text())["api"]["listen"].rsplit(":", 1)[1])
+        wait_port("127.0.0.1", port)
+        cfg = ["--config", str(d / "controller.toml")]
+
+        stop = obstop("stop", "1", "--watch", *cfg)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "SUCCESSFUL" in stop.stdout and "Stop observer process" in stop.stdout
+
+        as_json = json.loads(obstop("task", "show", "1", "--format", "json", *cfg).stdout)
+        assert (
+            as_json["status"] == "SUCCESSFUL"
+            and len(as_json["tasks"]) == 1 + 2 + 1 + 4 + 1 + 4 + 1 + 4 + 1 + 2 + 1
+        )
+        dot = obstop("task", "show", "1", "--format", "dot", *cfg).stdout
+        assert dot.startswith('digraph "task 1"') and "->" in dot
+        mermaid = obstop("task", "show", "1", "--format", "mermaid", *cfg).stdout
+        assert mermaid.startswith("flowchart LR") and "-->" in mermaid
+
+        again = obstop("stop", "1", *cfg)
+        assert again.returncode != 0 and "STOPPED" in again.stderr
+        wrong = obstop(
+            "task", "show", "1", "--url", f"http://127.0.0.1:{port}", "--password-file", "/dev/null"
+        )
+        assert wrong.returncode == 2 and "401" in wrong.stderr
+    finally:
+        controller.terminate()
+        assert controller.wait(30) == 0
+    down = obstop("fakehosts", "down", "--dir", str(d))
+    assert down.returncode == 0, down.stderr
+    assert processes_under(d) == []
+
+
+def test_demo_runs_on_the_embedded_broker() -> None:
+    res = obstop("demo", "--zones", "2", timeout=180)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "SUCCESSFUL" in res.stdout and "cluster obcluster STOPPED" in res.stdout
+    assert "observers stopped in" in res.stdout
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any("obstop-demo-" in a for a in p.info["cmdline"] or [])
+    ]

@@ -1,0 +1,217 @@
+"""Commands published on the broker by another client are never acted on, and each is rejected with its
+reason; with deploy/'s Mosquitto ACLs an agent neither receives nor writes another agent's topics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from agent import signing
+from agent.protocol import (
+    CommandKind,
+    EventEnvelope,
+    ObserverTarget,
+    RejectedEvent,
+    ResultEvent,
+    StopArgs,
+    StopOptions,
+    commands_topic,
+    events_topic,
+    new_command,
+    utcnow,
+)
+from obstop import fakehosts
+from obstop.demo import free_block
+from obstop.fakes import FakeObserver, start
+from tests.support import Mosquitto, alive
+
+pytestmark = pytest.mark.mqtt
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    m = Mosquitto(tmp_path / "mosquitto").start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+async def one_host(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[fakehosts.Fleet]:
+    d = tmp_path / "fleet"
+    fleet = await asyncio.to_thread(
+        fakehosts.up, d, zones=1, servers_per_zone=1, broker=broker.url, first_ip=free_block(1)
+    )
+    yield fleet
+    await asyncio.to_thread(fakehosts.down, d)
+
+
+class Probe:
+    """A client on the broker that publishes to h1's commands and reads h1's events."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+
+    async def send(self, payload: str | bytes, agent: str = "h1") -> None:
+        await self.client.publish(commands_topic(agent), payload, qos=1)
+
+    async def next_answer(self, command_id: str | None) -> Any:
+        async with asyncio.timeout(20):
+            async for m in self.client.messages:
+                event = EventEnvelope.parse(
+                    bytes(m.payload) if not isinstance(m.payload, bytes) else m.payload
+                )
+                if isinstance(event, (RejectedEvent, ResultEvent)) and event.command_id == command_id:
+                    return event
+        raise AssertionError("no answer")
+
+
+@pytest.fixture
+async def probe(broker: Mosquitto, one_host: fakehosts.Fleet) -> AsyncIterator[Probe]:
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="attacker") as c:
+        await c.subscribe(events_topic("h1"), qos=1)
+        yield Probe(c)
+
+
+def stop_command(fleet: fakehosts.Fleet, agent_id: str = "h1", ttl: float = 60) -> Any:
+    h = fleet.hosts[0]
+    target = ObserverTarget(host="h1", ip=h.ip, home_path=h.home)
+    return new_command(
+        agent_id, CommandKind.STOP_OBSERVER, StopArgs(target=target, options=StopOptions()), ttl=ttl
+    )
+
+
+def real_key(fleet: fakehosts.Fleet) -> Any:
+    return signing.load_private(Path(fleet.dir) / "keys" / signing.PRIVATE_NAME)
+
+
+async def test_forged_unsigned_expired_misaddressed_malformed_are_rejected(
+    probe: Probe, one_host: fakehosts.Fleet, tmp_path: Path
+) -> None:
+    fleet, pid = one_host, one_host.hosts[0].observer_pid
+    signing.generate(tmp_path / "other-keys")
+    other = signing.load_private(tmp_path / "other-keys" / signing.PRIVATE_NAME)
+    key = real_key(fleet)
+    expired = stop_command(fleet).model_copy(
+        update={"issued_at": utcnow() - timedelta(hours=1), "expires_at": utcnow() - timedelta(minutes=1)}
+    )
+    cases = [
+        (signing.sign(stop_command(fleet), other), "bad signature"),
+        (stop_command(fleet), "unsigned command"),
+        (signing.sign(expired, key), "expired"),
+        (signing.sign(stop_command(fleet, agent_id="h2"), key), "addressed to agent h2"),
+    ]
+    for cmd, reason in cases:
+        await probe.send(cmd.model_dump_json())
+        answer = await probe.next_answer(cmd.command_id)
+        assert isinstance(answer, RejectedEvent) and reason in answer.reason, answer
+    # a signed command whose content was altered after signing
+    tampered = json.loads(signing.sign(stop_command(fleet), key).model_dump_json())
+    tampered["args"]["options"]["signal"] = "SIGKILL"
+    await probe.send(json.dumps(tampered))
+    answer = await probe.next_answer(tampered["command_id"])
+    assert isinstance(answer, RejectedEvent) and "bad signature" in answer.reason
+    for payload in (b"{not json", json.dumps({"command_id": "abcdefgh1", "kind": "rm -rf /"}).encode()):
+        await probe.send(payload)
+        answer = await probe.next_answer(None if payload.startswith(b"{not") else "abcdefgh1")
+        assert isinstance(answer, RejectedEvent) and "malformed command" in answer.reason
+    assert alive(pid)
+    log = (Path(fleet.dir) / "hosts" / "h1" / "agent.log").read_text()
+    assert log.count("rejected command") == 7
+
+
+async def test_replay_is_answered_from_the_journal_and_never_executed_again(
+    probe: Probe, one_host: fakehosts.Fleet
+) -> None:
+    fleet = one_host
+    h = fleet.hosts[0]
+    cmd = signing.sign(stop_command(fleet), real_key(fleet))
+    await probe.send(cmd.model_dump_json())
+    first = await probe.next_answer(cmd.command_id)
+    assert isinstance(first, ResultEvent) and first.stop and first.stop.ok and not first.replayed
+    assert not alive(h.observer_pid)
+
+    # the observer is started again by ops; an attacker replays the captured command
+    new_pid = start(FakeObserver(Path(h.home), h.ip))
+    await probe.send(cmd.model_dump_json())
+    again = await probe.next_answer(cmd.command_id)
+    assert isinstance(again, ResultEvent) and again.replayed and again.stop == first.stop
+    assert alive(new_pid)
+
+    # the same id with other content is refused outright
+    altered = signing.sign(
+        cmd.model_copy(update={"signature": None, "expires_at": cmd.expires_at + timedelta(seconds=1)}),
+        real_key(fleet),
+    )
+    await probe.send(altered.model_dump_json())
+    refused = await probe.next_answer(cmd.command_id)
+    assert isinstance(refused, RejectedEvent) and "reused with different content" in refused.reason
+    assert alive(new_pid)
+
+
+# --- deploy/'s broker config: password file and per-agent ACLs ------------------------------------
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[Mosquitto]:
+    passwd = tmp_path / "passwd"
+    for user in ("h1", "h2", "obstop-controller"):
+        flags = ["-b", "-c"] if not passwd.exists() else ["-b"]
+        subprocess.run(["mosquitto_passwd", *flags, str(passwd), user, f"{user}-pw"], check=True)
+    m = Mosquitto(
+        tmp_path / "secured",
+        anonymous=False,
+        extra=f"password_file {passwd}\nacl_file {DEPLOY / 'obstop.acl'}\n",
+    ).start()
+    yield m
+    m.stop()
+
+
+def as_user(m: Mosquitto, user: str) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        "127.0.0.1", m.port, identifier=f"test-{user}", username=user, password=f"{user}-pw"
+    )
+
+
+async def received(client: aiomqtt.Client, until: bytes) -> list[tuple[str, bytes]]:
+    got: list[tuple[str, bytes]] = []
+    async with asyncio.timeout(10):
+        async for m in client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+            got.append((m.topic.value, payload))
+            if payload == until:
+                return got
+    return got
+
+
+async def test_acl_confines_each_agent_to_its_own_topics(secured: Mosquitto) -> None:
+    async with as_user(secured, "h1") as h1, as_user(secured, "obstop-controller") as ctl:
+        await h1.subscribe("obstop/v1/agents/h2/commands", qos=1)
+        await h1.subscribe("obstop/v1/agents/h1/commands", qos=1)
+        await ctl.subscribe("obstop/v1/agents/+/events", qos=1)
+        await ctl.subscribe("obstop/v1/agents/+/presence", qos=1)
+
+        # the controller sends to h2, then to h1: h1 sees only its own (order proves the first was dropped)
+        await ctl.publish("obstop/v1/agents/h2/commands", b"for-h2", qos=1)
+        await ctl.publish("obstop/v1/agents/h1/commands", b"for-h1", qos=1)
+        assert await received(h1, b"for-h1") == [("obstop/v1/agents/h1/commands", b"for-h1")]
+
+        # h1 writes into h2's events and presence, then its own events: only its own arrive
+        await h1.publish("obstop/v1/agents/h2/events", b"forged-by-h1", qos=1)
+        await h1.publish("obstop/v1/agents/h2/presence", b"offline", qos=1)
+        await h1.publish("obstop/v1/agents/h1/events", b"h1-own", qos=1)
+        assert await received(ctl, b"h1-own") == [("obstop/v1/agents/h1/events", b"h1-own")]
+
+
+async def test_broker_refuses_unknown_clients(secured: Mosquitto) -> None:
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client("127.0.0.1", secured.port, identifier="anon"):
+            pass
