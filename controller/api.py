@@ -162,6 +162,7 @@ def create_app(controller: Controller) -> FastAPI:
             [z.name for z in zones],
             [(s.id, s.zone) for s in servers],
             process_timeout=int(cfg.stop.subtask_timeout),
+            prepare_timeout=max(int(cfg.stop.subtask_timeout), options.freezeTimeoutSeconds + 30),
             step_timeout=int(cfg.engine.step_timeout),
         )
         context = dag.task_context(

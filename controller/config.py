@@ -117,6 +117,22 @@ class AgentsConfig(_Section):
     )
 
 
+class ClusterSQLConfig(_Section):
+    """How the controller reaches a cluster's sys tenant (for the minor freeze). Secrets by file only."""
+
+    cluster_id: int = Field(gt=0)
+    user: str = "root@sys"
+    password_file: Path | None = None
+    database: str = "oceanbase"
+    connect_timeout: float = Field(default=5.0, gt=0)
+    statement_timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("password_file")
+    @classmethod
+    def _path(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else tomlconf.resolve(_base(info), v)
+
+
 class StopConfig(_Section):
     signal: str = "SIGTERM"
     term_timeout: float = Field(default=10.0, gt=0)
@@ -142,6 +158,7 @@ class ControllerConfig(_Section):
     signing: SigningConfig = Field(default_factory=SigningConfig)
     agentless: AgentlessConfig = Field(default_factory=AgentlessConfig)
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
+    cluster_sql: list[ClusterSQLConfig] = Field(default_factory=list)
     stop: StopConfig = Field(default_factory=StopConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
 

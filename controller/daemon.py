@@ -23,6 +23,7 @@ from controller.auth import Authenticator
 from controller.config import ControllerConfig
 from controller.dispatch import AgentlessDispatcher, Dispatcher, Router
 from controller.engine import Engine
+from controller.graceful import SQLPreparation
 from controller.inventory import load_inventory
 from controller.steps import StopSteps
 from controller.store import Store
@@ -79,7 +80,7 @@ async def build(config: ControllerConfig) -> Parts:
         raise
     dispatchers = dispatchers_for(config, store)
     router = Router(*dispatchers)
-    steps = StopSteps(store, router, config)
+    steps = StopSteps(store, router, config, SQLPreparation(store, config))
     engine = Engine(
         store,
         steps.run,

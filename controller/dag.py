@@ -62,7 +62,12 @@ def task_context(
 
 
 def build_stop_dag(
-    zones: Sequence[str], servers: Sequence[tuple[int, str]], *, process_timeout: int, step_timeout: int
+    zones: Sequence[str],
+    servers: Sequence[tuple[int, str]],
+    *,
+    process_timeout: int,
+    step_timeout: int,
+    prepare_timeout: int | None = None,
 ) -> list[NodeSpec]:
     """servers: (server id, zone) pairs. Node keys are stable, so a (task, node) pair is unique."""
     nodes: list[NodeSpec] = []
@@ -106,7 +111,10 @@ def build_stop_dag(
     start = add("prepare_cluster", Step.PREPARE_CLUSTER, [])
     prep_zones = fan("prepare_zone", Step.PREPARE_ZONE, [start], per_zone)
     w1 = add("wait:1", Step.WAIT, prep_zones)
-    prep_servers = fan("prepare_observer", Step.PREPARE_OBSERVER, [w1], per_server, process_timeout)
+    # each server's checkpoint wait runs in its Prepare stop observer: bounded by the freeze timeout
+    prep_servers = fan(
+        "prepare_observer", Step.PREPARE_OBSERVER, [w1], per_server, prepare_timeout or process_timeout
+    )
     w2 = add("wait:2", Step.WAIT, prep_servers)
     stops = fan("stop_process", Step.STOP_PROCESS, [w2], per_server, process_timeout)
     w3 = add("wait:3", Step.WAIT, stops)

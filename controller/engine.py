@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from controller.errors import StepFailed
 from controller.states.task import TaskStatus
@@ -45,7 +46,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._task_events: dict[int, asyncio.Event] = {}
-        self._clusters: dict[int, int] = {}
+        self._tasks: dict[int, tuple[int, dict[str, Any]]] = {}
         self.started = asyncio.Event()
 
     def wake(self) -> None:
@@ -110,18 +111,20 @@ class Engine:
     def _start(self, tg: asyncio.TaskGroup, claimed: Claimed) -> None:
         self._running[claimed.id] = tg.create_task(self._execute(claimed), name=f"subtask-{claimed.id}")
 
-    async def _cluster_of(self, task_id: int) -> int:
-        if task_id not in self._clusters:
+    async def _task_of(self, task_id: int) -> tuple[int, dict[str, Any]]:
+        """(cluster id, context) of a task; both are fixed when the task is created."""
+        if task_id not in self._tasks:
             task, _ = await self.store.task(task_id)
-            self._clusters[task_id] = task.cluster_id
-        return self._clusters[task_id]
+            self._tasks[task_id] = (task.cluster_id, task.context)
+        return self._tasks[task_id]
 
     async def _execute(self, claimed: Claimed) -> None:
         try:
             # remote calls give up a little before the engine's own timeout, to say why (agent offline...)
             margin = min(2.0, claimed.timeout * 0.1)
             deadline = time.monotonic() + claimed.timeout - margin
-            run = StepRun(self.store, claimed, await self._cluster_of(claimed.task_id), deadline)
+            cluster_id, context = await self._task_of(claimed.task_id)
+            run = StepRun(self.store, claimed, cluster_id, deadline, context)
             ok, line = True, ""
             try:
                 async with asyncio.timeout(claimed.timeout):
@@ -136,7 +139,7 @@ class Engine:
                 log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)
                 ok, line = False, f"internal error: {exc!r}"
             try:
-                done = await asyncio.shield(self.store.finish(claimed.id, self.owner, ok, line, None))
+                done = await asyncio.shield(self.store.finish(claimed.id, self.owner, ok, line, run.result))
             except LeaseLost as exc:
                 log.warning("%s", exc)
                 return

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.protocol import ObserverTarget
 from agent.tomlconf import describe
@@ -19,6 +20,12 @@ class ServerEntry(BaseModel):
     zone: str = Field(min_length=1)
     host: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     ip: str = Field(min_length=1)
+
+    @field_validator("ip")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        return str(ipaddress.ip_address(v))  # ips go into SQL text ('ip:port'): only real addresses
+
     sql_port: int = Field(default=2881, ge=1, le=65535)
     rpc_port: int = Field(default=2882, ge=1, le=65535)
     home_path: str = Field(pattern=r"^/")

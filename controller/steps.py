@@ -4,6 +4,7 @@ are compare-and-set and idempotent, and process commands keep their id across re
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -40,11 +41,19 @@ class NoPreparation:
 class StepRun:
     """One execution of one subtask: its claim, and a log that lands in the subtask's log."""
 
-    def __init__(self, store: Store, claimed: Claimed, cluster_id: int, deadline: float) -> None:
+    def __init__(
+        self, store: Store, claimed: Claimed, cluster_id: int, deadline: float, task_context: dict[str, Any]
+    ) -> None:
         self.store = store
         self.claimed = claimed
         self.cluster_id = cluster_id
         self.deadline = deadline  # time.monotonic() by which a remote call must have answered
+        self.task_context = task_context
+        self.result: dict[str, Any] | None = None  # kept with the subtask when it finishes
+
+    def option(self, key: str, default: str) -> str:
+        """A stop option recorded in the task context (freeze, freeze_timeout_seconds, force)."""
+        return str(self.task_context.get("stringMap", {}).get(key, default))
 
     @property
     def task_id(self) -> int:
@@ -127,7 +136,9 @@ class StopSteps:
         srv = await self.store.server(int(run.ctx("server_id")))
         target = _target(srv)
         dispatcher = self.router.for_host(srv.host)
-        report = await dispatcher.probe(run.command_id, target, run.log, run.deadline)
+        # the subtask's own timeout also covers the freeze wait; the probe keeps the process bound
+        probe_deadline = min(run.deadline, time.monotonic() + self.config.stop.subtask_timeout * 0.9)
+        report = await dispatcher.probe(run.command_id, target, run.log, probe_deadline)
         await run.log(
             f"probe of {srv.host}:{srv.home_path}: {report.state}"
             + (f" pid {report.pid}" if report.pid else "")

@@ -351,6 +351,14 @@ class Store:
             ).all()
         return "\n".join(lines) + ("\n" if lines else "")
 
+    async def node_result(self, task_id: int, node: str) -> dict[str, Any] | None:
+        """The recorded result of a task's subtask, by its node key (e.g. what a prepare step found)."""
+        async with self.tx() as s:
+            result: dict[str, Any] | None = await s.scalar(
+                sa.select(Subtask.result).where(Subtask.task_id == task_id, Subtask.node == node)
+            )
+        return result
+
     async def log(self, subtask_id: int, *lines: str) -> None:
         async with self.tx() as s:
             s.add_all(SubtaskLog(subtask_id=subtask_id, at=now(), line=line) for line in lines)

@@ -30,6 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--zone", default="zone1")
     p.add_argument("--cluster-dir", default=None, help="shared state of the fake cluster (SQL answers)")
     p.add_argument("--daemonize", action="store_true", help="detach like observer; exit once ready")
+    p.add_argument("--sql-refuse", action="store_true", help="accept and drop every SQL connection")
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--exit-delay", type=float, default=0.0, help="seconds between SIGTERM and exit")
     p.add_argument(
@@ -90,6 +91,11 @@ async def _serve(args: argparse.Namespace, sql: socket.socket, rpc: socket.socke
 
     def on_term() -> None:
         _log("received SIGTERM")
+        if args.cluster_dir:
+            # synchronously, before dying: tests compare it with the freeze (a few ms of SQLite)
+            from obstop.fake_cluster import FakeCluster
+
+            FakeCluster(Path(args.cluster_dir)).record(f"{args.ip}:{args.sql_port}", "SIGNAL SIGTERM")
         if args.ignore_sigterm:
             _log("ignoring SIGTERM")
             return
@@ -104,14 +110,19 @@ async def _serve(args: argparse.Namespace, sql: socket.socket, rpc: socket.socke
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
     rpc_server = await asyncio.start_server(_rpc_handler, sock=rpc)
+    sql_server: object
     if args.cluster_dir:
-        raise SystemExit("--cluster-dir: the fake cluster's SQL endpoint is not built yet")
-    sql_server = await asyncio.start_server(_rpc_handler, sock=sql)
+        from obstop.fake_sql import serve_sql  # only fake clusters need the MySQL protocol
+
+        sql_server = await serve_sql(sql, Path(args.cluster_dir), args)
+    else:
+        sql_server = await asyncio.start_server(_rpc_handler, sock=sql)
     _log(f"observer ready on {args.ip} sql {args.sql_port} rpc {args.rpc_port}")
     if ready >= 0:
         os.write(ready, b"OK")
         os.close(ready)
-    async with rpc_server, sql_server:
+    async with rpc_server:
+        assert sql_server is not None  # kept referenced while serving
         await asyncio.Event().wait()
 
 

@@ -27,6 +27,7 @@ from agent.executor_local import LocalHost
 from agent.mqtt import parse_url
 from agent.protocol import ObserverTarget, Presence, presence_topic
 from controller.auth import hash_password
+from obstop.fake_cluster import FakeCluster
 from obstop.fakes import FakeObserver, start
 
 STATE = "fakehosts.json"
@@ -85,6 +86,7 @@ def up(
     api_port: int | None = None,
     misbehave: dict[str, list[str]] | None = None,
     ready_timeout: float = 30.0,
+    freeze_delay: float = 0.3,
 ) -> Fleet:
     """Start the fleet and write its files. Raises if anything fails to come up (after cleaning up)."""
     directory = directory.resolve()
@@ -97,6 +99,11 @@ def up(
     if not (keys / signing.PRIVATE_NAME).exists():
         signing.generate(keys)
     port = api_port or _free_port()
+    sys_password = secrets.token_urlsafe(12)
+    FakeCluster.create(directory / "cluster", password=sys_password, freeze_delay=freeze_delay)
+    pw = directory / "sys.password"
+    pw.write_text(sys_password + "\n")
+    pw.chmod(0o600)
     fleet = Fleet(str(directory), broker if agents else None, f"http://127.0.0.1:{port}")
     base = ipaddress.IPv4Address(first_ip)
     try:
@@ -107,7 +114,11 @@ def up(
                 name, ip = f"h{n}", str(base + n - 1)
                 root = directory / "hosts" / name
                 fake = FakeObserver(
-                    root / "oceanbase", ip, zone=f"zone{z}", misbehave=(misbehave or {}).get(name, [])
+                    root / "oceanbase",
+                    ip,
+                    zone=f"zone{z}",
+                    cluster_dir=directory / "cluster",
+                    misbehave=(misbehave or {}).get(name, []),
                 )
                 pid = start(fake)
                 fleet.hosts.append(HostState(name, ip, fake.zone, str(fake.home), pid))
@@ -211,6 +222,7 @@ def _write_controller_files(fleet: Fleet, directory: Path, port: int, agents: bo
         "store": {"url": "sqlite:///state/controller.db"},
         "signing": {"private_key": f"keys/{signing.PRIVATE_NAME}"},
         "stop": {"term_timeout": 10.0, "kill_timeout": 10.0, "port_timeout": 30.0, "resend_interval": 1.0},
+        "cluster_sql": [{"cluster_id": 1, "user": "root@sys", "password_file": "sys.password"}],
     }
     if agents:
         config["mqtt"] = {"url": fleet.broker}

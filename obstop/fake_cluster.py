@@ -1,0 +1,162 @@
+"""The shared state of a fake OceanBase cluster: every fake observer of the cluster reads and writes it,
+so any of them answers SQL as the cluster would.
+
+A SQLite file in the cluster directory holds the servers (alive when their process is), pending minor
+freezes (each advances its server's checkpoint_scn when it comes due), stopped zones and servers, the
+settings (password, freeze delay, misbehaviours) and every statement received, for tests to read.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+DB = "cluster.db"
+BASE_SCN = 1_700_000_000_000_000_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS servers (
+  ip TEXT NOT NULL, rpc_port INTEGER NOT NULL, sql_port INTEGER NOT NULL, zone TEXT NOT NULL,
+  pid INTEGER NOT NULL, started REAL NOT NULL, stop_time INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (ip, rpc_port));
+CREATE TABLE IF NOT EXISTS freezes (ip TEXT NOT NULL, rpc_port INTEGER NOT NULL, due_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS stopped_zones (zone TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS statements (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, server TEXT NOT NULL, sql TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Statement:
+    at: float
+    server: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class ServerRow:
+    ip: str
+    rpc_port: int
+    sql_port: int
+    zone: str
+    pid: int
+    stop_time: int
+
+    @property
+    def alive(self) -> bool:
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z"
+
+
+class FakeCluster:
+    """Synchronous, short transactions; the fake observer calls it through asyncio.to_thread."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._path = directory / DB
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            yield db
+        finally:
+            db.close()
+
+    @classmethod
+    def create(
+        cls, directory: Path, *, password: str = "", freeze_delay: float = 0.2, freeze_never: bool = False
+    ) -> FakeCluster:
+        cluster = cls(directory)
+        cluster.configure(password=password, freeze_delay=freeze_delay, freeze_never=freeze_never)
+        return cluster
+
+    def configure(self, **settings: object) -> None:
+        with self._db() as db:
+            for key, value in settings.items():
+                db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, str(value)))
+
+    def setting(self, key: str, default: str = "") -> str:
+        with self._db() as db:
+            row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    # --- what the fake observers do ------------------------------------------------------------------
+
+    def register(self, ip: str, rpc_port: int, sql_port: int, zone: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO servers (ip, rpc_port, sql_port, zone, pid, started, stop_time) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0)",
+                (ip, rpc_port, sql_port, zone, os.getpid(), time.time()),
+            )
+
+    def record(self, server: str, sql: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO statements (at, server, sql) VALUES (?, ?, ?)", (time.time(), server, sql)
+            )
+
+    def servers(self) -> list[ServerRow]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT ip, rpc_port, sql_port, zone, pid, stop_time FROM servers ORDER BY zone, ip"
+            ).fetchall()
+        return [ServerRow(*r) for r in rows]
+
+    def zones(self) -> list[tuple[str, str]]:
+        with self._db() as db:
+            stopped = {r[0] for r in db.execute("SELECT zone FROM stopped_zones")}
+        return [
+            (z, "INACTIVE" if z in stopped else "ACTIVE") for z in sorted({s.zone for s in self.servers()})
+        ]
+
+    def freeze(self, servers: list[tuple[str, int]]) -> None:
+        if self.setting("freeze_never") == "True":
+            return
+        due = time.time() + float(self.setting("freeze_delay", "0.2"))
+        with self._db() as db:
+            db.executemany("INSERT INTO freezes VALUES (?, ?, ?)", [(ip, port, due) for ip, port in servers])
+
+    def checkpoint(self, ip: str, rpc_port: int) -> int | None:
+        """Minimum checkpoint_scn of the server's log streams; None when it is down (no row)."""
+        row = next((s for s in self.servers() if (s.ip, s.rpc_port) == (ip, rpc_port)), None)
+        if row is None or not row.alive:
+            return None
+        with self._db() as db:
+            done = db.execute(
+                "SELECT count(*) FROM freezes WHERE ip = ? AND rpc_port = ? AND due_at <= ?",
+                (ip, rpc_port, time.time()),
+            ).fetchone()[0]
+        return BASE_SCN + 1_000_000 * int(done)
+
+    def stop_zone(self, zone: str) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR IGNORE INTO stopped_zones VALUES (?)", (zone,))
+
+    def stop_server(self, ip: str, rpc_port: int) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE servers SET stop_time = ? WHERE ip = ? AND rpc_port = ?",
+                (int(time.time() * 1_000_000), ip, rpc_port),
+            )
+
+    # --- what tests read -----------------------------------------------------------------------------
+
+    def statements(self) -> list[Statement]:
+        with self._db() as db:
+            return [Statement(*r) for r in db.execute("SELECT at, server, sql FROM statements ORDER BY id")]
