@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controller import dag, views
 from controller.auth import Authenticator
@@ -35,6 +37,15 @@ class StopRequest(BaseModel):
     freeze: bool = Field(default=True, description="minor freeze and checkpoint wait before the kill")
     freezeTimeoutSeconds: int = Field(default=600, ge=1, le=86400)
     force: bool = Field(default=False, description="stop processes even if the cluster answers no SQL")
+
+
+class JSONResponse(Response):
+    """JSON by orjson: a task of thousands of subtasks is encoded several times faster."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 @dataclass
@@ -74,6 +85,28 @@ def envelope(
     return JSONResponse(body, status_code=status)
 
 
+class TraceMiddleware:
+    """A trace id and start time on every request (plain ASGI: no extra task per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace_id = uuid.uuid4().hex[:16]
+        state = scope.setdefault("state", {})
+        state["trace_id"], state["started"] = trace_id, time.monotonic()
+
+        async def send_with_trace(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-trace-id", trace_id.encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_trace)
+
+
 def _ctl(request: Request) -> Controller:
     ctl: Controller = request.app.state.controller
     return ctl
@@ -100,13 +133,7 @@ def create_app(controller: Controller) -> FastAPI:
     app = FastAPI(title="obstop", version="1", summary="OceanBase cluster stop, OCP-compatible API")
     app.state.controller = controller
 
-    @app.middleware("http")
-    async def trace(request: Request, call_next: Any) -> Any:
-        request.state.trace_id = uuid.uuid4().hex[:16]
-        request.state.started = time.monotonic()
-        response = await call_next(request)
-        response.headers["X-Trace-Id"] = request.state.trace_id
-        return response
+    app.add_middleware(TraceMiddleware)
 
     @app.exception_handler(ControllerError)
     async def domain_error(request: Request, exc: ControllerError) -> JSONResponse:
@@ -156,11 +183,11 @@ def create_app(controller: Controller) -> FastAPI:
         request: Request, id: Id, body: StopRequest | None = None, user: User = _role(Role.CLUSTER_MANAGER)
     ) -> JSONResponse:
         options = body or StopRequest()
-        cluster, zones, servers = await controller.store.cluster(id)
+        cluster, zones, servers = await controller.store.cluster_shape(id)
         cfg = controller.config
         nodes = dag.build_stop_dag(
-            [z.name for z in zones],
-            [(s.id, s.zone) for s in servers],
+            zones,
+            servers,
             process_timeout=int(cfg.stop.subtask_timeout),
             prepare_timeout=max(int(cfg.stop.subtask_timeout), options.freezeTimeoutSeconds + 30),
             step_timeout=int(cfg.engine.step_timeout),
@@ -169,18 +196,17 @@ def create_app(controller: Controller) -> FastAPI:
             cluster.id,
             cluster.name,
             cluster.status,
-            [s.id for s in servers],
-            [z.name for z in zones],
+            [sid for sid, _ in servers],
+            zones,
             freeze=str(options.freeze).lower(),
             freeze_timeout_seconds=options.freezeTimeoutSeconds,
             force=str(options.force).lower(),
         )
-        task_id = await controller.store.create_task(
+        task, subtasks = await controller.store.create_task(
             id, dag.TASK_NAME, (user.id, user.name), context, nodes, frozenset(STOPPABLE)
         )
         controller.tasks_created.inc()
         controller.engine.wake()
-        task, subtasks = await controller.store.task(task_id)
         return envelope(request, views.task_view(task, cluster, subtasks))
 
     @app.get("/api/v2/tasks/instances", tags=["tasks"])
@@ -193,7 +219,7 @@ def create_app(controller: Controller) -> FastAPI:
         status: TaskStatus | None = None,
     ) -> JSONResponse:
         rows, total = await controller.store.tasks(cluster_id=clusterId, status=status, page=page, size=size)
-        names = {c.id: c for c, _, _ in await controller.store.clusters()}
+        names = await controller.store.cluster_rows()
         data = [views.task_view(t, names.get(t.cluster_id), None) for t in rows]
         return envelope(request, {"contents": data, "page": _page(page, size, total)})
 

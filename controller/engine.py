@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from controller.errors import StepFailed
+from controller.models import Server
 from controller.states.task import TaskStatus
 from controller.steps import StepRun
 from controller.store import Claimed, LeaseLost, Store
+from controller.writer import Writer
 
 log = logging.getLogger("obstop.engine")
 
@@ -46,7 +48,8 @@ class Engine:
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._task_events: dict[int, asyncio.Event] = {}
-        self._tasks: dict[int, tuple[int, dict[str, Any]]] = {}
+        self._tasks: dict[int, tuple[int, dict[str, Any], dict[int, Server]]] = {}
+        self.writer = Writer(store)
         self.started = asyncio.Event()
 
     def wake(self) -> None:
@@ -65,7 +68,9 @@ class Engine:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Run until `stopping` is set; then drain running subtasks (bounded) and cancel the rest."""
+        writer_stopping = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.writer.run(writer_stopping), name="engine-writer")
             for claimed in await self.store.reclaim(self.owner, self.lease):
                 log.info("resuming subtask %s (%s) of task %s", claimed.id, claimed.name, claimed.task_id)
                 self._start(tg, claimed)
@@ -81,6 +86,7 @@ class Engine:
                 await self._sleep(stopping)
             heartbeat.cancel()
             await self._drain()
+            writer_stopping.set()  # after the drain: outcomes decided while draining are still written
 
     async def _sleep(self, stopping: asyncio.Event) -> None:
         waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]
@@ -111,11 +117,12 @@ class Engine:
     def _start(self, tg: asyncio.TaskGroup, claimed: Claimed) -> None:
         self._running[claimed.id] = tg.create_task(self._execute(claimed), name=f"subtask-{claimed.id}")
 
-    async def _task_of(self, task_id: int) -> tuple[int, dict[str, Any]]:
-        """(cluster id, context) of a task; both are fixed when the task is created."""
+    async def _task_of(self, task_id: int) -> tuple[int, dict[str, Any], dict[int, Server]]:
+        """(cluster id, context, servers) of a task, read once: fixed while it runs."""
         if task_id not in self._tasks:
-            task, _ = await self.store.task(task_id)
-            self._tasks[task_id] = (task.cluster_id, task.context)
+            cluster_id, context = await self.store.task_header(task_id)
+            _, _, servers = await self.store.cluster(cluster_id)
+            self._tasks[task_id] = (cluster_id, context, {s.id: s for s in servers})
         return self._tasks[task_id]
 
     async def _execute(self, claimed: Claimed) -> None:
@@ -123,8 +130,8 @@ class Engine:
             # remote calls give up a little before the engine's own timeout, to say why (agent offline...)
             margin = min(2.0, claimed.timeout * 0.1)
             deadline = time.monotonic() + claimed.timeout - margin
-            cluster_id, context = await self._task_of(claimed.task_id)
-            run = StepRun(self.store, claimed, cluster_id, deadline, context)
+            cluster_id, context, servers = await self._task_of(claimed.task_id)
+            run = StepRun(self.store, self.writer, claimed, cluster_id, deadline, context, servers)
             ok, line = True, ""
             try:
                 async with asyncio.timeout(claimed.timeout):
@@ -139,7 +146,7 @@ class Engine:
                 log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)
                 ok, line = False, f"internal error: {exc!r}"
             try:
-                done = await asyncio.shield(self.store.finish(claimed.id, self.owner, ok, line, run.result))
+                done = await asyncio.shield(self.writer.finish(run.finish_request(self.owner, ok, line)))
             except LeaseLost as exc:
                 log.warning("%s", exc)
                 return
@@ -154,3 +161,4 @@ class Engine:
                 )
         finally:
             self._running.pop(claimed.id, None)
+            self.wake()  # a slot is free: READY subtasks beyond max_concurrency may be waiting for it

@@ -91,6 +91,8 @@ class SQLPreparation:
         )
 
     async def prepare_server(self, run: StepRun, server: Server) -> None:
+        if run.option("freeze", "true") != "true" or self._config(run) is None:
+            return  # no freeze was issued (prepare_cluster said why in its log)
         found = await self.store.node_result(run.task_id, PREPARE_NODE)
         freeze = (found or {}).get("freeze")
         if not freeze or not freeze.get("started"):

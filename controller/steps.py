@@ -5,8 +5,9 @@ are compare-and-set and idempotent, and process commands keep their id across re
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.errors import ExecutorError
 from agent.protocol import ObserverState, ObserverTarget, StopOptions, StopReport
@@ -19,7 +20,10 @@ from controller.states import IllegalTransition
 from controller.states.cluster import ClusterStatus
 from controller.states.server import ServerStatus
 from controller.states.zone import ZoneStatus
-from controller.store import Claimed, Store
+from controller.store import Claimed, FinishRequest, Store
+
+if TYPE_CHECKING:
+    from controller.writer import Writer
 
 
 class Preparation(Protocol):
@@ -42,14 +46,44 @@ class StepRun:
     """One execution of one subtask: its claim, and a log that lands in the subtask's log."""
 
     def __init__(
-        self, store: Store, claimed: Claimed, cluster_id: int, deadline: float, task_context: dict[str, Any]
+        self,
+        store: Store,
+        writer: Writer,
+        claimed: Claimed,
+        cluster_id: int,
+        deadline: float,
+        task_context: dict[str, Any],
+        servers: Mapping[int, Server],
     ) -> None:
         self.store = store
+        self.writer = writer
         self.claimed = claimed
         self.cluster_id = cluster_id
         self.deadline = deadline  # time.monotonic() by which a remote call must have answered
         self.task_context = task_context
-        self.result: dict[str, Any] | None = None  # kept with the subtask when it finishes
+        self._servers = servers
+        # committed with the subtask's finish, in the same transaction
+        self.result: dict[str, Any] | None = None
+        self.server_moves: list[tuple[int, str]] = []
+        self.command_result: tuple[str, dict[str, Any]] | None = None
+
+    def server(self, server_id: int) -> Server:
+        """The server's address facts (fixed while the task runs); its status lives in the store."""
+        try:
+            return self._servers[server_id]
+        except KeyError:
+            raise NotFound(f"no server {server_id} in cluster {self.cluster_id}") from None
+
+    def finish_request(self, owner: str, ok: bool, line: str) -> FinishRequest:
+        return FinishRequest(
+            self.claimed.id,
+            owner,
+            ok,
+            line,
+            self.result,
+            tuple(self.server_moves) if ok else (),
+            self.command_result,
+        )
 
     def option(self, key: str, default: str) -> str:
         """A stop option recorded in the task context (freeze, freeze_timeout_seconds, force)."""
@@ -64,7 +98,7 @@ class StepRun:
 
     async def log(self, line: str) -> None:
         stamp = datetime.now(UTC).astimezone().isoformat(timespec="milliseconds")
-        await self.store.log(self.claimed.id, f"{stamp} {line}")
+        self.writer.log(self.claimed.id, f"{stamp} {line}")
 
     @property
     def command_id(self) -> str:
@@ -108,9 +142,9 @@ class StopSteps:
                 case Step.STOP_PROCESS:
                     return await self._stop_process(run)
                 case Step.UPDATE_OBSERVER:
-                    srv = await self.store.server(int(run.ctx("server_id")))
-                    former = await self.store.move_server(run.task_id, srv.id, ServerStatus.PROCESS_STOPPED)
-                    return f"server {srv.ip}:{srv.rpc_port}: {former} -> {ServerStatus.PROCESS_STOPPED}"
+                    srv = run.server(int(run.ctx("server_id")))
+                    run.server_moves.append((srv.id, ServerStatus.PROCESS_STOPPED))
+                    return f"server {srv.ip}:{srv.rpc_port} -> {ServerStatus.PROCESS_STOPPED}"
                 case Step.UPDATE_ZONE:
                     return await self._zone(run, ZoneStatus.STOPPED)
                 case Step.UPDATE_CLUSTER:
@@ -133,7 +167,7 @@ class StopSteps:
         return f"zone {zone}: {former} -> {wanted}"
 
     async def _prepare_observer(self, run: StepRun) -> str:
-        srv = await self.store.server(int(run.ctx("server_id")))
+        srv = run.server(int(run.ctx("server_id")))
         target = _target(srv)
         dispatcher = self.router.for_host(srv.host)
         # the subtask's own timeout also covers the freeze wait; the probe keeps the process bound
@@ -148,14 +182,15 @@ class StopSteps:
         if report.state is ObserverState.REFUSED:
             raise StepFailed(f"observer {srv.ip}:{srv.rpc_port} on {srv.host} refused: {report.reason}")
         await self.preparation.prepare_server(run, srv)
-        former = await self.store.move_server(run.task_id, srv.id, ServerStatus.PROCESS_STOPPING)
-        return f"server {srv.ip}:{srv.rpc_port}: {former} -> {ServerStatus.PROCESS_STOPPING}"
+        run.server_moves.append((srv.id, ServerStatus.PROCESS_STOPPING))
+        return f"server {srv.ip}:{srv.rpc_port} -> {ServerStatus.PROCESS_STOPPING}"
 
     async def _stop_process(self, run: StepRun) -> str:
-        srv = await self.store.server(int(run.ctx("server_id")))
+        srv = run.server(int(run.ctx("server_id")))
         dispatcher = self.router.for_host(srv.host)
         command_id = run.command_id
-        recorded = await self.store.command_begin(command_id, run.claimed.id, srv.host, "stop_observer")
+        # committed before the command is sent: a resumed run re-sends this id, never a new one
+        recorded = await run.writer.command_begin(command_id, run.claimed.id, srv.host, "stop_observer")
         if recorded is not None:
             report = StopReport.model_validate(recorded)
             await run.log(f"command {command_id} already has a result; not sending it again")
@@ -165,7 +200,7 @@ class StopSteps:
                 f"({srv.ip}:{srv.sql_port}/{srv.rpc_port})"
             )
             report = await dispatcher.stop(command_id, _target(srv), self.stop_options, run.log, run.deadline)
-            await self.store.command_done(command_id, report.model_dump(mode="json"))
+            run.command_result = (command_id, report.model_dump(mode="json"))
         if not report.ok:
             raise StepFailed(f"observer {srv.ip}:{srv.rpc_port} on {srv.host}: {report.reason}")
         if report.already_stopped:

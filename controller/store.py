@@ -8,12 +8,15 @@ READY when its counter of unfinished upstreams reaches zero, so finishing one co
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
+import orjson
 import sqlalchemy as sa
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
@@ -33,7 +36,7 @@ from controller.models import (
     Zone,
     now,
 )
-from controller.states import IllegalTransition, sources
+from controller.states import IllegalTransition, check, sources
 from controller.states import cluster as cluster_states
 from controller.states import server as server_states
 from controller.states import task as task_states
@@ -87,6 +90,19 @@ class Finished:
     promoted: int
 
 
+@dataclass(frozen=True)
+class FinishRequest:
+    """A subtask's outcome, with the effects that commit with it."""
+
+    subtask_id: int
+    owner: str
+    ok: bool
+    line: str
+    result: dict[str, Any] | None = None
+    server_moves: tuple[tuple[int, str], ...] = ()
+    command_result: tuple[str, dict[str, Any]] | None = None
+
+
 class LeaseLost(Exception):
     """The subtask is no longer RUNNING under our lease (another controller, or an operator, moved it)."""
 
@@ -104,7 +120,9 @@ class Store:
             kwargs = {"pool_size": 1, "max_overflow": 0, "connect_args": {"timeout": 30}}
         else:
             kwargs = {"pool_size": 10, "max_overflow": 10}
-        self.engine = create_async_engine(async_url(url), **kwargs)
+        self.engine = create_async_engine(
+            async_url(url), json_serializer=_json_dumps, json_deserializer=orjson.loads, **kwargs
+        )
         if self.is_sqlite:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -198,6 +216,29 @@ class Store:
             for c in clusters
         ]
 
+    async def cluster_shape(self, cluster_id: int) -> tuple[Cluster, list[str], list[tuple[int, str]]]:
+        """A cluster with its zone names and (server id, zone) pairs: what a DAG is built from."""
+        async with self.tx() as s:
+            c = await s.get(Cluster, cluster_id)
+            if c is None:
+                raise NotFound(f"no cluster with id {cluster_id}")
+            zones = (
+                await s.scalars(sa.select(Zone.name).where(Zone.cluster_id == cluster_id).order_by(Zone.name))
+            ).all()
+            servers = (
+                await s.execute(
+                    sa.select(Server.id, Server.zone)
+                    .where(Server.cluster_id == cluster_id)
+                    .order_by(Server.id)
+                )
+            ).all()
+        return c, list(zones), [(int(a), str(b)) for a, b in servers]
+
+    async def cluster_rows(self) -> dict[int, Cluster]:
+        """Clusters without their zones and servers (to name them)."""
+        async with self.tx() as s:
+            return {c.id: c for c in (await s.scalars(sa.select(Cluster))).all()}
+
     async def cluster(self, cluster_id: int) -> tuple[Cluster, list[Zone], list[Server]]:
         async with self.tx() as s:
             c = await s.get(Cluster, cluster_id)
@@ -211,13 +252,6 @@ class Store:
             ).all()
         return c, list(zones), list(servers)
 
-    async def server(self, server_id: int) -> Server:
-        async with self.tx() as s:
-            srv = await s.get(Server, server_id)
-        if srv is None:
-            raise NotFound(f"no server with id {server_id}")
-        return srv
-
     # --- tasks -----------------------------------------------------------------------------------
 
     async def create_task(
@@ -228,7 +262,8 @@ class Store:
         context: dict[str, Any],
         nodes: Sequence[NodeSpec],
         require: frozenset[str],
-    ) -> int:
+    ) -> tuple[Task, list[SimpleNamespace]]:
+        """Returns the task and its subtasks as inserted (for the answer, without reading them back)."""
         """Store a task and its DAG in one transaction; the task holds the cluster until it succeeds."""
         try:
             async with self.tx() as s:
@@ -258,43 +293,41 @@ class Store:
                 )
                 s.add(t)
                 await s.flush()
-                rows = [
-                    Subtask(
-                        task_id=t.id,
-                        node=n.node,
-                        step=n.step,
-                        name=n.name,
-                        description=n.description,
-                        status=S.READY if not n.upstreams else S.PENDING,
-                        operation=Operation.EXECUTE,
-                        parallel_idx=n.parallel_idx,
-                        run_time=0,
-                        timeout=n.timeout,
-                        waiting=len(n.upstreams),
-                        upstreams=[],
-                        downstreams=[],
-                        context=n.context or {},
-                    )
-                    for n in nodes
-                ]
-                s.add_all(rows)
-                await s.flush()
-                ids = {r.node: r.id for r in rows}
+                # ids are reserved first, so the DAG goes in with its edges in one set-based insert
+                ids = dict(
+                    zip((n.node for n in nodes), await self._reserve_subtask_ids(s, len(nodes)), strict=True)
+                )
                 downs: dict[str, list[int]] = {n.node: [] for n in nodes}
                 for n in nodes:
                     for up in n.upstreams:
                         downs[up].append(ids[n.node])
-                await s.execute(
-                    sa.update(Subtask),
-                    [
-                        {
-                            "id": ids[n.node],
-                            "upstreams": [ids[u] for u in n.upstreams],
-                            "downstreams": downs[n.node],
-                        }
-                        for n in nodes
-                    ],
-                )
+                rows = [
+                    {
+                        "id": ids[n.node],
+                        "task_id": t.id,
+                        "node": n.node,
+                        "step": n.step,
+                        "name": n.name,
+                        "description": n.description,
+                        "status": S.READY if not n.upstreams else S.PENDING,
+                        "operation": Operation.EXECUTE,
+                        "parallel_idx": n.parallel_idx,
+                        "run_time": 0,
+                        "timeout": n.timeout,
+                        "waiting": len(n.upstreams),
+                        "upstreams": [ids[u] for u in n.upstreams],
+                        "downstreams": downs[n.node],
+                        "context": n.context or {},
+                        "start_time": None,
+                        "finish_time": None,
+                        "lease_owner": None,
+                        "lease_expires": None,
+                        "result": None,
+                    }
+                    for n in nodes
+                ]
+                await s.execute(sa.insert(cast(sa.Table, Subtask.__table__)), rows)
+                created = [SimpleNamespace(**r) for r in rows]
                 s.add(
                     Event(
                         task_id=t.id,
@@ -306,9 +339,18 @@ class Store:
                         note=f"created by {creator[1]}",
                     )
                 )
-                return t.id
+                return t, created
         except sa.exc.IntegrityError as exc:
             raise Conflict(f"cluster {cluster_id} is already held by another task") from exc
+
+    async def _reserve_subtask_ids(self, s: AsyncSession, n: int) -> list[int]:
+        if self.is_sqlite:  # one writer, and this transaction holds the write lock: the next ids are ours
+            top = await s.scalar(sa.select(sa.func.coalesce(sa.func.max(Subtask.id), 0)))
+            return list(range(int(top or 0) + 1, int(top or 0) + 1 + n))
+        seq = sa.func.nextval(sa.func.pg_get_serial_sequence("subtasks", "id"))
+        return [
+            int(x) for x in (await s.scalars(sa.select(seq).select_from(sa.func.generate_series(1, n)))).all()
+        ]
 
     async def task(self, task_id: int) -> tuple[Task, list[Subtask]]:
         async with self.tx() as s:
@@ -333,9 +375,15 @@ class Store:
             rows = (await s.scalars(q.order_by(Task.id.desc()).offset((page - 1) * size).limit(size))).all()
         return list(rows), total
 
-    async def unfinished_tasks(self) -> list[int]:
+    async def task_header(self, task_id: int) -> tuple[int, dict[str, Any]]:
+        """(cluster id, context) of a task, without its subtasks."""
         async with self.tx() as s:
-            return list((await s.scalars(sa.select(Task.id).where(Task.status == TaskStatus.RUNNING))).all())
+            row = (
+                await s.execute(sa.select(Task.cluster_id, Task.context).where(Task.id == task_id))
+            ).first()
+        if row is None:
+            raise NotFound(f"no task with id {task_id}")
+        return int(row[0]), dict(row[1])
 
     async def subtask_log(self, task_id: int, subtask_id: int) -> str:
         async with self.tx() as s:
@@ -358,10 +406,6 @@ class Store:
                 sa.select(Subtask.result).where(Subtask.task_id == task_id, Subtask.node == node)
             )
         return result
-
-    async def log(self, subtask_id: int, *lines: str) -> None:
-        async with self.tx() as s:
-            s.add_all(SubtaskLog(subtask_id=subtask_id, at=now(), line=line) for line in lines)
 
     # --- the engine's transitions ----------------------------------------------------------------
 
@@ -396,20 +440,30 @@ class Store:
                 )
             ).all()
             claimed = [Claimed(**r._asdict()) for r in rows]
-            for c in claimed:
-                s.add(
-                    Event(
-                        task_id=c.task_id,
-                        subtask_id=c.id,
-                        entity="subtask",
-                        entity_id=c.id,
-                        from_status=S.READY,
-                        to_status=S.RUNNING,
-                        at=t0,
-                        note=f"run {c.run_time} by {owner}",
-                    )
+            if claimed:
+                await s.execute(
+                    sa.insert(cast(sa.Table, Event.__table__)),
+                    [
+                        {
+                            "task_id": c.task_id,
+                            "subtask_id": c.id,
+                            "entity": "subtask",
+                            "entity_id": c.id,
+                            "from_status": S.READY,
+                            "to_status": S.RUNNING,
+                            "at": t0,
+                            "note": f"run {c.run_time} by {owner}",
+                        }
+                        for c in claimed
+                    ],
                 )
-                s.add(SubtaskLog(subtask_id=c.id, at=t0, line=_separator(t0, c.run_time, c.operation)))
+                await s.execute(
+                    sa.insert(cast(sa.Table, SubtaskLog.__table__)),
+                    [
+                        {"subtask_id": c.id, "at": t0, "line": _separator(t0, c.run_time, c.operation)}
+                        for c in claimed
+                    ],
+                )
         return claimed
 
     async def reclaim(self, owner: str, lease: float) -> list[Claimed]:
@@ -473,73 +527,6 @@ class Store:
                 .where(Subtask.id.in_(list(ids)), Subtask.lease_owner == owner, Subtask.status == S.RUNNING)
                 .values(lease_expires=now() + timedelta(seconds=lease))
             )
-
-    async def finish(
-        self, subtask_id: int, owner: str, ok: bool, line: str, result: dict[str, Any] | None
-    ) -> Finished:
-        """RUNNING -> SUCCESSFUL / FAILED under our lease, promote downstreams, derive the task status."""
-        t0 = now()
-        to = S.SUCCESSFUL if ok else S.FAILED
-        async with self.tx() as s:
-            row = (
-                await s.execute(
-                    sa.update(Subtask)
-                    .where(
-                        Subtask.id == subtask_id, Subtask.status == S.RUNNING, Subtask.lease_owner == owner
-                    )
-                    .values(status=to, finish_time=t0, lease_owner=None, lease_expires=None, result=result)
-                    .returning(Subtask.task_id, Subtask.downstreams)
-                )
-            ).first()
-            if row is None:
-                raise LeaseLost(f"subtask {subtask_id} is no longer RUNNING under {owner}")
-            task_id, downstreams = row
-            s.add(
-                Event(
-                    task_id=task_id,
-                    subtask_id=subtask_id,
-                    entity="subtask",
-                    entity_id=subtask_id,
-                    from_status=S.RUNNING,
-                    to_status=to,
-                    at=t0,
-                    note=line[:2000],
-                )
-            )
-            s.add(SubtaskLog(subtask_id=subtask_id, at=t0, line=f"{_stamp(t0)} {to}: {line}"))
-            promoted: Sequence[Any] = []
-            if ok and downstreams:
-                await s.execute(
-                    sa.update(Subtask).where(Subtask.id.in_(downstreams)).values(waiting=Subtask.waiting - 1)
-                )
-                promoted = (
-                    await s.scalars(
-                        sa.update(Subtask)
-                        .where(Subtask.id.in_(downstreams), Subtask.waiting <= 0, Subtask.status == S.PENDING)
-                        .values(status=S.READY)
-                        .returning(Subtask.id)
-                    )
-                ).all()
-                for sid in promoted:
-                    s.add(
-                        Event(
-                            task_id=task_id,
-                            subtask_id=sid,
-                            entity="subtask",
-                            entity_id=sid,
-                            from_status=S.PENDING,
-                            to_status=S.READY,
-                            at=t0,
-                            note=None,
-                        )
-                    )
-            status: TaskStatus | None = None
-            failed_exists = ok and await s.scalar(
-                sa.select(Subtask.id).where(Subtask.task_id == task_id, Subtask.status == S.FAILED).limit(1)
-            )
-            if not ok or not downstreams or failed_exists:
-                status = await self._derive_task(s, task_id, t0)
-        return Finished(task_id, status, len(promoted))
 
     async def _derive_task(self, s: AsyncSession, task_id: int, t0: datetime) -> TaskStatus | None:
         counts = (
@@ -640,6 +627,225 @@ class Store:
                 )
         return list(ids)
 
+    async def write_batch(
+        self,
+        logs: Sequence[tuple[int, datetime, str]],
+        finishes: Sequence[FinishRequest],
+        begins: Sequence[tuple[str, int, str, str]],
+    ) -> tuple[list[Finished | LeaseLost], dict[str, dict[str, Any] | None]]:
+        """One transaction for many subtasks: log lines, command records, and finishes with their effects.
+
+        Set-based (a statement per kind of write, not per subtask), so its cost grows slowly with the batch.
+        """
+        async with self.tx() as s:
+            if logs:
+                await s.execute(
+                    sa.insert(SubtaskLog), [{"subtask_id": i, "at": at, "line": ln} for i, at, ln in logs]
+                )
+            recorded = await self._begin_commands(s, begins) if begins else {}
+            outcomes = await self._finish_many(s, finishes) if finishes else []
+        return outcomes, recorded
+
+    async def _begin_commands(
+        self, s: AsyncSession, begins: Sequence[tuple[str, int, str, str]]
+    ) -> dict[str, dict[str, Any] | None]:
+        ids = list({b[0] for b in begins})
+        known = {
+            cid: result
+            for cid, result in (
+                await s.execute(
+                    sa.select(Command.command_id, Command.result).where(Command.command_id.in_(ids))
+                )
+            )
+        }
+        fresh = {b[0]: b for b in begins if b[0] not in known}
+        if fresh:
+            t0 = now()
+            await s.execute(
+                sa.insert(Command),
+                [
+                    {
+                        "command_id": cid,
+                        "subtask_id": sid,
+                        "agent_id": agent,
+                        "kind": kind,
+                        "created_at": t0,
+                        "sends": 1,
+                        "result": None,
+                        "finished_at": None,
+                    }
+                    for cid, sid, agent, kind in fresh.values()
+                ],
+            )
+        resent = [cid for cid, result in known.items() if result is None]
+        if resent:
+            await s.execute(
+                sa.update(Command).where(Command.command_id.in_(resent)).values(sends=Command.sends + 1)
+            )
+        return {cid: known.get(cid) for cid in ids}
+
+    async def _finish_many(
+        self, s: AsyncSession, reqs: Sequence[FinishRequest]
+    ) -> list[Finished | LeaseLost]:
+        t0 = now()
+        # status moves a finish carries must be legal, else that subtask fails instead (nothing moves)
+        wanted_ids = {sid for r in reqs for sid, _ in r.server_moves}
+        current = (
+            dict(
+                (await s.execute(sa.select(Server.id, Server.status).where(Server.id.in_(wanted_ids)))).all()
+            )
+            if wanted_ids
+            else {}
+        )
+        reqs = [_check_moves(r, current) for r in reqs]
+        done: dict[int, tuple[int, list[int]]] = {}
+        for ok in (True, False):
+            ids = [r.subtask_id for r in reqs if r.ok is ok]
+            if not ids:
+                continue
+            owners = {r.owner for r in reqs if r.ok is ok}
+            rows = (
+                await s.execute(
+                    sa.update(Subtask)
+                    .where(Subtask.id.in_(ids), Subtask.status == S.RUNNING, Subtask.lease_owner.in_(owners))
+                    .values(
+                        status=S.SUCCESSFUL if ok else S.FAILED,
+                        finish_time=t0,
+                        lease_owner=None,
+                        lease_expires=None,
+                    )
+                    .returning(Subtask.id, Subtask.task_id, Subtask.downstreams)
+                )
+            ).all()
+            done.update({sid: (task_id, downs) for sid, task_id, downs in rows})
+        live = [r for r in reqs if r.subtask_id in done]
+        with_result = [{"id": r.subtask_id, "result": r.result} for r in live if r.result is not None]
+        if with_result:
+            await s.execute(sa.update(Subtask), with_result)
+        for target in {w for r in live if r.ok for _, w in r.server_moves}:
+            ids = [
+                sid
+                for r in live
+                if r.ok
+                for sid, w in r.server_moves
+                if w == target and current.get(sid) != w
+            ]
+            if ids:
+                await s.execute(
+                    sa.update(Server).where(Server.id.in_(ids)).values(status=target, updated_at=t0)
+                )
+        command_results = [
+            {"cid": r.command_result[0], "res": r.command_result[1]} for r in live if r.command_result
+        ]
+        if command_results:
+            commands = cast(sa.Table, Command.__table__)
+            await s.execute(
+                sa.update(commands)
+                .where(commands.c.command_id == sa.bindparam("cid"), commands.c.result.is_(None))
+                .values(result=sa.bindparam("res"), finished_at=t0),
+                command_results,
+            )
+        events: list[dict[str, Any]] = []
+        lines: list[dict[str, Any]] = []
+        for r in live:
+            task_id = done[r.subtask_id][0]
+            to = S.SUCCESSFUL if r.ok else S.FAILED
+            events.append(
+                {
+                    "task_id": task_id,
+                    "subtask_id": r.subtask_id,
+                    "entity": "subtask",
+                    "entity_id": r.subtask_id,
+                    "from_status": S.RUNNING,
+                    "to_status": to,
+                    "at": t0,
+                    "note": r.line[:2000],
+                }
+            )
+            lines.append({"subtask_id": r.subtask_id, "at": t0, "line": f"{_stamp(t0)} {to}: {r.line}"})
+            if r.ok:
+                events.extend(
+                    {
+                        "task_id": task_id,
+                        "subtask_id": r.subtask_id,
+                        "entity": "server",
+                        "entity_id": sid,
+                        "from_status": current.get(sid),
+                        "to_status": w,
+                        "at": t0,
+                        "note": None,
+                    }
+                    for sid, w in r.server_moves
+                    if current.get(sid) != w
+                )
+        # downstreams: one decrement per finished upstream, then promote those with nothing left to wait for
+        pending: Counter[int] = Counter(d for r in live if r.ok for d in done[r.subtask_id][1])
+        promoted: list[tuple[int, int]] = []
+        if pending:
+            subtasks = cast(sa.Table, Subtask.__table__)
+            await s.execute(
+                sa.update(subtasks)
+                .where(subtasks.c.id == sa.bindparam("sid"))
+                .values(waiting=subtasks.c.waiting - sa.bindparam("n")),
+                [{"sid": d, "n": n} for d, n in pending.items()],
+            )
+            promoted = [
+                (a, b)
+                for a, b in (
+                    await s.execute(
+                        sa.update(Subtask)
+                        .where(
+                            Subtask.id.in_(list(pending)), Subtask.waiting <= 0, Subtask.status == S.PENDING
+                        )
+                        .values(status=S.READY)
+                        .returning(Subtask.id, Subtask.task_id)
+                    )
+                ).all()
+            ]
+            events.extend(
+                {
+                    "task_id": task_id,
+                    "subtask_id": sid,
+                    "entity": "subtask",
+                    "entity_id": sid,
+                    "from_status": S.PENDING,
+                    "to_status": S.READY,
+                    "at": t0,
+                    "note": None,
+                }
+                for sid, task_id in promoted
+            )
+        if events:
+            await s.execute(sa.insert(cast(sa.Table, Event.__table__)), events)
+        if lines:
+            await s.execute(sa.insert(cast(sa.Table, SubtaskLog.__table__)), lines)
+        # a task's status can change only when one of its subtasks failed or a sink finished
+        tasks = {done[r.subtask_id][0] for r in live}
+        with_failure = (
+            set(
+                (
+                    await s.scalars(
+                        sa.select(Subtask.task_id)
+                        .where(Subtask.task_id.in_(tasks), Subtask.status == S.FAILED)
+                        .distinct()
+                    )
+                ).all()
+            )
+            if tasks
+            else set()
+        )
+        sinks = {done[r.subtask_id][0] for r in live if r.ok and not done[r.subtask_id][1]}
+        statuses = {t: await self._derive_task(s, t, t0) for t in sorted(with_failure | sinks)}
+        per_task_promoted = Counter(task_id for _, task_id in promoted)
+        out: list[Finished | LeaseLost] = []
+        for r in reqs:
+            if r.subtask_id not in done:
+                out.append(LeaseLost(f"subtask {r.subtask_id} is no longer RUNNING under {r.owner}"))
+                continue
+            task_id = done[r.subtask_id][0]
+            out.append(Finished(task_id, statuses.get(task_id), per_task_promoted.get(task_id, 0)))
+        return out
+
     # --- cluster, zone and server statuses -------------------------------------------------------
 
     async def move_cluster(self, task_id: int, cluster_id: int, wanted: cluster_states.ClusterStatus) -> str:
@@ -661,11 +867,6 @@ class Store:
         if zid is None:
             raise NotFound(f"cluster {cluster_id} has no zone {zone}")
         return await self._move(task_id, Zone, Zone.id == zid, zone_states.TRANSITIONS, wanted, "zone", zid)
-
-    async def move_server(self, task_id: int, server_id: int, wanted: server_states.ServerStatus) -> str:
-        return await self._move(
-            task_id, Server, Server.id == server_id, server_states.TRANSITIONS, wanted, "server", server_id
-        )
 
     async def _move(
         self, task_id: int, model: Any, where: Any, table: Any, wanted: Any, entity: str, entity_id: int
@@ -700,38 +901,6 @@ class Store:
 
     # --- commands --------------------------------------------------------------------------------
 
-    async def command_begin(
-        self, command_id: str, subtask_id: int, agent_id: str, kind: str
-    ) -> dict[str, Any] | None:
-        """Record a command before it is sent (or count a re-send); returns its result if one is known."""
-        async with self.tx() as s:
-            row = await s.get(Command, command_id)
-            if row is None:
-                s.add(
-                    Command(
-                        command_id=command_id,
-                        subtask_id=subtask_id,
-                        agent_id=agent_id,
-                        kind=kind,
-                        created_at=now(),
-                        sends=1,
-                        result=None,
-                        finished_at=None,
-                    )
-                )
-                return None
-            if row.result is None:
-                row.sends += 1
-            return row.result
-
-    async def command_done(self, command_id: str, result: dict[str, Any]) -> None:
-        async with self.tx() as s:
-            await s.execute(
-                sa.update(Command)
-                .where(Command.command_id == command_id, Command.result.is_(None))
-                .values(result=result, finished_at=now())
-            )
-
     async def mark(self, command_id: str, mark: str) -> bool:
         """Record a mark of a command; True if it was already there (the unique key decides)."""
         try:
@@ -754,6 +923,30 @@ class Store:
             return list(
                 (await s.scalars(sa.select(Event).where(Event.task_id == task_id).order_by(Event.id))).all()
             )
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()  # a DAG of thousands of subtasks: three JSON columns a row
+
+
+def _check_moves(r: FinishRequest, current: dict[int, str]) -> FinishRequest:
+    """A successful finish whose status moves are illegal becomes a failure saying why."""
+    if not r.ok:
+        return r
+    for sid, wanted in r.server_moves:
+        now_status = current.get(sid)
+        if now_status is None:
+            return replace(r, ok=False, line=f"no server {sid}", server_moves=())
+        try:
+            check(
+                f"server {sid}",
+                server_states.TRANSITIONS,
+                server_states.ServerStatus(now_status),
+                server_states.ServerStatus(wanted),
+            )
+        except IllegalTransition as exc:
+            return replace(r, ok=False, line=str(exc), server_moves=())
+    return r
 
 
 def task_states_check(current: TaskStatus, wanted: TaskStatus) -> None:

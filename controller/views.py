@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from controller.models import Cluster, Server, Subtask, Task, Zone
+from controller.models import Cluster, Server, Task, Zone
 
 
 def iso(t: datetime | None) -> str | None:
@@ -54,7 +55,38 @@ def cluster_view(c: Cluster, zones: list[Zone], servers: list[Server]) -> dict[s
     }
 
 
-def subtask_view(s: Subtask) -> dict[str, Any]:
+class SubtaskFields(Protocol):
+    """What a subtask view reads: a stored Subtask, or the row just inserted (no read-back)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def operation(self) -> str: ...
+    @property
+    def upstreams(self) -> list[int]: ...
+    @property
+    def downstreams(self) -> list[int]: ...
+    @property
+    def parallel_idx(self) -> int: ...
+    @property
+    def run_time(self) -> int: ...
+    @property
+    def timeout(self) -> int: ...
+    @property
+    def start_time(self) -> datetime | None: ...
+    @property
+    def finish_time(self) -> datetime | None: ...
+    @property
+    def context(self) -> dict[str, Any]: ...
+
+
+def subtask_view(s: SubtaskFields) -> dict[str, Any]:
     sub_ctx = {
         "stringMap": {k: v for k, v in s.context.items() if not isinstance(v, list)},
         "listMap": {k: v for k, v in s.context.items() if isinstance(v, list)},
@@ -76,7 +108,7 @@ def subtask_view(s: Subtask) -> dict[str, Any]:
     }
 
 
-def task_view(t: Task, cluster: Cluster | None, subtasks: list[Subtask] | None) -> dict[str, Any]:
+def task_view(t: Task, cluster: Cluster | None, subtasks: Sequence[SubtaskFields] | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": t.id,
         "name": t.name,

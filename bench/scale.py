@@ -1,0 +1,244 @@
+"""Controller scale: a stop of 100 / 1,000 / 5,000 servers answered by a simulated agent swarm.
+
+Measures, per store (SQLite, PostgreSQL) and size: time for the stop call to answer, end-to-end time
+(call to SUCCESSFUL), time per server, the controller's peak RSS, and the store's size.
+
+    python -m bench.scale --servers 100 1000 5000 --stores sqlite postgres --out bench/results/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import tomli_w
+
+from agent import signing
+from bench.common import RssSampler, controller, free_port, mosquitto
+from controller.auth import hash_password
+
+PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
+
+
+def inventory(n: int) -> dict[str, Any]:
+    servers = [
+        {
+            "id": i,
+            "zone": f"zone{(i - 1) % 3 + 1}",
+            "host": f"h{i}",
+            "ip": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+            "home_path": "/home/admin/oceanbase",
+        }
+        for i in range(1, n + 1)
+    ]
+    return {"clusters": [{"id": 1, "name": "bench", "ob_cluster_id": 1, "servers": servers}]}
+
+
+async def _pg(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _pg_size(name: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        return int(await conn.fetchval("SELECT pg_database_size($1)", name))
+    finally:
+        await conn.close()
+
+
+def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None = None) -> dict[str, Any]:
+    work.mkdir(parents=True)
+    signing.generate(work / "keys")
+    (work / "inventory.toml").write_text(tomli_w.dumps(inventory(n)))
+    port = free_port()
+    db_name = f"obstop_bench_{n}_{int(time.time())}"
+    url = (
+        f"sqlite:///{work}/controller.db"
+        if store == "sqlite"
+        else f"postgresql://postgres@127.0.0.1:5432/{db_name}"
+    )
+    if store == "postgres":
+        asyncio.run(_pg(f'CREATE DATABASE "{db_name}"'))
+    with mosquitto(work / "mqtt") as broker:
+        (work / "controller.toml").write_text(
+            tomli_w.dumps(
+                {
+                    "inventory": "inventory.toml",
+                    "log_level": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+                    "api": {
+                        "listen": f"127.0.0.1:{port}",
+                        "users": [
+                            {
+                                "name": "admin",
+                                "password_hash": hash_password("b", 1000),
+                                "roles": ["CLUSTER_MANAGER", "TASK_VIEWER"],
+                            }
+                        ],
+                    },
+                    "store": {"url": url},
+                    "mqtt": {"url": broker},
+                    "signing": {"private_key": "keys/command-signing.key", "command_ttl_seconds": 3600},
+                    "stop": {"subtask_timeout": 1200, "resend_interval": 30},
+                    "engine": {"max_concurrency": 1024},
+                }
+            )
+        )
+        swarm = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.swarm",
+                "--broker",
+                broker,
+                "--public-key",
+                str(work / "keys" / signing.PUBLIC_NAME),
+                "--delay",
+                str(delay),
+                "--hosts",
+                str(n),
+            ]
+        )
+        try:
+            with (
+                controller(work / "controller.toml", work / "controller.log", port) as proc,
+                RssSampler(proc.pid) as rss,
+            ):
+                spy = None
+                if profile is not None:  # py-spy samples the controller for the whole stop
+                    profile.mkdir(parents=True, exist_ok=True)
+                    spy = subprocess.Popen(
+                        [
+                            "py-spy",
+                            "record",
+                            "--pid",
+                            str(proc.pid),
+                            "--format",
+                            "raw",
+                            "--rate",
+                            "200",
+                            "-o",
+                            str(profile / f"{store}-{n}.txt"),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    time.sleep(0.5)
+                http = httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=("admin", "b"), timeout=120)
+                t0 = time.monotonic()
+                r = http.post("/api/v2/ob/clusters/1/stop", json={"freeze": False})
+                answered = time.monotonic() - t0
+                assert r.status_code == 200, r.text
+                task_id = r.json()["data"]["id"]
+                status = "RUNNING"
+                while status == "RUNNING":
+                    time.sleep(0.1)
+                    status = http.get("/api/v2/tasks/instances?clusterId=1").json()["data"]["contents"][0][
+                        "status"
+                    ]
+                total = time.monotonic() - t0
+                assert status == "SUCCESSFUL", status
+                final = http.get(f"/api/v2/tasks/instances/{task_id}").json()["data"]
+                stages = stage_timeline(final)
+                if spy is not None:
+                    spy.send_signal(2)
+                    spy.wait(30)
+        finally:
+            swarm.terminate()
+            swarm.wait(10)
+    size = (
+        (work / "controller.db").stat().st_size + sum(p.stat().st_size for p in work.glob("controller.db-*"))
+        if store == "sqlite"
+        else asyncio.run(_pg_size(db_name))
+    )
+    if os.environ.get("BENCH_LOG_LEVEL"):
+        shutil.copy(work / "controller.log", f"/tmp/obstop-bench-{store}-{n}.log")
+    if store == "postgres":
+        asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+    return {
+        "servers": n,
+        "store": store,
+        "delay_s": delay,
+        "answer_ms": answered * 1000,
+        "total_s": total,
+        "per_server_ms": total * 1000 / n,
+        "peak_rss_mb": rss.peak / 2**20,
+        "store_mb": size / 2**20,
+        "stages": stages,
+    }
+
+
+def stage_timeline(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per stage (in DAG order): when its first subtask started and its last finished, from the task start."""
+    from datetime import datetime
+
+    t0 = datetime.fromisoformat(task["startTime"])
+    order: dict[str, dict[str, Any]] = {}
+    for s in task["tasks"]:
+        key = s["name"] if s["name"] != "Wait node" else f"Wait node {s['id']}"
+        st = (datetime.fromisoformat(s["startTime"]) - t0).total_seconds()
+        fi = (datetime.fromisoformat(s["finishTime"]) - t0).total_seconds()
+        e = order.setdefault(
+            key, {"stage": key, "count": 0, "first_start_s": st, "last_finish_s": fi, "sum_s": 0.0}
+        )
+        e["count"] += 1
+        e["first_start_s"] = min(e["first_start_s"], st)
+        e["last_finish_s"] = max(e["last_finish_s"], fi)
+        e["sum_s"] += fi - st
+    out = sorted(order.values(), key=lambda e: e["first_start_s"])
+    for e in out:
+        e["mean_ms"] = round(1000 * e.pop("sum_s") / e["count"], 1)
+        e["first_start_s"] = round(e["first_start_s"], 3)
+        e["last_finish_s"] = round(e["last_finish_s"], 3)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="controller scale benchmark")
+    p.add_argument("--servers", type=int, nargs="+", default=[100, 1000, 5000])
+    p.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"])
+    p.add_argument("--delay", type=float, default=0.05, help="each simulated command's duration")
+    p.add_argument("--out", type=Path, default=Path("bench/results/scale.json"))
+    p.add_argument("--profile", type=Path, default=None, help="write py-spy collapsed stacks here")
+    a = p.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="obstop-bench-") as tmp:
+        for store in a.stores:
+            for n in a.servers:
+                res = run_one(n, store, a.delay, Path(tmp) / f"{store}-{n}", a.profile)
+                print(
+                    json.dumps(
+                        {
+                            k: round(v, 3) if isinstance(v, float) else v
+                            for k, v in res.items()
+                            if k != "stages"
+                        }
+                    ),
+                    flush=True,
+                )
+                for stage in res["stages"]:
+                    print("   ", stage, flush=True)
+                results.append(res)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

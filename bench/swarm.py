@@ -1,0 +1,128 @@
+"""A simulated agent swarm: one process that answers the agent protocol for many agent ids.
+
+It subscribes to every agent's commands topic, checks each command's signature (as a real agent does),
+waits a configurable per-command delay, and answers with accepted and result events, journalling ids so a
+re-sent command gets the same answer. It stops no process: it exists to load the controller.
+
+    python -m bench.swarm --broker mqtt://127.0.0.1:1883 --public-key keys/command-signing.pub --delay 0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+
+import aiomqtt
+
+from agent.protocol import (
+    TOPIC_PREFIX,
+    AcceptedEvent,
+    Command,
+    CommandKind,
+    ObserverState,
+    Presence,
+    ProbeReport,
+    ResultEvent,
+    StopReport,
+    events_topic,
+)
+from agent.signing import Rejected, load_public, verify
+
+
+def _result(cmd: Command) -> ResultEvent:
+    base = {"agent_id": cmd.agent_id, "command_id": cmd.command_id}
+    if cmd.kind is CommandKind.PROBE_OBSERVER:
+        t = cmd.probe_args().target
+        return ResultEvent(
+            **base,
+            probe=ProbeReport(
+                host=t.host,
+                home_path=t.home_path,
+                state=ObserverState.RUNNING,
+                pid=4242,
+                ports_held=[t.sql_port, t.rpc_port],
+            ),
+        )
+    t = cmd.stop_args().target
+    probe = ProbeReport(host=t.host, home_path=t.home_path, state=ObserverState.RUNNING, pid=4242)
+    return ResultEvent(
+        **base,
+        stop=StopReport(
+            host=t.host,
+            home_path=t.home_path,
+            ok=True,
+            pid=4242,
+            signals=["SIGTERM"],
+            time_to_exit_s=0.001,
+            time_to_ports_free_s=0.002,
+            pid_file_removed=True,
+            probe=probe,
+        ),
+    )
+
+
+async def run(broker: str, public_key: Path, delay: float, hosts: int, verify_signatures: bool) -> None:
+    from agent.mqtt import parse_url
+
+    addr = parse_url(broker)
+    key = load_public(public_key)
+    answered: dict[str, str] = {}
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    async with aiomqtt.Client(
+        addr.host, addr.port, identifier="obstop-bench-swarm", max_queued_outgoing_messages=0
+    ) as c:
+        await c.subscribe(f"{TOPIC_PREFIX}/+/commands", qos=1)
+        for i in range(1, hosts + 1):
+            await c.publish(f"{TOPIC_PREFIX}/h{i}/presence", Presence.ONLINE.value, qos=1, retain=True)
+        limit = asyncio.Semaphore(256)
+
+        async def answer(payload: bytes) -> None:
+            cmd = Command.model_validate_json(payload)
+            if verify_signatures:
+                try:
+                    verify(cmd, key, cmd.agent_id)
+                except Rejected:
+                    return
+            async with limit:
+                if cmd.command_id not in answered:
+                    await c.publish(
+                        events_topic(cmd.agent_id),
+                        AcceptedEvent(agent_id=cmd.agent_id, command_id=cmd.command_id).model_dump_json(),
+                        qos=1,
+                    )
+                    await asyncio.sleep(delay)
+                    answered[cmd.command_id] = _result(cmd).model_dump_json()
+                await c.publish(events_topic(cmd.agent_id), answered[cmd.command_id], qos=1)
+
+        async with asyncio.TaskGroup() as tg:
+
+            async def read() -> None:
+                async for m in c.messages:
+                    payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+                    tg.create_task(answer(payload))
+
+            reader = tg.create_task(read())
+            await stopping.wait()
+            reader.cancel()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--broker", required=True)
+    p.add_argument("--public-key", type=Path, required=True)
+    p.add_argument("--delay", type=float, default=0.05, help="seconds each command takes")
+    p.add_argument("--hosts", type=int, default=0, help="publish presence online for h1..hN")
+    p.add_argument(
+        "--no-verify", action="store_true", help="skip signature checks (measure the controller only)"
+    )
+    a = p.parse_args()
+    asyncio.run(run(a.broker, a.public_key, a.delay, a.hosts, not a.no_verify))
+
+
+if __name__ == "__main__":
+    main()
