@@ -31,6 +31,7 @@ PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
 
 
 def inventory(n: int) -> dict[str, Any]:
+    """Cluster 1: n servers in 3 zones. Cluster 2: one server, stopped first to measure a cold call apart."""
     servers = [
         {
             "id": i,
@@ -41,7 +42,21 @@ def inventory(n: int) -> dict[str, Any]:
         }
         for i in range(1, n + 1)
     ]
-    return {"clusters": [{"id": 1, "name": "bench", "ob_cluster_id": 1, "servers": servers}]}
+    warmup = [
+        {
+            "id": n + 1,
+            "zone": "zone1",
+            "host": f"h{n + 1}",
+            "ip": "10.255.255.254",
+            "home_path": "/home/admin/oceanbase",
+        }
+    ]
+    return {
+        "clusters": [
+            {"id": 1, "name": "bench", "ob_cluster_id": 1, "servers": servers},
+            {"id": 2, "name": "warmup", "ob_cluster_id": 2, "servers": warmup},
+        ]
+    }
 
 
 async def _pg(sql: str) -> None:
@@ -143,6 +158,15 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
                     time.sleep(0.5)
                 http = httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=("admin", "b"), timeout=120)
                 t0 = time.monotonic()
+                cold = http.post("/api/v2/ob/clusters/2/stop", json={"freeze": False})
+                first_call = time.monotonic() - t0
+                assert cold.status_code == 200, cold.text
+                while (
+                    http.get("/api/v2/tasks/instances?clusterId=2").json()["data"]["contents"][0]["status"]
+                    == "RUNNING"
+                ):
+                    time.sleep(0.05)
+                t0 = time.monotonic()
                 r = http.post("/api/v2/ob/clusters/1/stop", json={"freeze": False})
                 answered = time.monotonic() - t0
                 assert r.status_code == 200, r.text
@@ -177,6 +201,7 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
         "store": store,
         "delay_s": delay,
         "answer_ms": answered * 1000,
+        "first_call_after_start_ms": first_call * 1000,
         "total_s": total,
         "per_server_ms": total * 1000 / n,
         "peak_rss_mb": rss.peak / 2**20,

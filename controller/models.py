@@ -156,3 +156,11 @@ class CommandMark(Base):
     command_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
     mark: Mapped[str] = mapped_column(sa.String(256), primary_key=True)
     at: Mapped[datetime]
+
+
+class Meta(Base):
+    """Facts about the store itself; `store_id` makes command ids unique across stores."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.String(256))

@@ -104,7 +104,7 @@ class StepRun:
     def command_id(self) -> str:
         # stable across controller restarts within one run; a retry (new run) gets a new id
         c = self.claimed
-        return f"obstop-t{c.task_id}-s{c.id}-r{c.run_time}"
+        return f"obstop-{self.store.id}-t{c.task_id}-s{c.id}-r{c.run_time}"
 
 
 class StopSteps:

@@ -8,6 +8,7 @@ READY when its counter of unfinished upstreams reaches zero, so finishing one co
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from controller.models import (
     Command,
     CommandMark,
     Event,
+    Meta,
     Server,
     Subtask,
     SubtaskLog,
@@ -110,6 +112,7 @@ class LeaseLost(Exception):
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
+        self.id = ""  # set by open()
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
@@ -131,7 +134,18 @@ class Store:
     async def open(cls, url: str) -> Store:
         store = cls(url)
         await store.migrate()
+        store.id = await store._store_id()
         return store
+
+    async def _store_id(self) -> str:
+        """A random id made once per store: command ids carry it, so a new store never repeats one."""
+        async with self.tx() as s:
+            found = await s.get(Meta, "store_id")
+            if found is not None:
+                return found.value
+            s.add(Meta(key="store_id", value=uuid.uuid4().hex[:12]))
+        async with self.tx() as s:  # another controller may have written it first: read what won
+            return str(await s.scalar(sa.select(Meta.value).where(Meta.key == "store_id")))
 
     async def migrate(self) -> None:
         def upgrade(conn: sa.Connection) -> None:

@@ -85,3 +85,15 @@ async def test_migrations_equal_models(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert sa is not None
+
+
+async def test_store_id_is_stable_and_unique(tmp_path: Path) -> None:
+    """Command ids carry it: a controller on a new store never repeats an id an agent has journalled."""
+    a = await Store.open(f"sqlite:///{tmp_path}/a.db")
+    b = await Store.open(f"sqlite:///{tmp_path}/b.db")
+    again = await Store.open(f"sqlite:///{tmp_path}/a.db")
+    try:
+        assert a.id and a.id != b.id and again.id == a.id
+    finally:
+        for s in (a, b, again):
+            await s.close()
