@@ -47,7 +47,9 @@ class Journal:
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a recorded result must survive a power cut
+        # WAL + NORMAL survives an agent crash; a power cut may lose the last records, but then the
+        # observers are down too, and a re-sent id finds them already stopped
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = asyncio.Lock()
 

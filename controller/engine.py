@@ -48,7 +48,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._task_events: dict[int, asyncio.Event] = {}
-        self._tasks: dict[int, tuple[int, dict[str, Any], dict[int, Server]]] = {}
+        self._tasks: dict[int, tuple[int, dict[str, Any], dict[int, Server], dict[str, int]]] = {}
         self.writer = Writer(store)
         self.started = asyncio.Event()
 
@@ -117,12 +117,17 @@ class Engine:
     def _start(self, tg: asyncio.TaskGroup, claimed: Claimed) -> None:
         self._running[claimed.id] = tg.create_task(self._execute(claimed), name=f"subtask-{claimed.id}")
 
-    async def _task_of(self, task_id: int) -> tuple[int, dict[str, Any], dict[int, Server]]:
-        """(cluster id, context, servers) of a task, read once: fixed while it runs."""
+    async def _task_of(self, task_id: int) -> tuple[int, dict[str, Any], dict[int, Server], dict[str, int]]:
+        """(cluster id, context, servers, zone ids) of a task, read once: fixed while it runs."""
         if task_id not in self._tasks:
             cluster_id, context = await self.store.task_header(task_id)
-            _, _, servers = await self.store.cluster(cluster_id)
-            self._tasks[task_id] = (cluster_id, context, {s.id: s for s in servers})
+            _, zones, servers = await self.store.cluster(cluster_id)
+            self._tasks[task_id] = (
+                cluster_id,
+                context,
+                {s.id: s for s in servers},
+                {z.name: z.id for z in zones},
+            )
         return self._tasks[task_id]
 
     async def _execute(self, claimed: Claimed) -> None:
@@ -130,8 +135,8 @@ class Engine:
             # remote calls give up a little before the engine's own timeout, to say why (agent offline...)
             margin = min(2.0, claimed.timeout * 0.1)
             deadline = time.monotonic() + claimed.timeout - margin
-            cluster_id, context, servers = await self._task_of(claimed.task_id)
-            run = StepRun(self.store, self.writer, claimed, cluster_id, deadline, context, servers)
+            cluster_id, context, servers, zones = await self._task_of(claimed.task_id)
+            run = StepRun(self.store, self.writer, claimed, cluster_id, deadline, context, servers, zones)
             ok, line = True, ""
             try:
                 async with asyncio.timeout(claimed.timeout):

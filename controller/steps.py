@@ -54,6 +54,7 @@ class StepRun:
         deadline: float,
         task_context: dict[str, Any],
         servers: Mapping[int, Server],
+        zones: Mapping[str, int],
     ) -> None:
         self.store = store
         self.writer = writer
@@ -62,9 +63,10 @@ class StepRun:
         self.deadline = deadline  # time.monotonic() by which a remote call must have answered
         self.task_context = task_context
         self._servers = servers
+        self._zones = zones
         # committed with the subtask's finish, in the same transaction
         self.result: dict[str, Any] | None = None
-        self.server_moves: list[tuple[int, str]] = []
+        self.moves: list[tuple[str, int, str]] = []  # (cluster | zone | server, id, wanted status)
         self.command_result: tuple[str, dict[str, Any]] | None = None
 
     def server(self, server_id: int) -> Server:
@@ -74,6 +76,12 @@ class StepRun:
         except KeyError:
             raise NotFound(f"no server {server_id} in cluster {self.cluster_id}") from None
 
+    def zone_id(self, name: str) -> int:
+        try:
+            return self._zones[name]
+        except KeyError:
+            raise NotFound(f"cluster {self.cluster_id} has no zone {name}") from None
+
     def finish_request(self, owner: str, ok: bool, line: str) -> FinishRequest:
         return FinishRequest(
             self.claimed.id,
@@ -81,7 +89,7 @@ class StepRun:
             ok,
             line,
             self.result,
-            tuple(self.server_moves) if ok else (),
+            tuple(self.moves) if ok else (),
             self.command_result,
         )
 
@@ -143,13 +151,13 @@ class StopSteps:
                     return await self._stop_process(run)
                 case Step.UPDATE_OBSERVER:
                     srv = run.server(int(run.ctx("server_id")))
-                    run.server_moves.append((srv.id, ServerStatus.PROCESS_STOPPED))
+                    run.moves.append(("server", srv.id, ServerStatus.PROCESS_STOPPED))
                     return f"server {srv.ip}:{srv.rpc_port} -> {ServerStatus.PROCESS_STOPPED}"
                 case Step.UPDATE_ZONE:
                     return await self._zone(run, ZoneStatus.STOPPED)
                 case Step.UPDATE_CLUSTER:
-                    former = await self.store.move_cluster(run.task_id, run.cluster_id, ClusterStatus.STOPPED)
-                    return f"cluster {run.cluster_id}: {former} -> {ClusterStatus.STOPPED}"
+                    run.moves.append(("cluster", run.cluster_id, ClusterStatus.STOPPED))
+                    return f"cluster {run.cluster_id} -> {ClusterStatus.STOPPED}"
         except (IllegalTransition, NotFound) as exc:
             raise StepFailed(str(exc)) from exc
         except ExecutorError as exc:
@@ -163,8 +171,8 @@ class StopSteps:
 
     async def _zone(self, run: StepRun, wanted: ZoneStatus) -> str:
         zone = str(run.ctx("zone_name"))
-        former = await self.store.move_zone(run.task_id, run.cluster_id, zone, wanted)
-        return f"zone {zone}: {former} -> {wanted}"
+        run.moves.append(("zone", run.zone_id(zone), wanted))
+        return f"zone {zone} -> {wanted}"
 
     async def _prepare_observer(self, run: StepRun) -> str:
         srv = run.server(int(run.ctx("server_id")))
@@ -182,7 +190,7 @@ class StopSteps:
         if report.state is ObserverState.REFUSED:
             raise StepFailed(f"observer {srv.ip}:{srv.rpc_port} on {srv.host} refused: {report.reason}")
         await self.preparation.prepare_server(run, srv)
-        run.server_moves.append((srv.id, ServerStatus.PROCESS_STOPPING))
+        run.moves.append(("server", srv.id, ServerStatus.PROCESS_STOPPING))
         return f"server {srv.ip}:{srv.rpc_port} -> {ServerStatus.PROCESS_STOPPING}"
 
     async def _stop_process(self, run: StepRun) -> str:

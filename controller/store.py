@@ -101,7 +101,7 @@ class FinishRequest:
     ok: bool
     line: str
     result: dict[str, Any] | None = None
-    server_moves: tuple[tuple[int, str], ...] = ()
+    moves: tuple[tuple[str, int, str], ...] = ()  # (entity: cluster | zone | server, id, wanted status)
     command_result: tuple[str, dict[str, Any]] | None = None
 
 
@@ -703,14 +703,12 @@ class Store:
     ) -> list[Finished | LeaseLost]:
         t0 = now()
         # status moves a finish carries must be legal, else that subtask fails instead (nothing moves)
-        wanted_ids = {sid for r in reqs for sid, _ in r.server_moves}
-        current = (
-            dict(
-                (await s.execute(sa.select(Server.id, Server.status).where(Server.id.in_(wanted_ids)))).all()
-            )
-            if wanted_ids
-            else {}
-        )
+        current: dict[tuple[str, int], str] = {}
+        for entity, (model, _, _) in _ENTITIES.items():
+            wanted = {i for r in reqs for e, i, _ in r.moves if e == entity}
+            if wanted:
+                found = await s.execute(sa.select(model.id, model.status).where(model.id.in_(wanted)))
+                current.update({(entity, i): st for i, st in found.all()})
         reqs = [_check_moves(r, current) for r in reqs]
         done: dict[int, tuple[int, list[int]]] = {}
         for ok in (True, False):
@@ -736,17 +734,18 @@ class Store:
         with_result = [{"id": r.subtask_id, "result": r.result} for r in live if r.result is not None]
         if with_result:
             await s.execute(sa.update(Subtask), with_result)
-        for target in {w for r in live if r.ok for _, w in r.server_moves}:
+        for entity, target in {(e, w) for r in live if r.ok for e, _, w in r.moves}:
             ids = [
-                sid
+                i
                 for r in live
                 if r.ok
-                for sid, w in r.server_moves
-                if w == target and current.get(sid) != w
+                for e, i, w in r.moves
+                if (e, w) == (entity, target) and current.get((e, i)) != w
             ]
             if ids:
+                model = _ENTITIES[entity][0]
                 await s.execute(
-                    sa.update(Server).where(Server.id.in_(ids)).values(status=target, updated_at=t0)
+                    sa.update(model).where(model.id.in_(ids)).values(status=target, updated_at=t0)
                 )
         command_results = [
             {"cid": r.command_result[0], "res": r.command_result[1]} for r in live if r.command_result
@@ -782,15 +781,15 @@ class Store:
                     {
                         "task_id": task_id,
                         "subtask_id": r.subtask_id,
-                        "entity": "server",
-                        "entity_id": sid,
-                        "from_status": current.get(sid),
+                        "entity": e,
+                        "entity_id": i,
+                        "from_status": current.get((e, i)),
                         "to_status": w,
                         "at": t0,
                         "note": None,
                     }
-                    for sid, w in r.server_moves
-                    if current.get(sid) != w
+                    for e, i, w in r.moves
+                    if current.get((e, i)) != w
                 )
         # downstreams: one decrement per finished upstream, then promote those with nothing left to wait for
         pending: Counter[int] = Counter(d for r in live if r.ok for d in done[r.subtask_id][1])
@@ -873,15 +872,6 @@ class Store:
             cluster_id,
         )
 
-    async def move_zone(
-        self, task_id: int, cluster_id: int, zone: str, wanted: zone_states.ZoneStatus
-    ) -> str:
-        async with self.tx() as s:
-            zid = await s.scalar(sa.select(Zone.id).where(Zone.cluster_id == cluster_id, Zone.name == zone))
-        if zid is None:
-            raise NotFound(f"cluster {cluster_id} has no zone {zone}")
-        return await self._move(task_id, Zone, Zone.id == zid, zone_states.TRANSITIONS, wanted, "zone", zid)
-
     async def _move(
         self, task_id: int, model: Any, where: Any, table: Any, wanted: Any, entity: str, entity_id: int
     ) -> str:
@@ -943,23 +933,26 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()  # a DAG of thousands of subtasks: three JSON columns a row
 
 
-def _check_moves(r: FinishRequest, current: dict[int, str]) -> FinishRequest:
+_ENTITIES: dict[str, tuple[Any, Any, Any]] = {
+    "cluster": (Cluster, cluster_states.TRANSITIONS, cluster_states.ClusterStatus),
+    "zone": (Zone, zone_states.TRANSITIONS, zone_states.ZoneStatus),
+    "server": (Server, server_states.TRANSITIONS, server_states.ServerStatus),
+}
+
+
+def _check_moves(r: FinishRequest, current: dict[tuple[str, int], str]) -> FinishRequest:
     """A successful finish whose status moves are illegal becomes a failure saying why."""
     if not r.ok:
         return r
-    for sid, wanted in r.server_moves:
-        now_status = current.get(sid)
+    for entity, ident, wanted in r.moves:
+        now_status = current.get((entity, ident))
         if now_status is None:
-            return replace(r, ok=False, line=f"no server {sid}", server_moves=())
+            return replace(r, ok=False, line=f"no {entity} {ident}", moves=())
+        _, table, enum = _ENTITIES[entity]
         try:
-            check(
-                f"server {sid}",
-                server_states.TRANSITIONS,
-                server_states.ServerStatus(now_status),
-                server_states.ServerStatus(wanted),
-            )
+            check(f"{entity} {ident}", table, enum(now_status), enum(wanted))
         except IllegalTransition as exc:
-            return replace(r, ok=False, line=str(exc), server_moves=())
+            return replace(r, ok=False, line=str(exc), moves=())
     return r
 
 
