@@ -15,12 +15,15 @@ import socket
 import psutil
 
 from agent import procfs
-from agent.host import Listener, PidFile, ProcessFacts, Resolved
+from agent.host import Facts, Listener, PidFile, ProcessFacts, Resolved, gather_facts
 
 
 class LocalHost:
     def __init__(self, name: str | None = None) -> None:
         self.name = name or socket.gethostname()
+
+    async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
+        return await gather_facts(self, home_path, pid_file, ip, ports)
 
     async def resolve(self, home_path: str) -> Resolved:
         def work() -> Resolved:

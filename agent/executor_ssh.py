@@ -22,7 +22,7 @@ from agent.errors import (
     LoginRefused,
     RemoteCommandFailed,
 )
-from agent.host import Listener, PidFile, ProcessFacts, Resolved
+from agent.host import Facts, Listener, PidFile, ProcessFacts, Resolved, parse_pid
 
 
 @dataclass(frozen=True)
@@ -36,53 +36,99 @@ class SSHTarget:
     command_timeout: float = 30.0
 
 
-_STAT = "sed 's/.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f1,20"
+# Shell functions the scripts share. st sets S (state) and T (start time in ticks) with builtins only:
+# the wait loop runs every 10 ms and must not fork more than its sleep.
+_FUNCS = r"""st() { S=; T=; read -r l 2>/dev/null < /proc/$1/stat || return 1; r=${l##*) }; set -- $r; S=$1
+  eval "T=\${20}"; }
+inspect() {
+  p=$1
+  st $p || { echo NOPROC; return 0; }
+  echo "STAT $S $T"
+  echo "BTIME $(awk '/^btime/{print $2}' /proc/stat)"
+  echo "HZ $(getconf CLK_TCK)"
+  u=$(awk '/^Uid:/{print $2}' /proc/$p/status)
+  echo "UID $u"
+  echo "USER $(awk -F: -v u="$u" '$3==u{print $1; exit}' /etc/passwd)"
+  echo "EXE $(readlink /proc/$p/exe 2>/dev/null)"
+  echo "CWD $(readlink /proc/$p/cwd 2>/dev/null)"
+  printf 'CMD '; tr '\000' '\036' < /proc/$p/cmdline 2>/dev/null; echo
+  printf 'FDS '
+  for f in /proc/$p/fd/*; do readlink "$f" 2>/dev/null; done | grep '^socket:' | tr '\n' ' '; echo
+  echo LOCKS; cat /proc/locks
+}
+pidfile() {
+  f=$1
+  if [ -L "$f" ]; then echo LINK; ls -di "$f" | awk '{print $1}'
+  elif [ ! -e "$f" ]; then echo MISSING
+  elif [ ! -r "$f" ]; then echo DENIED
+  else echo OK; ls -di "$f" | awk '{print $1}'
+    dd if="$f" bs=64 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n'; echo
+  fi
+}
+"""
 
-_INSPECT = r"""p={pid}
-[ -r /proc/$p/stat ] || {{ echo NOPROC; exit 0; }}
-echo "STAT $({stat})"
-echo "BTIME $(awk '/^btime/{{print $2}}' /proc/stat)"
-echo "HZ $(getconf CLK_TCK)"
-u=$(awk '/^Uid:/{{print $2}}' /proc/$p/status)
-echo "UID $u"
-echo "USER $(awk -F: -v u="$u" '$3==u{{print $1; exit}}' /etc/passwd)"
-echo "EXE $(readlink /proc/$p/exe 2>/dev/null)"
-echo "CWD $(readlink /proc/$p/cwd 2>/dev/null)"
-printf 'CMD '; tr '\000' '\036' < /proc/$p/cmdline 2>/dev/null; echo
-printf 'FDS '; for f in /proc/$p/fd/*; do readlink "$f" 2>/dev/null; done |
-  grep '^socket:' | tr '\n' ' '; echo
-echo LOCKS; cat /proc/locks
-echo TCP; cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
+# one round trip for every fact a probe needs; sections are marked, the pid file's bytes are hex
+_FACTS = """h={home}; f={pid_file}
+echo @@RESOLVE
+(cd -- "$h" 2>/dev/null && pwd -P) || echo "$h"
+readlink -f "$h/bin/observer" 2>/dev/null || echo "$h/bin/observer"
+echo @@PIDFILE
+pidfile "$f"
+echo @@PROCESS
+c=""; [ -f "$f" ] && [ ! -L "$f" ] && c=$(dd if="$f" bs=64 count=1 2>/dev/null | tr -d ' \\n\\t')
+case "$c" in ''|*[!0-9]*) echo NOPROC;; *) inspect "$c";; esac
+echo @@TCP
+cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true
 """
 
 _SIGNAL = """p={pid}
-s=$({stat})
-case "$s" in ""|Z*) echo GONE; exit 0;; esac
-[ "${{s#* }}" = "{ticks}" ] || {{ echo GONE; exit 0; }}
+st $p || {{ echo GONE; exit 0; }}
+[ "$S" = Z ] || [ "$T" != "{ticks}" ] && {{ echo GONE; exit 0; }}
 kill -s {sig} $p && echo SENT
 """
 
 _WAIT = """p={pid}; n={rounds}
 while [ $n -gt 0 ]; do
-  s=$({stat})
-  case "$s" in ""|Z*) echo GONE; exit 0;; esac
-  [ "${{s#* }}" = "{ticks}" ] || {{ echo GONE; exit 0; }}
+  st $p || {{ echo GONE; exit 0; }}
+  [ "$S" = Z ] || [ "$T" != "{ticks}" ] && {{ echo GONE; exit 0; }}
   sleep 0.01; n=$((n-1))
 done
 echo ALIVE
-"""
-
-_PIDFILE = """f={path}
-if [ -L "$f" ]; then echo LINK; ls -di "$f" | awk '{{print $1}}'
-elif [ ! -e "$f" ]; then echo MISSING
-elif [ ! -r "$f" ]; then echo DENIED
-else echo OK; ls -di "$f" | awk '{{print $1}}'; dd if="$f" bs=64 count=1 2>/dev/null; fi
 """
 
 _OWNERS = r"""for d in /proc/[0-9]*; do for f in $d/fd/*; do
   l=$(readlink "$f" 2>/dev/null) && case "$l" in socket:*) echo "${d#/proc/} $l";; esac
 done; done 2>/dev/null; true
 """
+
+
+def _parse_pidfile(path: str, out: str) -> PidFile:
+    status, _, rest = out.partition("\n")
+    if status == "MISSING":
+        return PidFile(path, exists=False)
+    if status == "DENIED":
+        return PidFile(path, exists=True, error="Permission denied")
+    inode_text, _, content_hex = rest.partition("\n")
+    inode = int(inode_text) if inode_text.strip().isdigit() else None
+    if status == "LINK":
+        return PidFile(path, exists=True, is_symlink=True, inode=inode)
+    try:
+        content = bytes.fromhex(content_hex.strip()).decode("ascii", "replace")
+    except ValueError:
+        content = ""
+    return PidFile(path, exists=True, content=content, inode=inode)
+
+
+def _sections(out: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    name = ""
+    for line in out.split("\n"):  # not splitlines(): \x1e separates cmdline arguments
+        if line.startswith("@@"):
+            name = line[2:]
+            parts[name] = ""
+        elif name:
+            parts[name] += line + "\n"
+    return parts
 
 
 class SSHHost:
@@ -139,7 +185,7 @@ class SSHHost:
         first = script.strip().splitlines()[0][:60]
         try:
             async with self._sessions:
-                res = await conn.run(script, check=False, timeout=limit)
+                res = await conn.run(_FUNCS + script, check=False, timeout=limit)
         except asyncssh.TimeoutError as exc:
             raise RemoteCommandFailed(
                 self.name, first, None, str(exc.stderr or ""), f"timed out after {limit:g}s"
@@ -160,25 +206,32 @@ class SSHHost:
         lines = out.splitlines()
         return Resolved(lines[0], lines[1])
 
+    async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
+        out = _sections(
+            await self._run(_FACTS.format(home=shlex.quote(home_path), pid_file=shlex.quote(pid_file)))
+        )
+        resolve = out.get("RESOLVE", "").splitlines()
+        found = _parse_pidfile(pid_file, out.get("PIDFILE", ""))
+        tcp = out.get("TCP", "")
+        pid = parse_pid(found.content or "") if found.content is not None else None
+        process = self._parse_process(pid, out.get("PROCESS", ""), tcp) if pid else None
+        listeners = procfs.on_address(procfs.parse_net_tcp(tcp), ip, ports)
+        return Facts(Resolved(resolve[0], resolve[1]), found, listeners, process)
+
     async def read_pid_file(self, path: str) -> PidFile:
-        out = await self._run(_PIDFILE.format(path=shlex.quote(path)))
-        status, _, rest = out.partition("\n")
-        if status == "MISSING":
-            return PidFile(path, exists=False)
-        if status == "DENIED":
-            return PidFile(path, exists=True, error="Permission denied")
-        inode_text, _, content = rest.partition("\n")
-        inode = int(inode_text) if inode_text.strip().isdigit() else None
-        if status == "LINK":
-            return PidFile(path, exists=True, is_symlink=True, inode=inode)
-        return PidFile(path, exists=True, content=content, inode=inode)
+        return _parse_pidfile(path, await self._run(f"pidfile {shlex.quote(path)}"))
 
     async def inspect(self, pid: int) -> ProcessFacts | None:
-        out = await self._run(_INSPECT.format(pid=int(pid), stat=_STAT))
+        out = await self._run(
+            f"inspect {int(pid)}\necho @@TCP\ncat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true"
+        )
+        head, _, tcp = out.partition("@@TCP\n")
+        return self._parse_process(pid, head, tcp)
+
+    def _parse_process(self, pid: int, out: str, tcp_text: str) -> ProcessFacts | None:
         if out.startswith("NOPROC"):
             return None
-        head, _, tail = out.partition("\nLOCKS\n")
-        locks_text, _, tcp_text = tail.partition("\nTCP\n")
+        head, _, locks_text = out.partition("\nLOCKS\n")
         fields: dict[str, str] = {}
         for line in head.split("\n"):  # not splitlines(): \x1e separates cmdline args
             key, _, value = line.partition(" ")
@@ -227,14 +280,12 @@ class SSHHost:
 
     async def send_signal(self, pid: int, sig: signal.Signals, start_time: float) -> bool:
         name = sig.name.removeprefix("SIG")
-        out = await self._run(
-            _SIGNAL.format(pid=int(pid), stat=_STAT, ticks=self._ticks(start_time), sig=name)
-        )
+        out = await self._run(_SIGNAL.format(pid=int(pid), ticks=self._ticks(start_time), sig=name))
         return out.strip() == "SENT"
 
     async def wait_exit(self, pid: int, start_time: float, timeout: float) -> bool:
         rounds = max(1, int(timeout / 0.012))
-        script = _WAIT.format(pid=int(pid), stat=_STAT, ticks=self._ticks(start_time), rounds=rounds)
+        script = _WAIT.format(pid=int(pid), ticks=self._ticks(start_time), rounds=rounds)
         out = await self._run(script, timeout=timeout + self.target.command_timeout)
         return out.strip() == "GONE"
 

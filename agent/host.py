@@ -53,10 +53,44 @@ class Resolved:
     binary: str
 
 
+_MAX_PID = 4_194_304  # kernel pid_max ceiling on 64-bit Linux
+
+
+def parse_pid(content: str) -> int | None:
+    text = content.strip()
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    return pid if 0 < pid <= _MAX_PID else None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything a probe looks at, gathered in one go (one round trip over SSH)."""
+
+    resolved: Resolved
+    pid_file: PidFile
+    listeners: list[Listener]
+    process: ProcessFacts | None  # of the pid the pid file names, when it names a valid one
+
+
+async def gather_facts(host: Host, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
+    """Facts from a host's single primitives, for hosts where each call is cheap (local)."""
+    resolved = await host.resolve(home_path)
+    found = await host.read_pid_file(pid_file)
+    listeners = await host.listeners(ip, ports)
+    pid = (
+        parse_pid(found.content or "") if found.exists and not found.is_symlink and not found.error else None
+    )
+    return Facts(resolved, found, listeners, await host.inspect(pid) if pid else None)
+
+
 class Host(Protocol):
     """The primitives of the stop procedure. Every method is bounded in time by the implementation."""
 
     name: str
+
+    async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts: ...
 
     async def resolve(self, home_path: str) -> Resolved: ...
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from agent.host import Host, PidFile, ProcessFacts, Resolved
+from agent.host import Host, PidFile, ProcessFacts, Resolved, parse_pid
 from agent.identity import prove
 from agent.protocol import ObserverState, ObserverTarget, ProbeReport, StopOptions, StopReport
 
@@ -28,19 +28,8 @@ class SignalJournal(Protocol):
         ...
 
 
-_MAX_PID = 4_194_304  # kernel pid_max ceiling on 64-bit Linux
-
-
 async def _quiet(_: str) -> None:
     return None
-
-
-def parse_pid(content: str) -> int | None:
-    text = content.strip()
-    if not text.isdigit():
-        return None
-    pid = int(text)
-    return pid if 0 < pid <= _MAX_PID else None
 
 
 class _Probe:
@@ -60,9 +49,9 @@ class _Probe:
 
 
 async def _probe(host: Host, target: ObserverTarget) -> _Probe:
-    resolved = await host.resolve(target.home_path)
-    pid_file = await host.read_pid_file(target.pid_file)
-    held = sorted({x.port for x in await host.listeners(target.ip, target.ports)})
+    found = await host.facts(target.home_path, target.pid_file, target.ip, target.ports)
+    resolved, pid_file = found.resolved, found.pid_file
+    held = sorted({x.port for x in found.listeners})
 
     def report(state: ObserverState, **kw: object) -> ProbeReport:
         return ProbeReport(
@@ -87,7 +76,7 @@ async def _probe(host: Host, target: ObserverTarget) -> _Probe:
     pid = parse_pid(pid_file.content or "")
     if pid is None:
         return refused(f"{pid_file.path} does not hold a valid pid: {(pid_file.content or '')[:40]!r}")
-    facts = await host.inspect(pid)
+    facts = found.process
     if facts is None or facts.zombie:
         if held:
             return refused(f"{pid_file.path} names pid {pid}, which is gone, but port(s) {held} are held")

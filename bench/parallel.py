@@ -54,10 +54,17 @@ def split(n: int) -> tuple[int, int]:
 
 
 def restart_observers(fleet: fakehosts.Fleet, directory: Path) -> None:
+    """Start again every fake observer that is not running (after a stop)."""
+    import psutil
+
     for h in fleet.hosts:
-        h.observer_pid = start(
-            FakeObserver(Path(h.home), h.ip, zone=h.zone, cluster_dir=directory / "cluster")
-        )
+        try:
+            if psutil.Process(h.observer_pid).status() != psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            pass
+        fake = FakeObserver(Path(h.home), h.ip, zone=h.zone, cluster_dir=directory / "cluster")
+        h.observer_pid = start(fake)
     fleet.save()
 
 

@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import tomllib
@@ -63,7 +64,7 @@ def start_sshd(root: Path) -> tuple[subprocess.Popen[bytes], int, Path, Path]:
         f"AuthorizedKeysFile {root / 'authorized_keys'}\n"
         f"PidFile {root / 'sshd.pid'}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nMaxStartups 100:30:200\n"
-        "MaxSessions 100\nLogLevel ERROR\n"
+        "MaxSessions 100\nLogLevel ERROR\nSubsystem sftp internal-sftp\n"
     )
     Path("/run/sshd").mkdir(exist_ok=True)
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -132,7 +133,7 @@ def via_ansible(
     )
     cfg = d / "ansible.cfg"
     cfg.write_text(
-        f"[defaults]\nforks = 30\nhost_key_checking = True\ninterpreter_python = auto_silent\n"
+        f"[defaults]\nforks = 30\nhost_key_checking = True\ninterpreter_python = {sys.executable}\n"
         f"[ssh_connection]\nssh_args = -o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
         "-o ControlMaster=auto -o ControlPersist=60s\n"
     )
