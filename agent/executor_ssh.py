@@ -8,6 +8,7 @@ checked against known_hosts; every remote call runs under a timeout. No Python i
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shlex
 import signal
 from dataclasses import dataclass
@@ -102,6 +103,35 @@ done; done 2>/dev/null; true
 """
 
 
+class _Shell:
+    """A resident /bin/sh on the remote host. Each script runs in a subshell (so `exit` ends only it),
+    its output is read up to an end marker that carries a per-script nonce and the exit status."""
+
+    def __init__(self, proc: asyncssh.SSHClientProcess[str]) -> None:
+        self.proc = proc
+
+    async def run(self, script: str, timeout: float, *, subshell: bool = True) -> tuple[int, str]:
+        nonce = secrets.token_hex(8)
+        marker = f"@@END {nonce} "
+        body = f"(\n{script}\n) 2>/dev/null </dev/null" if subshell else f"{script}\ntrue"
+        self.proc.stdin.write(f"{body}; printf '\\n{marker}%d\\n' $?\n")
+        lines: list[str] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.proc.stdout.readline()
+                if not line:
+                    raise EOFError("remote shell closed")
+                if line.startswith(marker):
+                    rc = int(line[len(marker) :].strip() or 1)
+                    break
+                lines.append(line)
+        out = "".join(lines)
+        return rc, out[:-1] if out.endswith("\n") else out  # the newline printed before the marker
+
+    def close(self) -> None:
+        self.proc.close()
+
+
 def _parse_pidfile(path: str, out: str) -> PidFile:
     status, _, rest = out.partition("\n")
     if status == "MISSING":
@@ -146,6 +176,7 @@ class SSHHost:
         self.target = target
         self._handshakes = handshakes or asyncio.Semaphore(8)
         self._sessions = asyncio.Semaphore(max_sessions)
+        self._idle: list[_Shell] = []
         self._conn: asyncssh.SSHClientConnection | None = None
         self._connecting = asyncio.Lock()
         self._clock: tuple[float, float] | None = None  # (btime, CLK_TCK) of the remote kernel
@@ -180,22 +211,37 @@ class SSHHost:
             return self._conn
 
     async def _run(self, script: str, timeout: float | None = None) -> str:
+        """Run a script in one of this host's resident shells (at most max_sessions at once)."""
         limit = timeout or self.target.command_timeout
-        conn = await self._connection()
         first = script.strip().splitlines()[0][:60]
+        async with self._sessions:
+            shell = self._idle.pop() if self._idle else await self._new_shell()
+            try:
+                rc, out = await shell.run(script, limit)
+            except TimeoutError as exc:
+                shell.close()  # its script may still run: never reuse this shell
+                raise RemoteCommandFailed(self.name, first, None, "", f"timed out after {limit:g}s") from exc
+            except (asyncssh.Error, OSError, EOFError) as exc:
+                shell.close()
+                self._conn = None
+                raise ExecutorError(self.name, f"SSH session failed: {exc or type(exc).__name__}") from exc
+            self._idle.append(shell)
+        if rc != 0:
+            raise RemoteCommandFailed(self.name, first, rc, "")
+        return out
+
+    async def _new_shell(self) -> _Shell:
+        conn = await self._connection()
         try:
-            async with self._sessions:
-                res = await conn.run(_FUNCS + script, check=False, timeout=limit)
-        except asyncssh.TimeoutError as exc:
-            raise RemoteCommandFailed(
-                self.name, first, None, str(exc.stderr or ""), f"timed out after {limit:g}s"
-            ) from exc
+            # the login shell (and its rc files) runs once here, not once per step
+            proc = await conn.create_process("exec /bin/sh", encoding="utf-8")
+            await proc.stdin.drain()
         except (asyncssh.Error, OSError) as exc:
             self._conn = None
             raise ExecutorError(self.name, f"SSH session failed: {exc}") from exc
-        if res.exit_status != 0:
-            raise RemoteCommandFailed(self.name, first, res.exit_status, str(res.stderr or ""))
-        return str(res.stdout or "")
+        shell = _Shell(proc)
+        await shell.run(_FUNCS, self.target.command_timeout, subshell=False)  # functions live in the shell
+        return shell
 
     async def resolve(self, home_path: str) -> Resolved:
         h = shlex.quote(home_path)
@@ -310,6 +356,9 @@ class SSHHost:
         return out.strip() == "REMOVED"
 
     async def close(self) -> None:
+        for shell in self._idle:
+            shell.close()
+        self._idle.clear()
         if self._conn is not None:
             self._conn.close()
             await self._conn.wait_closed()
