@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from agent import tomlconf
 from agent.errors import ConfigError
+from agent.executor_ssh import SSHHost, SSHTarget
 
 
 def _base(info: ValidationInfo) -> Path:
@@ -30,7 +32,9 @@ class AgentMqtt(_Section):
         return None if v is None else tomlconf.resolve(_base(info), v)
 
 
-class AgentSSHHost(_Section):
+class SSHHostConfig(_Section):
+    """A host reached over SSH (by an agent, or by the controller agentless)."""
+
     host: str = Field(min_length=1, description="the host's name in the controller's inventory")
     address: str
     port: int = 22
@@ -45,6 +49,18 @@ class AgentSSHHost(_Section):
     def _paths(cls, v: Path, info: ValidationInfo) -> Path:
         return tomlconf.resolve(_base(info), v)
 
+    def ssh_host(self, handshakes: asyncio.Semaphore) -> SSHHost:
+        target = SSHTarget(
+            address=self.address,
+            port=self.port,
+            user=self.user,
+            identity=str(self.identity),
+            known_hosts=str(self.known_hosts),
+            connect_timeout=self.connect_timeout,
+            command_timeout=self.command_timeout,
+        )
+        return SSHHost(self.host, target, handshakes=handshakes)
+
 
 class AgentConfig(_Section):
     agent_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -55,7 +71,7 @@ class AgentConfig(_Section):
     max_concurrent_commands: int = Field(default=64, ge=1)
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
     mqtt: AgentMqtt = Field(default_factory=AgentMqtt)
-    ssh: list[AgentSSHHost] = Field(default_factory=list)
+    ssh: list[SSHHostConfig] = Field(default_factory=list)
 
     @field_validator("state_dir", "controller_public_key")
     @classmethod

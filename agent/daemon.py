@@ -20,7 +20,6 @@ from agent import mqtt, procedure, sdnotify
 from agent.config import AgentConfig
 from agent.errors import ExecutorError
 from agent.executor_local import LocalHost
-from agent.executor_ssh import SSHHost, SSHTarget
 from agent.host import Host
 from agent.journal import CommandMarks, Journal
 from agent.protocol import (
@@ -51,19 +50,7 @@ class Agent:
         self.hosts: dict[str, Host] = {config.local_name: LocalHost(config.local_name)}
         handshakes = asyncio.Semaphore(8)
         for h in config.ssh:
-            self.hosts[h.host] = SSHHost(
-                h.host,
-                SSHTarget(
-                    address=h.address,
-                    port=h.port,
-                    user=h.user,
-                    identity=str(h.identity),
-                    known_hosts=str(h.known_hosts),
-                    connect_timeout=h.connect_timeout,
-                    command_timeout=h.command_timeout,
-                ),
-                handshakes=handshakes,
-            )
+            self.hosts[h.host] = h.ssh_host(handshakes)
         self._client: aiomqtt.Client | None = None
         self._publishing = asyncio.Semaphore(16)
         self._work = asyncio.Semaphore(config.max_concurrent_commands)

@@ -189,68 +189,79 @@ def via_serial_ssh(
     return run
 
 
+def run_fleet(
+    n: int, runs: int, work: Path, broker: str, ssh: tuple[int, Path, Path], ansible: str
+) -> dict[str, Any]:
+    port, key, known = ssh
+    d = work / f"fleet-{n}"
+    zones = 3 if n % 3 == 0 else 1
+    fleet = fakehosts.up(d, zones=zones, servers_per_zone=n // zones, broker=broker, first_ip=free_block(n))
+    systems_out: dict[str, Any] = {}
+    try:
+        agentless = tomllib.loads((d / "controller.toml").read_text())
+        agentless.pop("mqtt")
+        agentless["agentless"] = {
+            "ssh": [
+                {
+                    "host": h.host,
+                    "address": h.ip,
+                    "port": port,
+                    "user": "root",
+                    "identity": str(key),
+                    "known_hosts": str(known),
+                }
+                for h in fleet.hosts
+            ]
+        }
+        (d / "controller-ssh.toml").write_text(tomli_w.dumps(agentless))
+        systems = {
+            "obstop via agents": via_controller(d / "controller.toml", d, "agents"),
+            "obstop agentless over SSH": via_controller(d / "controller-ssh.toml", d, "ssh"),
+            "Ansible ad-hoc (forks=30)": via_ansible(ansible, fleet, port, key, known, d),
+            "serial SSH loop (OBD-style)": via_serial_ssh(fleet, port, key, known),
+        }
+        for name, run in systems.items():
+            rows = []
+            for i in range(runs):
+                restart_observers(fleet, d)
+                row = run(i) | end_state(fleet)
+                rows.append(row)
+                print(json.dumps({"hosts": n, "system": name, "run": i, **row}), flush=True)
+            systems_out[name] = {
+                "cold_s": rows[0]["seconds"],
+                "warm_s": summary([r["seconds"] for r in rows[1:]]) if len(rows) > 1 else None,
+                "runs": rows,
+            }
+    finally:
+        fakehosts.down(d)
+    base = systems_out["obstop via agents"]
+    for s in systems_out.values():
+        s["ratio_to_obstop_agents_cold"] = s["cold_s"] / base["cold_s"]
+        if s["warm_s"] and base["warm_s"]:
+            s["ratio_to_obstop_agents_warm"] = s["warm_s"]["median"] / base["warm_s"]["median"]
+    return systems_out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description="side by side stop benchmark")
-    p.add_argument("--hosts", type=int, default=30)
+    p.add_argument("--hosts", type=int, nargs="+", default=[1, 10, 30])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--ansible", default=shutil.which("ansible") or "/tmp/ansible-venv/bin/ansible")
     p.add_argument("--out", type=Path, default=Path("bench/results/sidebyside.json"))
     a = p.parse_args()
-    results: dict[str, Any] = {"hosts": a.hosts, "systems": {}}
+    results: dict[str, Any] = {"by_hosts": {}}
     with tempfile.TemporaryDirectory(prefix="obstop-bench-sbs-") as tmp:
         work = Path(tmp)
         sshd, port, key, known = start_sshd(work / "sshd")
         try:
             with mosquitto(work / "mqtt") as broker:
-                d = work / "fleet"
-                fleet = fakehosts.up(
-                    d, zones=3, servers_per_zone=a.hosts // 3, broker=broker, first_ip=free_block(a.hosts)
-                )
-                try:
-                    agentless = tomllib.loads((d / "controller.toml").read_text())
-                    agentless.pop("mqtt")
-                    agentless["agentless"] = {
-                        "ssh": [
-                            {
-                                "host": h.host,
-                                "address": h.ip,
-                                "port": port,
-                                "user": "root",
-                                "identity": str(key),
-                                "known_hosts": str(known),
-                            }
-                            for h in fleet.hosts
-                        ]
-                    }
-                    (d / "controller-ssh.toml").write_text(tomli_w.dumps(agentless))
-                    systems = {
-                        "obstop via agents": via_controller(d / "controller.toml", d, "agents"),
-                        "obstop agentless over SSH": via_controller(d / "controller-ssh.toml", d, "ssh"),
-                        "Ansible ad-hoc (forks=30)": via_ansible(a.ansible, fleet, port, key, known, d),
-                        "serial SSH loop (OBD-style)": via_serial_ssh(fleet, port, key, known),
-                    }
-                    for name, run in systems.items():
-                        rows = []
-                        for i in range(a.runs):
-                            restart_observers(fleet, d)
-                            row = run(i) | end_state(fleet)
-                            rows.append(row)
-                            print(json.dumps({"system": name, "run": i, **row}), flush=True)
-                        results["systems"][name] = {
-                            "cold_s": rows[0]["seconds"],
-                            "warm_s": summary([r["seconds"] for r in rows[1:]]) if len(rows) > 1 else None,
-                            "runs": rows,
-                        }
-                finally:
-                    fakehosts.down(d)
+                for n in a.hosts:
+                    results["by_hosts"][str(n)] = run_fleet(
+                        n, a.runs, work, broker, (port, key, known), a.ansible
+                    )
         finally:
             sshd.terminate()
             sshd.wait(10)
-    base = results["systems"]["obstop via agents"]
-    for s in results["systems"].values():
-        s["ratio_to_obstop_agents_cold"] = s["cold_s"] / base["cold_s"]
-        if s["warm_s"] and base["warm_s"]:
-            s["ratio_to_obstop_agents_warm"] = s["warm_s"]["median"] / base["warm_s"]["median"]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from agent import tomlconf
+from agent.config import SSHHostConfig
 from controller.errors import ConfigError
 
 
@@ -84,22 +85,6 @@ class SigningConfig(_Section):
     @classmethod
     def _path(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         return None if v is None else tomlconf.resolve(_base(info), v)
-
-
-class SSHHostConfig(_Section):
-    host: str = Field(min_length=1, description="the host name used in the inventory")
-    address: str
-    port: int = 22
-    user: str
-    identity: Path
-    known_hosts: Path
-    connect_timeout: float = 10.0
-    command_timeout: float = 30.0
-
-    @field_validator("identity", "known_hosts")
-    @classmethod
-    def _paths(cls, v: Path, info: ValidationInfo) -> Path:
-        return tomlconf.resolve(_base(info), v)
 
 
 class AgentlessConfig(_Section):

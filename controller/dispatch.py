@@ -13,7 +13,6 @@ from typing import Protocol
 
 from agent import procedure
 from agent.executor_local import LocalHost
-from agent.executor_ssh import SSHHost, SSHTarget
 from agent.host import Host
 from agent.protocol import ObserverTarget, ProbeReport, StopOptions, StopReport
 from controller.config import AgentlessConfig
@@ -58,16 +57,7 @@ class AgentlessDispatcher:
         self._hosts: dict[str, Host] = {name: LocalHost(name) for name in config.local_hosts}
         handshakes = asyncio.Semaphore(8)  # fewer than sshd's MaxStartups (10) at once
         for h in config.ssh:
-            target = SSHTarget(
-                address=h.address,
-                port=h.port,
-                user=h.user,
-                identity=str(h.identity),
-                known_hosts=str(h.known_hosts),
-                connect_timeout=h.connect_timeout,
-                command_timeout=h.command_timeout,
-            )
-            self._hosts[h.host] = SSHHost(h.host, target, handshakes=handshakes)
+            self._hosts[h.host] = h.ssh_host(handshakes)
 
     def serves(self, host: str) -> bool:
         return host in self._hosts

@@ -72,6 +72,18 @@ class NodeSpec:
     context: dict[str, Any] | None = None
 
 
+_CLAIMED_COLUMNS = (
+    Subtask.id,
+    Subtask.task_id,
+    Subtask.step,
+    Subtask.name,
+    Subtask.run_time,
+    Subtask.timeout,
+    Subtask.operation,
+    Subtask.context,
+)
+
+
 @dataclass(frozen=True)
 class Claimed:
     id: int
@@ -441,16 +453,7 @@ class Store:
                         lease_owner=owner,
                         lease_expires=t0 + timedelta(seconds=lease),
                     )
-                    .returning(
-                        Subtask.id,
-                        Subtask.task_id,
-                        Subtask.step,
-                        Subtask.name,
-                        Subtask.run_time,
-                        Subtask.timeout,
-                        Subtask.operation,
-                        Subtask.context,
-                    )
+                    .returning(*_CLAIMED_COLUMNS)
                 )
             ).all()
             claimed = [Claimed(**r._asdict()) for r in rows]
@@ -496,16 +499,7 @@ class Store:
                         ),
                     )
                     .values(lease_owner=owner, lease_expires=t0 + timedelta(seconds=lease))
-                    .returning(
-                        Subtask.id,
-                        Subtask.task_id,
-                        Subtask.step,
-                        Subtask.name,
-                        Subtask.run_time,
-                        Subtask.timeout,
-                        Subtask.operation,
-                        Subtask.context,
-                    )
+                    .returning(*_CLAIMED_COLUMNS)
                 )
             ).all()
             claimed = [Claimed(**r._asdict(), resumed=True) for r in rows]
