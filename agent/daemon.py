@@ -56,7 +56,6 @@ class Agent:
         self._work = asyncio.Semaphore(config.max_concurrent_commands)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
-        self.ready = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -108,7 +107,6 @@ class Agent:
         await client.publish(presence_topic(self.id), Presence.ONLINE.value, qos=1, retain=True)
         self._client = client
         log.info("agent %s online; serving %s", self.id, ", ".join(sorted(self.hosts)))
-        self.ready.set()
         sdnotify.notify("READY=1")
         reader = asyncio.create_task(self._read(client), name="mqtt-reader")
         health = asyncio.create_task(self._watchdog(client), name="watchdog")

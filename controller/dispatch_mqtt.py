@@ -71,7 +71,6 @@ class MqttDispatcher:
         self._waiters: dict[str, _Waiter] = {}
         self._presence: dict[str, _Seen] = {}
         self._publishing = asyncio.Semaphore(64)
-        self._started = datetime.now(UTC)
 
     def serves(self, host: str) -> bool:
         return True  # any host not agentless is served by the agent named after it (or routed in [agents])

@@ -547,21 +547,20 @@ class Store:
         new = task_states.derive(S(st) for st, _ in counts)
         task = await s.get(Task, task_id)
         assert task is not None
-        if new == task.status:
+        old = TaskStatus(task.status)  # before the update: the ORM syncs the object to the new status
+        if new == old:
             return None
-        task_states_check(TaskStatus(task.status), new)
+        task_states_check(old, new)
         values: dict[str, Any] = {"status": new, "finish_time": t0 if new != TaskStatus.RUNNING else None}
         if new is TaskStatus.SUCCESSFUL:
             values["holds_cluster"] = None
-        await s.execute(
-            sa.update(Task).where(Task.id == task_id, Task.status == task.status).values(**values)
-        )
+        await s.execute(sa.update(Task).where(Task.id == task_id, Task.status == old).values(**values))
         s.add(
             Event(
                 task_id=task_id,
                 entity="task",
                 entity_id=task_id,
-                from_status=task.status,
+                from_status=old,
                 to_status=new,
                 at=t0,
                 note=None,
@@ -616,7 +615,8 @@ class Store:
                         note="retry",
                     )
                 )
-            if task.status != TaskStatus.RUNNING:
+            old = task.status  # before the update syncs the object
+            if old != TaskStatus.RUNNING:
                 await s.execute(
                     sa.update(Task)
                     .where(Task.id == task_id)
@@ -627,7 +627,7 @@ class Store:
                         task_id=task_id,
                         entity="task",
                         entity_id=task_id,
-                        from_status=task.status,
+                        from_status=old,
                         to_status=TaskStatus.RUNNING,
                         at=t0,
                         note="retry",

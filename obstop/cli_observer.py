@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -88,9 +89,9 @@ def describe_stop(r: StopReport) -> str:
     )
 
 
-def _run(coro_factory: object) -> None:
+def _run(work: Coroutine[Any, Any, None]) -> None:
     try:
-        asyncio.run(coro_factory)  # type: ignore[arg-type]
+        asyncio.run(work)
     except AgentError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(3)

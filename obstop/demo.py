@@ -174,7 +174,10 @@ def _summary(
         t.add_column(col)
     statuses = {s["hostName"]: s["status"] for z in cluster["zones"] for s in z["servers"]}
     for h in fleet.hosts:
-        gone = not psutil.pid_exists(h.observer_pid) or psutil.Process(h.observer_pid).status() == "zombie"
+        try:
+            gone = psutil.Process(h.observer_pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            gone = True
         free = all(_bindable(h.ip, p) for p in (2881, 2882))
         t.add_row(
             h.host,

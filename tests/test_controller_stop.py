@@ -123,6 +123,12 @@ async def test_full_stop_ends_successful_with_everything_stopped(
         assert task["status"] == "SUCCESSFUL" and task["finishTime"]
         assert {s["status"] for s in task["tasks"]} == {"SUCCESSFUL"}
         assert {s["runTime"] for s in task["tasks"]} == {1}
+        # every transition left an event row: the task's history reads back
+        history = [(e.entity, e.from_status, e.to_status) for e in await env.store.events(task_id)]
+        assert history.count(("subtask", "RUNNING", "SUCCESSFUL")) == len(task["tasks"])
+        assert ("cluster", "RUNNING", "STOPPING") in history and ("cluster", "STOPPING", "STOPPED") in history
+        assert history.count(("server", "PROCESS_STOPPING", "PROCESS_STOPPED")) == 6
+        assert history[-1] == ("task", "RUNNING", "SUCCESSFUL")
         log = await env.log_of(task_id, "Stop observer process")
         assert log.count("stopped with SIGTERM") == 6 and "====" in log
         # the cluster is free again, but STOPPED: a second stop is refused
@@ -163,6 +169,15 @@ async def test_failed_stop_is_retried_after_the_cause_is_removed(
                 if s["id"] in before:  # successful subtasks were not run again
                     assert s["runTime"] == 1 and s["startTime"] == before[s["id"]]["startTime"]
             assert alive(bystander.pid) and not alive(real_pid)
+            tasks_history = [
+                (e.from_status, e.to_status) for e in await env.store.events(task_id) if e.entity == "task"
+            ]
+            assert tasks_history == [
+                (None, "RUNNING"),
+                ("RUNNING", "FAILED"),
+                ("FAILED", "RUNNING"),
+                ("RUNNING", "SUCCESSFUL"),
+            ]
     finally:
         bystander.kill()
         bystander.wait()
