@@ -245,10 +245,13 @@ def down(directory: Path, timeout: float = 10.0) -> list[str]:
                 _terminate(h.agent_pid, timeout)
                 done.append(f"agent {h.host} (pid {h.agent_pid}) stopped")
         asyncio.run(_stop_observers(fleet, done))
-    # nothing may stay behind: any process still running in the fleet's directory (a lingering child)
+    # nothing may stay behind (a fake observer's lingering child), but only the fleet's own processes go:
+    # running in the fleet's directory *and* started from a path inside it (an operator's shell is neither)
+    inside = str(directory) + os.sep
     for proc in psutil.process_iter():
         try:
-            if proc.cwd().startswith(str(directory) + os.sep) and proc.pid != os.getpid():
+            ours = proc.cwd().startswith(inside) and any(arg.startswith(inside) for arg in proc.cmdline())
+            if ours and proc.pid != os.getpid():
                 proc.kill()
                 done.append(f"killed leftover pid {proc.pid} ({' '.join(proc.cmdline())[:80]})")
         except psutil.Error:

@@ -112,3 +112,18 @@ def test_demo_runs_on_the_embedded_broker() -> None:
         for p in psutil.process_iter(["cmdline"])
         if any("obstop-demo-" in a for a in p.info["cmdline"] or [])
     ]
+
+
+def test_fakehosts_down_spares_other_processes_in_its_directory(tmp_path: Path) -> None:
+    d = tmp_path / "fleet"
+    up = obstop("fakehosts", "up", "--dir", str(d), "--zones", "1", "--no-agents", "--first-ip", free_block(1))
+    assert up.returncode == 0, up.stderr
+    operator_shell = subprocess.Popen(["sleep", "300"], cwd=d)  # someone working in the fleet's directory
+    try:
+        down = obstop("fakehosts", "down", "--dir", str(d))
+        assert down.returncode == 0
+        assert psutil.pid_exists(operator_shell.pid) and operator_shell.poll() is None
+        assert [p for p in processes_under(d) if p != operator_shell.pid] == []
+    finally:
+        operator_shell.kill()
+        operator_shell.wait()
