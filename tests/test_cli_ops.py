@@ -116,7 +116,9 @@ def test_demo_runs_on_the_embedded_broker() -> None:
 
 def test_fakehosts_down_spares_other_processes_in_its_directory(tmp_path: Path) -> None:
     d = tmp_path / "fleet"
-    up = obstop("fakehosts", "up", "--dir", str(d), "--zones", "1", "--no-agents", "--first-ip", free_block(1))
+    up = obstop(
+        "fakehosts", "up", "--dir", str(d), "--zones", "1", "--no-agents", "--first-ip", free_block(1)
+    )
     assert up.returncode == 0, up.stderr
     operator_shell = subprocess.Popen(["sleep", "300"], cwd=d)  # someone working in the fleet's directory
     try:
