@@ -14,7 +14,7 @@ import socket
 
 import psutil
 
-from agent import procfs
+from agent import netdiag, procfs
 from agent.host import Facts, Listener, PidFile, ProcessFacts, Resolved, gather_facts
 
 
@@ -69,8 +69,7 @@ class LocalHost:
             os.close(fd)
 
     async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
-        text = await asyncio.to_thread(_read_net_tcp)
-        return procfs.on_address(procfs.parse_net_tcp(text), ip, ports)
+        return procfs.on_address(await asyncio.to_thread(_listening), ip, ports)
 
     async def socket_owners(self, inodes: set[int]) -> dict[int, int]:
         return await asyncio.to_thread(_socket_owners, inodes)
@@ -107,6 +106,23 @@ def _read(path: str) -> str:
         return ""
 
 
+def _listening() -> list[Listener]:
+    try:
+        return netdiag.listening()
+    except OSError:  # no netlink here: the kernel's text table, slower
+        return procfs.parse_net_tcp(_read_net_tcp())
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """Socket inodes a process holds open; raises PermissionError for another user's process."""
+    fd_dir = f"/proc/{pid}/fd"
+    links = []
+    for name in os.listdir(fd_dir):
+        with contextlib.suppress(OSError):
+            links.append(os.readlink(f"{fd_dir}/{name}"))
+    return procfs.socket_inodes(links)
+
+
 def _read_net_tcp() -> str:
     return _read("/proc/net/tcp") + _read("/proc/net/tcp6")
 
@@ -126,23 +142,21 @@ def _inspect(pid: int) -> ProcessFacts | None:
                 user = None
             try:
                 exe, cwd, cmdline = proc.exe(), proc.cwd(), tuple(proc.cmdline())
-                conns = proc.net_connections(kind="tcp")
-            except psutil.AccessDenied as exc:
+                sockets = _socket_inodes(pid)
+            except (psutil.AccessDenied, PermissionError) as exc:
                 return ProcessFacts(
                     pid=pid,
                     start_time=start,
                     zombie=False,
                     uid=uid,
                     user=user,
-                    access_error=f"permission denied ({exc.msg or 'access denied'})",
+                    access_error=f"permission denied ({getattr(exc, 'msg', None) or exc})",
                 )
     except psutil.NoSuchProcess:
         return None
     except psutil.ZombieProcess:
         return ProcessFacts(pid=pid, start_time=0.0, zombie=True)
-    listeners = frozenset(
-        (c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN and c.laddr
-    )
+    listeners = frozenset((x.ip, x.port) for x in _listening() if x.inode in sockets)
     locks = procfs.parse_locks(_read("/proc/locks")).get(pid, set())
     return ProcessFacts(
         pid=pid,
