@@ -57,13 +57,13 @@ class Engine:
 
     async def wait_task(self, task_id: int, timeout: float = 60.0) -> TaskStatus:
         """Until the task is no longer RUNNING (for tests and the demo: no polling sleeps)."""
-        event = self._task_events.setdefault(task_id, asyncio.Event())
         async with asyncio.timeout(timeout):
             while True:
-                task, _ = await self.store.task(task_id)
-                if task.status != TaskStatus.RUNNING:
-                    return TaskStatus(task.status)
-                event.clear()
+                # taken before reading: a finish while we read sets this very event
+                event = self._task_events.setdefault(task_id, asyncio.Event())
+                status = await self.store.task_status(task_id)
+                if status != TaskStatus.RUNNING:
+                    return status
                 await event.wait()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -159,7 +159,9 @@ class Engine:
                 self.wake()
             if done.task_status is not None and done.task_status != TaskStatus.RUNNING:
                 log.info("task %s %s", done.task_id, done.task_status)
-                self._task_events.setdefault(done.task_id, asyncio.Event()).set()
+                self._tasks.pop(done.task_id, None)  # read again if it is retried
+                if event := self._task_events.pop(done.task_id, None):
+                    event.set()  # every waiter holds this event; the next wait makes a new one
             if not ok:
                 log.warning(
                     "subtask %s (%s) of task %s failed: %s", claimed.id, claimed.name, claimed.task_id, line

@@ -401,6 +401,13 @@ class Store:
             rows = (await s.scalars(q.order_by(Task.id.desc()).offset((page - 1) * size).limit(size))).all()
         return list(rows), total
 
+    async def task_status(self, task_id: int) -> TaskStatus:
+        async with self.tx() as s:
+            status = await s.scalar(sa.select(Task.status).where(Task.id == task_id))
+        if status is None:
+            raise NotFound(f"no task with id {task_id}")
+        return TaskStatus(status)
+
     async def task_header(self, task_id: int) -> tuple[int, dict[str, Any]]:
         """(cluster id, context) of a task, without its subtasks."""
         async with self.tx() as s:

@@ -96,10 +96,14 @@ class Writer:
             len(batch.logs),
             (time.monotonic() - started) * 1000,
         )
+        # a caller cancelled meanwhile (step timeout, drain) has a done future; its outcome is committed
         for (_, fut), outcome in zip(batch.finishes, finished, strict=True):
+            if fut.done():
+                continue
             if isinstance(outcome, LeaseLost):
                 fut.set_exception(outcome)
             else:
                 fut.set_result(outcome)
         for begin, bfut in batch.begins:
-            bfut.set_result(recorded.get(begin[0]))
+            if not bfut.done():
+                bfut.set_result(recorded.get(begin[0]))

@@ -202,3 +202,17 @@ async def test_failed_subtask_retry(tmp_path: Path, fakes: Fakes, store_url: str
         assert await env.wait(task_id) == "SUCCESSFUL"
         log = await env.log_of(task_id, "Stop observer process")
         assert "already stopped" in log and "run 1 (EXECUTE)" in log and "run 2 (RETRY)" in log
+
+
+async def test_writer_survives_a_caller_cancelled_while_waiting(tmp_path: Path, fakes: Fakes) -> None:
+    """A step cancelled (timeout, drain) while its command record is being committed must not stop the writer."""
+    import asyncio
+
+    cluster = start_cluster(fakes, zones=1, per_zone=1)
+    async with running(write_config(tmp_path, cluster, f"sqlite:///{tmp_path}/c.db")) as env:
+        writer = env.parts.engine.writer
+        waiting = asyncio.create_task(writer.command_begin("obstop-test-cancelled", 1, "h1", "stop_observer"))
+        await asyncio.sleep(0)  # it is queued; now its caller goes away
+        waiting.cancel()
+        task_id = (await env.stop()).json()["data"]["id"]
+        assert await env.wait(task_id) == "SUCCESSFUL"  # the writer (and so the engine) still runs
