@@ -160,8 +160,8 @@ class Agent:
             log.info("command %s: %s accepted", cmd.command_id, cmd.kind)
             await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id))
             self._spawn(cmd)
-        elif entry.payload != canonical:
-            await self._reject(cmd.command_id, "command id reused with different content")
+        elif Command.model_validate_json(entry.payload).meaning() != cmd.meaning():
+            await self._reject(cmd.command_id, "command id reused for a different command")
         elif entry.result is not None:
             log.info(
                 "command %s seen again: answering the recorded result, not running it again", cmd.command_id

@@ -156,6 +156,11 @@ class Command(_Model):
         body = self.model_dump(mode="json", exclude={"signature"})
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
+    def meaning(self) -> tuple[str, str, str]:
+        """What the command asks for. A re-send (same id, new timestamps and signature, e.g. from a restarted
+        controller) means the same; the same id asking for something else does not."""
+        return (self.agent_id, self.kind, json.dumps(self.args, sort_keys=True))
+
     def probe_args(self) -> ProbeArgs:
         return ProbeArgs.model_validate(self.args)
 

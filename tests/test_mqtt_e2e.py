@@ -147,3 +147,35 @@ async def test_agent_down_fails_in_its_timeout_then_retry_succeeds(
         assert r.status_code == 200
         assert await env.wait(task_id) == "SUCCESSFUL"
         await assert_all_stopped(env, task_id, fleet)
+
+
+async def test_controller_killed_mid_stop_resumes_through_the_agents(
+    tmp_path: Path, broker: Mosquitto, cleanup: None
+) -> None:
+    """After a restart the controller re-signs its commands (same ids, new timestamps): agents must take
+    them as the same commands, not as conflicting ones, and signal nothing twice."""
+    import tomllib
+
+    from tests.test_controller_durability import ControllerProcess
+
+    fleet, d = await fleet_up(
+        tmp_path, broker, zones=2, per_zone=1, misbehave={h: ["--exit-delay", "3"] for h in ("h1", "h2")}
+    )
+    config = amend_config(d / "controller.toml", stop={"resend_interval": 0.5, "term_timeout": 10})
+    port = int(tomllib.loads(config.read_text())["api"]["listen"].rsplit(":", 1)[1])
+    ctl = ControllerProcess(config, port, tmp_path / "controller.log")
+    await asyncio.to_thread(ctl.start)
+    task_id = (
+        await asyncio.to_thread(ctl.http.post, "/api/v2/ob/clusters/1/stop", json={"freeze": False})
+    ).json()["data"]["id"]
+    await wait_for(lambda: all("received SIGTERM" in observer_log(h) for h in fleet.hosts), "no SIGTERM")
+    await asyncio.to_thread(ctl.kill)
+    await asyncio.to_thread(ctl.start)
+    await wait_for(lambda: ctl.task(task_id)["status"] != "RUNNING", "task did not finish", timeout=60)
+    try:
+        assert ctl.task(task_id)["status"] == "SUCCESSFUL"
+        for h in fleet.hosts:
+            assert observer_log(h).count("received SIGTERM") == 1
+            assert "rejected command" not in (Path(d) / "hosts" / h.host / "agent.log").read_text()
+    finally:
+        await asyncio.to_thread(ctl.stop)

@@ -146,14 +146,24 @@ async def test_replay_is_answered_from_the_journal_and_never_executed_again(
     assert isinstance(again, ResultEvent) and again.replayed and again.stop == first.stop
     assert alive(new_pid)
 
-    # the same id with other content is refused outright
-    altered = signing.sign(
-        cmd.model_copy(update={"signature": None, "expires_at": cmd.expires_at + timedelta(seconds=1)}),
+    # a re-send with new timestamps (a restarted controller re-signs it) is the same command
+    resent = signing.sign(
+        cmd.model_copy(
+            update={"signature": None, "issued_at": utcnow(), "expires_at": utcnow() + timedelta(minutes=5)}
+        ),
         real_key(fleet),
     )
+    await probe.send(resent.model_dump_json())
+    again = await probe.next_answer(cmd.command_id)
+    assert isinstance(again, ResultEvent) and again.replayed and again.stop == first.stop
+
+    # the same id asking for something else is refused outright
+    args = json.loads(json.dumps(cmd.args))
+    args["options"]["term_timeout"] = 1.0
+    altered = signing.sign(cmd.model_copy(update={"signature": None, "args": args}), real_key(fleet))
     await probe.send(altered.model_dump_json())
     refused = await probe.next_answer(cmd.command_id)
-    assert isinstance(refused, RejectedEvent) and "reused with different content" in refused.reason
+    assert isinstance(refused, RejectedEvent) and "reused for a different command" in refused.reason
     assert alive(new_pid)
 
 
