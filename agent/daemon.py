@@ -24,6 +24,7 @@ from agent.host import Host
 from agent.journal import CommandMarks, Journal
 from agent.protocol import (
     AcceptedEvent,
+    AnyEvent,
     Command,
     CommandKind,
     Presence,
@@ -37,8 +38,6 @@ from agent.protocol import (
 from agent.signing import Rejected, load_public, verify
 
 log = logging.getLogger("obstop.agent")
-
-AnyEvent = AcceptedEvent | ProgressEvent | ResultEvent | RejectedEvent
 
 
 class Agent:

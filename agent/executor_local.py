@@ -15,7 +15,7 @@ import socket
 import psutil
 
 from agent import netdiag, procfs
-from agent.host import Facts, Listener, PidFile, ProcessFacts, Resolved, gather_facts
+from agent.host import Facts, Listener, PidFile, ProcessFacts, Resolved, parse_pid
 
 
 class LocalHost:
@@ -23,17 +23,7 @@ class LocalHost:
         self.name = name or socket.gethostname()
 
     async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
-        return await gather_facts(self, home_path, pid_file, ip, ports)
-
-    async def resolve(self, home_path: str) -> Resolved:
-        def work() -> Resolved:
-            home = os.path.realpath(home_path)
-            return Resolved(home, os.path.realpath(os.path.join(home, "bin", "observer")))
-
-        return await asyncio.to_thread(work)
-
-    async def read_pid_file(self, path: str) -> PidFile:
-        return await asyncio.to_thread(_read_pid_file, path)
+        return await asyncio.to_thread(_facts, home_path, pid_file, ip, ports)
 
     async def inspect(self, pid: int) -> ProcessFacts | None:
         return await asyncio.to_thread(_inspect, pid)
@@ -79,6 +69,16 @@ class LocalHost:
 
     async def close(self) -> None:
         return None
+
+
+def _facts(home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
+    home = os.path.realpath(home_path)
+    resolved = Resolved(home, os.path.realpath(os.path.join(home, "bin", "observer")))
+    found = _read_pid_file(pid_file)
+    listeners = procfs.on_address(_listening(), ip, ports)
+    readable = found.exists and not found.is_symlink and not found.error
+    pid = parse_pid(found.content or "") if readable else None
+    return Facts(resolved, found, listeners, _inspect(pid) if pid else None)
 
 
 def _read_pid_file(path: str) -> PidFile:

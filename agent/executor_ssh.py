@@ -243,15 +243,6 @@ class SSHHost:
         await shell.run(_FUNCS, self.target.command_timeout, subshell=False)  # functions live in the shell
         return shell
 
-    async def resolve(self, home_path: str) -> Resolved:
-        h = shlex.quote(home_path)
-        b = shlex.quote(home_path + "/bin/observer")
-        out = await self._run(
-            f"(cd -- {h} 2>/dev/null && pwd -P) || echo {h}\nreadlink -f {b} 2>/dev/null || echo {b}"
-        )
-        lines = out.splitlines()
-        return Resolved(lines[0], lines[1])
-
     async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
         out = _sections(
             await self._run(_FACTS.format(home=shlex.quote(home_path), pid_file=shlex.quote(pid_file)))
@@ -263,9 +254,6 @@ class SSHHost:
         process = self._parse_process(pid, out.get("PROCESS", ""), tcp) if pid else None
         listeners = procfs.on_address(procfs.parse_net_tcp(tcp), ip, ports)
         return Facts(Resolved(resolve[0], resolve[1]), found, listeners, process)
-
-    async def read_pid_file(self, path: str) -> PidFile:
-        return _parse_pidfile(path, await self._run(f"pidfile {shlex.quote(path)}"))
 
     async def inspect(self, pid: int) -> ProcessFacts | None:
         out = await self._run(

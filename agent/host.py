@@ -74,27 +74,14 @@ class Facts:
     process: ProcessFacts | None  # of the pid the pid file names, when it names a valid one
 
 
-async def gather_facts(host: Host, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
-    """Facts from a host's single primitives, for hosts where each call is cheap (local)."""
-    resolved = await host.resolve(home_path)
-    found = await host.read_pid_file(pid_file)
-    listeners = await host.listeners(ip, ports)
-    pid = (
-        parse_pid(found.content or "") if found.exists and not found.is_symlink and not found.error else None
-    )
-    return Facts(resolved, found, listeners, await host.inspect(pid) if pid else None)
-
-
 class Host(Protocol):
     """The primitives of the stop procedure. Every method is bounded in time by the implementation."""
 
     name: str
 
-    async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts: ...
-
-    async def resolve(self, home_path: str) -> Resolved: ...
-
-    async def read_pid_file(self, path: str) -> PidFile: ...
+    async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
+        """What a probe looks at: resolved paths, the pid file, listeners, and the process it names."""
+        ...
 
     async def inspect(self, pid: int) -> ProcessFacts | None:
         """Facts of a live process, or None when there is no such process."""

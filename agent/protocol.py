@@ -223,7 +223,8 @@ class RejectedEvent(_EventBase):
     reason: str
 
 
-Event = Annotated[AcceptedEvent | ProgressEvent | ResultEvent | RejectedEvent, Field(discriminator="kind")]
+AnyEvent = AcceptedEvent | ProgressEvent | ResultEvent | RejectedEvent
+Event = Annotated[AnyEvent, Field(discriminator="kind")]
 
 
 class EventEnvelope(BaseModel):

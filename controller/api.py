@@ -223,11 +223,15 @@ def create_app(controller: Controller) -> FastAPI:
         data = [views.task_view(t, names.get(t.cluster_id), None) for t in rows]
         return envelope(request, {"contents": data, "page": _page(page, size, total)})
 
+    async def task_answer(request: Request, task_id: int) -> JSONResponse:
+        # polled by `obstop stop --watch`: name the cluster from its row, never load its servers
+        task, subtasks = await controller.store.task(task_id)
+        cluster = (await controller.store.cluster_rows()).get(task.cluster_id)
+        return envelope(request, views.task_view(task, cluster, subtasks))
+
     @app.get("/api/v2/tasks/instances/{id}", tags=["tasks"])
     async def get_task(request: Request, id: Id, user: User = _role(Role.TASK_VIEWER)) -> JSONResponse:
-        task, subtasks = await controller.store.task(id)
-        cluster, _, _ = await controller.store.cluster(task.cluster_id)
-        return envelope(request, views.task_view(task, cluster, subtasks))
+        return await task_answer(request, id)
 
     @app.get("/api/v2/tasks/instances/{id}/subtasks/{sid}/log", tags=["tasks"])
     async def subtask_log(
@@ -239,9 +243,7 @@ def create_app(controller: Controller) -> FastAPI:
     async def retry_task(request: Request, id: Id, user: User = _role(Role.TASK_MANAGER)) -> JSONResponse:
         await controller.store.retry(id)
         controller.engine.wake()
-        task, subtasks = await controller.store.task(id)
-        cluster, _, _ = await controller.store.cluster(task.cluster_id)
-        return envelope(request, views.task_view(task, cluster, subtasks))
+        return await task_answer(request, id)
 
     @app.post("/api/v2/tasks/instances/{id}/subtasks/{sid}/retry", tags=["tasks"])
     async def retry_subtask(

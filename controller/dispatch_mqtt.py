@@ -19,6 +19,7 @@ from agent import mqtt
 from agent.protocol import (
     TOPIC_PREFIX,
     AcceptedEvent,
+    AnyEvent,
     CommandKind,
     EventEnvelope,
     ObserverTarget,
@@ -41,8 +42,6 @@ from controller.errors import ConfigError, StepFailed
 from controller.store import Store
 
 logger = logging.getLogger("obstop.mqtt")
-
-AnyEvent = AcceptedEvent | ProgressEvent | ResultEvent | RejectedEvent
 
 
 @dataclass

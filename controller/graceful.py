@@ -143,9 +143,6 @@ class SQLPreparation:
             if time.monotonic() - last_report >= 5:
                 last_report = time.monotonic()
                 await run.log(f"still waiting for the checkpoint of {key} ({waited:.0f}s of {timeout_s:g}s)")
-            await _sleep(min(delay, max(0.0, started + timeout_s - time.monotonic())))
+            # a poll interval: the cluster offers no event to await
+            await asyncio.sleep(min(delay, max(0.0, started + timeout_s - time.monotonic())))
             delay = min(delay * 1.6, 2.0)
-
-
-async def _sleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)  # a poll interval: the cluster offers no event to await

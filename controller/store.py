@@ -211,8 +211,14 @@ class Store:
                                 updated_at=now(),
                             )
                         )
+                known = {
+                    x.id: x
+                    for x in (
+                        await s.scalars(sa.select(Server).where(Server.id.in_([e.id for e in c.servers])))
+                    ).all()
+                }
                 for e in c.servers:
-                    srv = await s.get(Server, e.id)
+                    srv = known.get(e.id)
                     if srv is None:
                         s.add(
                             Server(

@@ -27,12 +27,7 @@ from agent.mqtt import parse_url
 from controller.config import load_config
 from controller.daemon import _Server, build
 from obstop import fakehosts, render
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from obstop.fakehosts import free_port
 
 
 def free_block(count: int) -> str:
@@ -74,7 +69,7 @@ async def run_demo(zones: int, servers_per_zone: int, keep: bool, console: Conso
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     work = Path(tempfile.mkdtemp(prefix="obstop-demo-"))
-    broker_url = f"mqtt://127.0.0.1:{_free_port()}"
+    broker_url = f"mqtt://127.0.0.1:{free_port()}"
     broker = None
     try:
         console.rule("[bold]obstop demo")

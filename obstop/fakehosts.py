@@ -60,7 +60,7 @@ class Fleet:
         return cls(raw["dir"], raw["broker"], raw["api_url"], [HostState(**h) for h in raw["hosts"]])
 
 
-def _free_port(ip: str = "127.0.0.1") -> int:
+def free_port(ip: str = "127.0.0.1") -> int:
     import socket
 
     with socket.socket() as s:
@@ -98,7 +98,7 @@ def up(
     keys = directory / "keys"
     if not (keys / signing.PRIVATE_NAME).exists():
         signing.generate(keys)
-    port = api_port or _free_port()
+    port = api_port or free_port()
     sys_password = secrets.token_urlsafe(12)
     FakeCluster.create(directory / "cluster", password=sys_password, freeze_delay=freeze_delay)
     pw = directory / "sys.password"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -84,7 +83,6 @@ async def test_migrations_equal_models(tmp_path: Path) -> None:
         await store.migrate()  # idempotent
     finally:
         await store.close()
-    assert sa is not None
 
 
 async def test_store_id_is_stable_and_unique(tmp_path: Path) -> None:
