@@ -12,9 +12,9 @@ from __future__ import annotations
 import posixpath
 import re
 
-from agent.host import PidFile, ProcessFacts, Resolved
-from agent.procfs import WILDCARDS
-from agent.protocol import ObserverTarget
+from obstop.agent.executors.host import PidFile, ProcessFacts, Resolved
+from obstop.agent.executors.procfs import WILDCARDS
+from obstop.agent.protocol import ObserverTarget
 
 # Interpreters that may run a script standing in for observer (the fake observer is a Python script).
 _INTERPRETER = re.compile(r"^(python[0-9.]*|pypy[0-9.]*|sh|bash|dash|ksh|zsh|perl[0-9.]*)$")

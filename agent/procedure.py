@@ -13,9 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from agent.host import Host, PidFile, ProcessFacts, Resolved, parse_pid
-from agent.identity import prove
-from agent.protocol import ObserverState, ObserverTarget, ProbeReport, StopOptions, StopReport
+from obstop.agent.executors.host import Host, PidFile, ProcessFacts, Resolved, parse_pid
+from obstop.agent.identity import prove
+from obstop.agent.protocol import ObserverState, ObserverTarget, ProbeReport, StopOptions, StopReport
 
 Progress = Callable[[str], Awaitable[None]]
 

@@ -11,8 +11,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from agent.errors import ConfigError
-from agent.protocol import Command
+from obstop.agent.errors import ConfigError
+from obstop.agent.protocol import Command
 
 PRIVATE_NAME = "command-signing.key"
 PUBLIC_NAME = "command-signing.pub"

@@ -22,14 +22,14 @@ from typing import Any
 
 import httpx
 
-from agent import procedure
-from agent.executor_local import LocalHost
-from agent.protocol import ObserverTarget
 from bench.common import controller, mosquitto, summary
 from bench.scale import stage_timeline
-from obstop import fakehosts
+from obstop.agent import procedure
+from obstop.agent.executors.local import LocalHost
+from obstop.agent.protocol import ObserverTarget
 from obstop.demo import free_block
-from obstop.fakes import FakeObserver, start
+from obstop.fakes import hosts as fakehosts
+from obstop.fakes.install import FakeObserver, start
 
 
 def single_observer_stop(work: Path, runs: int) -> list[float]:

@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import tomli_w
 
-from agent import signing
 from bench.common import RssSampler, controller, free_port, mosquitto
-from controller.auth import hash_password
+from obstop.agent import signing
+from obstop.controller.auth import hash_password
 
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from agent.protocol import (
+from obstop.agent.protocol import (
     TOPIC_PREFIX,
     AcceptedEvent,
     Command,
@@ -28,7 +28,7 @@ from agent.protocol import (
     StopReport,
     events_topic,
 )
-from agent.signing import Rejected, load_public, verify
+from obstop.agent.signing import Rejected, load_public, verify
 
 
 def _result(cmd: Command) -> ResultEvent:
@@ -64,7 +64,7 @@ def _result(cmd: Command) -> ResultEvent:
 
 
 async def run(broker: str, public_key: Path, delay: float, hosts: int, verify_signatures: bool) -> None:
-    from agent.mqtt import parse_url
+    from obstop.agent.mqtt_session import parse_url
 
     addr = parse_url(broker)
     key = load_public(public_key)

@@ -12,8 +12,8 @@ import hmac
 import os
 import secrets
 
-from controller.config import Role, UserConfig
-from controller.errors import Forbidden, Unauthorized
+from obstop.controller.config import Role, UserConfig
+from obstop.controller.errors import Forbidden, Unauthorized
 
 ITERATIONS = 200_000
 

@@ -6,11 +6,12 @@ import socket
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from agent import tomlconf
-from agent.config import SSHHostConfig
-from controller.errors import ConfigError
+from obstop.agent import tomlconf
+from obstop.agent.executors.ssh_config import SSHHostConfig
+from obstop.agent.tomlconf import ConfigPath, Section
+from obstop.controller.errors import ConfigError
 
 
 class Role(StrEnum):
@@ -19,22 +20,13 @@ class Role(StrEnum):
     TASK_VIEWER = "TASK_VIEWER"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _base(info: ValidationInfo) -> Path:
-    ctx = info.context or {}
-    return Path(ctx.get("base_dir", "."))
-
-
-class UserConfig(_Section):
+class UserConfig(Section):
     name: str = Field(min_length=1)
     password_hash: str = Field(pattern=r"^pbkdf2_sha256\$\d+\$[^$]+\$[^$]+$")
     roles: list[Role] = Field(default_factory=list)
 
 
-class ApiConfig(_Section):
+class ApiConfig(Section):
     listen: str = "127.0.0.1:8080"
     users: list[UserConfig] = Field(default_factory=list)
 
@@ -52,7 +44,7 @@ class ApiConfig(_Section):
         return v
 
 
-class StoreConfig(_Section):
+class StoreConfig(Section):
     url: str = "sqlite:///state/controller.db"
 
     @field_validator("url")
@@ -60,41 +52,31 @@ class StoreConfig(_Section):
     def _relative_sqlite(cls, v: str, info: ValidationInfo) -> str:
         prefix = "sqlite:///"
         if v.startswith(prefix) and not v.startswith(prefix + "/") and v != prefix + ":memory:":
-            return prefix + str(_base(info) / v[len(prefix) :])
+            return prefix + str(tomlconf.resolve(tomlconf.base_dir(info), v[len(prefix) :]))
         return v
 
 
-class MqttConfig(_Section):
+class MqttConfig(Section):
     url: str | None = Field(default=None, description="mqtt://host:port or mqtts://; none: agentless only")
     username: str | None = None
-    password_file: Path | None = None
-    ca_file: Path | None = None
+    password_file: ConfigPath | None = None
+    ca_file: ConfigPath | None = None
     client_id: str | None = None
 
-    @field_validator("password_file", "ca_file")
-    @classmethod
-    def _paths(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        return None if v is None else tomlconf.resolve(_base(info), v)
 
-
-class SigningConfig(_Section):
-    private_key: Path | None = None
+class SigningConfig(Section):
+    private_key: ConfigPath | None = None
     command_ttl_seconds: float = Field(default=300.0, gt=0)
 
-    @field_validator("private_key")
-    @classmethod
-    def _path(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        return None if v is None else tomlconf.resolve(_base(info), v)
 
-
-class AgentlessConfig(_Section):
+class AgentlessConfig(Section):
     """Hosts the controller reaches itself, with no agent: this machine, or over SSH like OBD."""
 
     local_hosts: list[str] = Field(default_factory=list)
     ssh: list[SSHHostConfig] = Field(default_factory=list)
 
 
-class AgentsConfig(_Section):
+class AgentsConfig(Section):
     """Which agent serves a host: by default the agent whose agent_id is the host's name."""
 
     via: dict[str, str] = Field(
@@ -102,23 +84,18 @@ class AgentsConfig(_Section):
     )
 
 
-class ClusterSQLConfig(_Section):
+class ClusterSQLConfig(Section):
     """How the controller reaches a cluster's sys tenant (for the minor freeze). Secrets by file only."""
 
     cluster_id: int = Field(gt=0)
     user: str = "root@sys"
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
     database: str = "oceanbase"
     connect_timeout: float = Field(default=5.0, gt=0)
     statement_timeout: float = Field(default=30.0, gt=0)
 
-    @field_validator("password_file")
-    @classmethod
-    def _path(cls, v: Path | None, info: ValidationInfo) -> Path | None:
-        return None if v is None else tomlconf.resolve(_base(info), v)
 
-
-class StopConfig(_Section):
+class StopConfig(Section):
     signal: str = "SIGTERM"
     term_timeout: float = Field(default=10.0, gt=0)
     kill_timeout: float = Field(default=10.0, gt=0)
@@ -127,15 +104,15 @@ class StopConfig(_Section):
     resend_interval: float = Field(default=2.0, gt=0, description="re-send a command without a result")
 
 
-class EngineConfig(_Section):
+class EngineConfig(Section):
     controller_id: str = Field(default_factory=socket.gethostname)
     lease_seconds: float = Field(default=30.0, gt=1)
     max_concurrency: int = Field(default=512, ge=1)
     step_timeout: float = Field(default=60.0, gt=0, description="bound of bookkeeping subtasks")
 
 
-class ControllerConfig(_Section):
-    inventory: Path = Path("inventory.toml")
+class ControllerConfig(Section):
+    inventory: ConfigPath = Path("inventory.toml")
     log_level: str = Field(default="INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
     api: ApiConfig = Field(default_factory=ApiConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -146,11 +123,6 @@ class ControllerConfig(_Section):
     cluster_sql: list[ClusterSQLConfig] = Field(default_factory=list)
     stop: StopConfig = Field(default_factory=StopConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
-
-    @field_validator("inventory")
-    @classmethod
-    def _inventory(cls, v: Path, info: ValidationInfo) -> Path:
-        return tomlconf.resolve(_base(info), v)
 
     @model_validator(mode="after")
     def _unique_users(self) -> ControllerConfig:

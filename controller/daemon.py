@@ -17,16 +17,16 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
 
-from agent import sdnotify
-from controller.api import Controller, create_app
-from controller.auth import Authenticator
-from controller.config import ControllerConfig
-from controller.dispatch import AgentlessDispatcher, Dispatcher, Router
-from controller.engine import Engine
-from controller.graceful import SQLPreparation
-from controller.inventory import load_inventory
-from controller.steps import StopSteps
-from controller.store import Store
+from obstop.agent import sdnotify
+from obstop.controller.api.app import Controller, create_app
+from obstop.controller.auth import Authenticator
+from obstop.controller.config import ControllerConfig
+from obstop.controller.dispatch.agentless import AgentlessDispatcher, Dispatcher, Router
+from obstop.controller.engine.runner import Engine
+from obstop.controller.inventory import load_inventory
+from obstop.controller.steps.freeze import SQLPreparation
+from obstop.controller.steps.stop import StopSteps
+from obstop.controller.store.core import Store
 
 log = logging.getLogger("obstop.controller")
 
@@ -63,7 +63,7 @@ class Parts:
 def dispatchers_for(config: ControllerConfig, store: Store) -> list[Dispatcher]:
     found: list[Dispatcher] = [AgentlessDispatcher(config.agentless, store)]
     if config.mqtt.url:
-        from controller.dispatch_mqtt import MqttDispatcher
+        from obstop.controller.dispatch.mqtt import MqttDispatcher
 
         found.append(MqttDispatcher(config, store))
     return found

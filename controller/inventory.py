@@ -8,9 +8,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.protocol import ObserverTarget
-from agent.tomlconf import describe
-from controller.errors import ConfigError
+from obstop.agent.protocol import ObserverTarget
+from obstop.agent.tomlconf import describe
+from obstop.controller.errors import ConfigError
 
 
 class ServerEntry(BaseModel):

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller.models import Cluster, Server, Task, Zone
+from obstop.controller.store.models import Cluster, Server, Task, Zone
 
 
 def iso(t: datetime | None) -> str | None:

@@ -23,11 +23,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from agent.mqtt import parse_url
-from controller.config import load_config
-from controller.daemon import _Server, build
-from obstop import fakehosts, render
-from obstop.fakehosts import free_port
+from obstop import render
+from obstop.agent.mqtt_session import parse_url
+from obstop.controller.config import load_config
+from obstop.controller.daemon import _Server, build
+from obstop.fakes import hosts as fakehosts
+from obstop.fakes.hosts import free_port
 
 
 def free_block(count: int) -> str:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.executor_local import LocalHost
-from agent.executor_ssh import SSHHost, SSHTarget
-from agent.host import Host
-from obstop.fakes import FakeObserver, start
+from obstop.agent.executors.host import Host
+from obstop.agent.executors.local import LocalHost
+from obstop.agent.executors.ssh_config import SSHHostConfig
+from obstop.fakes.install import FakeObserver, start
 from tests.support import Sshd, fresh_ip, kill_tree_under, start_sshd
 
 
@@ -50,16 +50,14 @@ async def host(request: pytest.FixtureRequest) -> AsyncIterator[Host]:
         yield LocalHost("local")
         return
     sshd: Sshd = request.getfixturevalue("sshd")
-    h = SSHHost(
-        "ssh",
-        SSHTarget(
-            address="127.0.0.1",
-            user=sshd.user,
-            identity=str(sshd.identity),
-            known_hosts=str(sshd.known_hosts),
-            port=sshd.port,
-        ),
-    )
+    h = SSHHostConfig(
+        host="ssh",
+        address="127.0.0.1",
+        user=sshd.user,
+        identity=sshd.identity,
+        known_hosts=sshd.known_hosts,
+        port=sshd.port,
+    ).open()
     try:
         yield h
     finally:

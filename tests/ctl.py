@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import tomli_w
 
-from agent.tomlconf import merge
-from controller.auth import hash_password
-from controller.config import ControllerConfig, load_config
-from controller.daemon import Parts, build
-from controller.states.task import TaskStatus
-from obstop.fakes import FakeObserver
+from obstop.agent.tomlconf import merge
+from obstop.controller.auth import hash_password
+from obstop.controller.config import ControllerConfig, load_config
+from obstop.controller.daemon import Parts, build
+from obstop.controller.states.task import TaskStatus
+from obstop.fakes.install import FakeObserver
 from tests.conftest import Fakes
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import procedure
-from agent.host import Host
-from agent.protocol import ObserverState, ObserverTarget, StopOptions
-from obstop.fakes import FakeObserver, install
+from obstop.agent import procedure
+from obstop.agent.executors.host import Host
+from obstop.agent.protocol import ObserverState, ObserverTarget, StopOptions
+from obstop.fakes.install import FakeObserver, install
 from tests.conftest import Fakes
 from tests.support import alive, fresh_ip, wait_dead, wait_port
 

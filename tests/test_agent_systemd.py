@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from agent import signing
+from obstop.agent import signing
 from tests.support import Mosquitto
 
 pytestmark = pytest.mark.mqtt

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from controller.models import Event, Subtask, Task
+from obstop.controller.store.models import Event, Subtask, Task
 from tests.conftest import Fakes
 from tests.ctl import ADMIN, Env, basic, running, start_cluster, write_config
 

@@ -8,11 +8,11 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from controller.config import load_config
-from controller.errors import ConfigError
-from controller.inventory import load_inventory
-from controller.models import Base
-from controller.store import Store
+from obstop.controller.config import load_config
+from obstop.controller.errors import ConfigError
+from obstop.controller.inventory import load_inventory
+from obstop.controller.store.core import Store
+from obstop.controller.store.models import Base
 
 GOOD_SERVER = (
     '{ id = 5, zone = "zone1", host = "h1", ip = "127.0.0.11", home_path = "/home/admin/oceanbase" }'

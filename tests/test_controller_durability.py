@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.store import Store
+from obstop.controller.store.core import Store
 from tests.conftest import Fakes
 from tests.ctl import ADMIN, database, start_cluster, write_config
 from tests.support import alive, free_port

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from obstop.fake_cluster import FakeCluster
+from obstop.fakes.cluster import FakeCluster
 from tests.conftest import Fakes
 from tests.ctl import Cluster, Env, running, write_config
 from tests.support import alive, fresh_ip

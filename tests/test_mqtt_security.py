@@ -14,8 +14,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from agent import signing
-from agent.protocol import (
+from obstop.agent import signing
+from obstop.agent.protocol import (
     CommandKind,
     EventEnvelope,
     ObserverTarget,
@@ -28,9 +28,9 @@ from agent.protocol import (
     new_command,
     utcnow,
 )
-from obstop import fakehosts
 from obstop.demo import free_block
-from obstop.fakes import FakeObserver, start
+from obstop.fakes import hosts as fakehosts
+from obstop.fakes.install import FakeObserver, start
 from tests.support import Mosquitto, alive
 
 pytestmark = pytest.mark.mqtt

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from agent import procedure
-from agent.errors import HostKeyMismatch, HostUnreachable, LoginRefused
-from agent.executor_ssh import SSHHost, SSHTarget
-from agent.protocol import ObserverTarget
+from obstop.agent import procedure
+from obstop.agent.errors import HostKeyMismatch, HostUnreachable, LoginRefused
+from obstop.agent.executors.ssh import SSHHost
+from obstop.agent.executors.ssh_config import SSHHostConfig
+from obstop.agent.protocol import ObserverTarget
 from tests.conftest import Fakes
 from tests.support import Sshd, alive, free_port
 
@@ -24,7 +25,7 @@ def ssh_host(sshd: Sshd, **changes: object) -> SSHHost:
         connect_timeout=3,
     )
     fields.update(changes)
-    return SSHHost("h", SSHTarget(**fields))  # type: ignore[arg-type]
+    return SSHHostConfig.model_validate({"host": "h", **fields}).open()
 
 
 @pytest.mark.parametrize(

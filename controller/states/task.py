@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from controller.states.subtask import ACTIVE, SubtaskStatus
+from obstop.controller.states.subtask import ACTIVE, SubtaskStatus
 
 
 class TaskStatus(StrEnum):

@@ -1,0 +1,255 @@
+"""`obstop agent`: receives signed commands over MQTT, runs them once, reports over MQTT.
+
+One reader of `client.messages` hands each command to a task of the daemon's TaskGroup. Every command
+is verified (signature, address, expiry), journalled before it runs, and answered from the journal when
+its id comes again. Commands cut off by a crash are finished at the next start, without signalling twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+
+import aiomqtt
+from pydantic import ValidationError
+
+from obstop.agent import mqtt_session as mqtt
+from obstop.agent import procedure, sdnotify
+from obstop.agent.daemon.config import AgentConfig
+from obstop.agent.daemon.journal import CommandMarks, Journal
+from obstop.agent.errors import ExecutorError
+from obstop.agent.executors.host import Host
+from obstop.agent.executors.local import LocalHost
+from obstop.agent.protocol import (
+    AcceptedEvent,
+    AnyEvent,
+    Command,
+    CommandKind,
+    Presence,
+    ProgressEvent,
+    RejectedEvent,
+    ResultEvent,
+    commands_topic,
+    events_topic,
+    presence_topic,
+)
+from obstop.agent.signing import Rejected, load_public, verify
+
+log = logging.getLogger("obstop.agent")
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.id = config.agent_id
+        self.key = load_public(config.controller_public_key)
+        self.journal = Journal(Path(config.state_dir) / "journal.db")
+        self.hosts: dict[str, Host] = {config.local_name: LocalHost(config.local_name)}
+        handshakes = asyncio.Semaphore(8)
+        for h in config.ssh:
+            self.hosts[h.host] = h.open(handshakes)
+        self._client: aiomqtt.Client | None = None
+        self._publishing = asyncio.Semaphore(16)
+        self._work = asyncio.Semaphore(config.max_concurrent_commands)
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                for entry in await self.journal.unfinished():
+                    cmd = Command.model_validate_json(entry.payload)
+                    log.info("finishing command %s cut off by a restart", cmd.command_id)
+                    self._spawn(cmd)
+                connection = tg.create_task(self._connection_loop(stopping), name="mqtt-connection")
+                await stopping.wait()
+                sdnotify.notify("STOPPING=1")
+                if self._inflight:
+                    log.info("waiting up to 10s for %d running command(s)", len(self._inflight))
+                    await asyncio.wait(list(self._inflight.values()), timeout=10)
+                for t in self._inflight.values():
+                    t.cancel()  # journalled without a result: finished at the next start
+                await connection
+        finally:
+            for h in self.hosts.values():
+                await h.close()
+            self.journal.close()
+
+    async def _connection_loop(self, stopping: asyncio.Event) -> None:
+        backoff = mqtt.Backoff()
+        cfg = self.config.mqtt
+        while not stopping.is_set():
+            will = aiomqtt.Will(presence_topic(self.id), Presence.OFFLINE.value, qos=1, retain=True)
+            try:
+                async with mqtt.client(
+                    cfg.url,
+                    identifier=f"obstop-agent-{self.id}",
+                    username=cfg.username or self.id,
+                    password=mqtt.read_secret(cfg.password_file),
+                    ca_file=cfg.ca_file,
+                    will=will,
+                ) as client:
+                    backoff.reset()
+                    await self._session(client, stopping)
+            except aiomqtt.MqttError as exc:
+                self._client = None
+                log.warning("MQTT connection to %s lost or refused: %s; reconnecting", cfg.url, exc)
+                await backoff.wait(stopping)
+
+    async def _session(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
+        await client.subscribe(commands_topic(self.id), qos=1)
+        await client.publish(presence_topic(self.id), Presence.ONLINE.value, qos=1, retain=True)
+        self._client = client
+        log.info("agent %s online; serving %s", self.id, ", ".join(sorted(self.hosts)))
+        sdnotify.notify("READY=1")
+        reader = asyncio.create_task(self._read(client), name="mqtt-reader")
+        health = asyncio.create_task(self._watchdog(client), name="watchdog")
+        stop = asyncio.create_task(stopping.wait())
+        try:
+            done, _ = await asyncio.wait({reader, health, stop}, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop:
+                    t.result()  # a lost connection raises MqttError here
+        finally:
+            for t in (reader, health, stop):
+                t.cancel()
+            self._client = None
+        await client.publish(presence_topic(self.id), Presence.OFFLINE.value, qos=1, retain=True)
+
+    async def _watchdog(self, client: aiomqtt.Client) -> None:
+        """Pings systemd only after the broker acknowledged a publish: proof the link is healthy."""
+        interval = sdnotify.watchdog_interval()
+        if interval is None:
+            await asyncio.Event().wait()
+            return
+        while True:
+            await client.publish(
+                presence_topic(self.id), Presence.ONLINE.value, qos=1, retain=True, timeout=interval
+            )
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            assert self._tg is not None
+            self._tg.create_task(self._handle(payload), name="command")
+
+    # --- commands --------------------------------------------------------------------------------
+
+    async def _handle(self, payload: bytes) -> None:
+        try:
+            cmd = Command.model_validate_json(payload)
+        except ValidationError as exc:
+            await self._reject(_command_id_of(payload), f"malformed command: {_first_error(exc)}")
+            return
+        try:
+            verify(cmd, self.key, self.id, skew=self.config.clock_skew_seconds)
+        except Rejected as exc:
+            await self._reject(cmd.command_id, str(exc))
+            return
+        canonical = cmd.model_dump_json()
+        entry = await self.journal.begin(cmd.command_id, canonical)
+        if entry is None:
+            log.info("command %s: %s accepted", cmd.command_id, cmd.kind)
+            await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id))
+            self._spawn(cmd)
+        elif Command.model_validate_json(entry.payload).meaning() != cmd.meaning():
+            await self._reject(cmd.command_id, "command id reused for a different command")
+        elif entry.result is not None:
+            log.info(
+                "command %s seen again: answering the recorded result, not running it again", cmd.command_id
+            )
+            recorded = ResultEvent.model_validate(entry.result).model_copy(update={"replayed": True})
+            await self._publish(recorded)
+        elif cmd.command_id in self._inflight:
+            await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id))
+        else:
+            self._spawn(cmd)
+
+    def _spawn(self, cmd: Command) -> None:
+        assert self._tg is not None
+        self._inflight[cmd.command_id] = self._tg.create_task(
+            self._execute(cmd), name=f"cmd-{cmd.command_id}"
+        )
+
+    async def _execute(self, cmd: Command) -> None:
+        try:
+            async with self._work:
+                result = await self._run_command(cmd)
+            await asyncio.shield(self.journal.finish(cmd.command_id, result.model_dump(mode="json")))
+            await self._publish(result)
+        finally:
+            self._inflight.pop(cmd.command_id, None)
+
+    async def _run_command(self, cmd: Command) -> ResultEvent:
+        base = {"agent_id": self.id, "command_id": cmd.command_id}
+        try:
+            if cmd.kind is CommandKind.PROBE_OBSERVER:
+                target = cmd.probe_args().target
+                return ResultEvent(**base, probe=await procedure.probe(self._host(target.host), target))
+            args = cmd.stop_args()
+
+            async def progress(line: str) -> None:
+                await self._publish(ProgressEvent(**base, message=line))
+
+            report = await procedure.stop(
+                self._host(args.target.host),
+                args.target,
+                args.options,
+                progress=progress,
+                journal=CommandMarks(self.journal, cmd.command_id),
+            )
+            log.info("command %s: %s", cmd.command_id, "stopped" if report.ok else report.reason)
+            return ResultEvent(**base, stop=report)
+        except (ExecutorError, KeyError, ValidationError) as exc:
+            log.warning("command %s failed: %s", cmd.command_id, exc)
+            return ResultEvent(**base, error=str(exc))
+
+    def _host(self, name: str) -> Host:
+        if name not in self.hosts:
+            raise KeyError(f"agent {self.id} does not serve host {name!r} (it serves {sorted(self.hosts)})")
+        return self.hosts[name]
+
+    async def _reject(self, command_id: str | None, reason: str) -> None:
+        log.warning("rejected command %s: %s", command_id or "?", reason)
+        await self._publish(RejectedEvent(agent_id=self.id, command_id=command_id, reason=reason))
+
+    async def _publish(self, event: AnyEvent) -> None:
+        """Best effort: a result is in the journal, and the controller re-sends until it has one."""
+        client = self._client
+        if client is None:
+            return
+        async with self._publishing:
+            try:
+                await client.publish(events_topic(self.id), event.model_dump_json(), qos=1, timeout=10)
+            except aiomqtt.MqttError as exc:
+                log.warning("could not publish %s for %s: %s", event.kind, event.command_id, exc)
+
+
+def _command_id_of(payload: bytes) -> str | None:
+    try:
+        raw = json.loads(payload)
+    except ValueError:
+        return None
+    cid = raw.get("command_id") if isinstance(raw, dict) else None
+    return cid if isinstance(cid, str) and len(cid) <= 128 else None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{'.'.join(str(x) for x in err['loc']) or 'payload'}: {err['msg']}"
+
+
+async def serve(config: AgentConfig) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await Agent(config).run(stopping)

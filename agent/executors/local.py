@@ -1,0 +1,225 @@
+"""The local executor: psutil and /proc on this host, every blocking call off the event loop.
+
+Signals go through a pidfd opened before the final identity check, so a pid recycled between the check
+and the signal can never be hit; exits are awaited on the pidfd becoming readable, not by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+
+import psutil
+
+from obstop.agent.executors import netdiag, procfs
+from obstop.agent.executors.host import Facts, Listener, PidFile, ProcessFacts, Resolved, parse_pid
+
+
+class LocalHost:
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or socket.gethostname()
+
+    async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
+        return await asyncio.to_thread(_facts, home_path, pid_file, ip, ports)
+
+    async def inspect(self, pid: int) -> ProcessFacts | None:
+        return await asyncio.to_thread(_inspect, pid)
+
+    async def send_signal(self, pid: int, sig: signal.Signals, start_time: float) -> bool:
+        return await asyncio.to_thread(_send_signal, pid, sig, start_time)
+
+    async def wait_exit(self, pid: int, start_time: float, timeout: float) -> bool:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return True
+        try:
+            if not await asyncio.to_thread(_same_process, pid, start_time):
+                return True
+            loop = asyncio.get_running_loop()
+            readable: asyncio.Future[None] = loop.create_future()
+
+            def on_exit() -> None:
+                if not readable.done():
+                    readable.set_result(None)
+
+            loop.add_reader(fd, on_exit)
+            try:
+                async with asyncio.timeout(timeout):
+                    await readable
+                return True
+            except TimeoutError:
+                return not await asyncio.to_thread(_same_process, pid, start_time)
+            finally:
+                loop.remove_reader(fd)
+        finally:
+            os.close(fd)
+
+    async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
+        return procfs.on_address(await asyncio.to_thread(_listening), ip, ports)
+
+    async def socket_owners(self, inodes: set[int]) -> dict[int, int]:
+        return await asyncio.to_thread(_socket_owners, inodes)
+
+    async def remove_pid_file(self, path: str, expected: str) -> bool:
+        return await asyncio.to_thread(_remove_if, path, expected)
+
+    async def close(self) -> None:
+        return None
+
+
+def _facts(home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
+    home = os.path.realpath(home_path)
+    resolved = Resolved(home, os.path.realpath(os.path.join(home, "bin", "observer")))
+    found = _read_pid_file(pid_file)
+    listeners = procfs.on_address(_listening(), ip, ports)
+    readable = found.exists and not found.is_symlink and not found.error
+    pid = parse_pid(found.content or "") if readable else None
+    return Facts(resolved, found, listeners, _inspect(pid) if pid else None)
+
+
+def _read_pid_file(path: str) -> PidFile:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return PidFile(path, exists=False)
+    except OSError as exc:
+        return PidFile(path, exists=False, error=exc.strerror or str(exc))
+    if os.path.islink(path):
+        return PidFile(path, exists=True, is_symlink=True, inode=st.st_ino)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(64)
+    except OSError as exc:
+        return PidFile(path, exists=True, inode=st.st_ino, error=exc.strerror or str(exc))
+    return PidFile(path, exists=True, content=raw.decode("ascii", "replace"), inode=st.st_ino)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _listening() -> list[Listener]:
+    try:
+        return netdiag.listening()
+    except OSError:  # no netlink here: the kernel's text table, slower
+        return procfs.parse_net_tcp(_read_net_tcp())
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """Socket inodes a process holds open; raises PermissionError for another user's process."""
+    fd_dir = f"/proc/{pid}/fd"
+    links = []
+    for name in os.listdir(fd_dir):
+        with contextlib.suppress(OSError):
+            links.append(os.readlink(f"{fd_dir}/{name}"))
+    return procfs.socket_inodes(links)
+
+
+def _read_net_tcp() -> str:
+    return _read("/proc/net/tcp") + _read("/proc/net/tcp6")
+
+
+def _inspect(pid: int) -> ProcessFacts | None:
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            start = proc.create_time()
+            zombie = proc.status() == psutil.STATUS_ZOMBIE
+            if zombie:
+                return ProcessFacts(pid=pid, start_time=start, zombie=True)
+            uid = proc.uids().real
+            try:
+                user: str | None = proc.username()
+            except (KeyError, psutil.Error):
+                user = None
+            try:
+                exe, cwd, cmdline = proc.exe(), proc.cwd(), tuple(proc.cmdline())
+                sockets = _socket_inodes(pid)
+            except (psutil.AccessDenied, PermissionError) as exc:
+                return ProcessFacts(
+                    pid=pid,
+                    start_time=start,
+                    zombie=False,
+                    uid=uid,
+                    user=user,
+                    access_error=f"permission denied ({getattr(exc, 'msg', None) or exc})",
+                )
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.ZombieProcess:
+        return ProcessFacts(pid=pid, start_time=0.0, zombie=True)
+    listeners = frozenset((x.ip, x.port) for x in _listening() if x.inode in sockets)
+    locks = procfs.parse_locks(_read("/proc/locks")).get(pid, set())
+    return ProcessFacts(
+        pid=pid,
+        start_time=start,
+        zombie=False,
+        exe=exe or None,
+        cwd=cwd or None,
+        cmdline=cmdline,
+        uid=uid,
+        user=user,
+        listeners=listeners,
+        locked_inodes=frozenset(locks),
+    )
+
+
+def _same_process(pid: int, start_time: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() == start_time and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _send_signal(pid: int, sig: signal.Signals, start_time: float) -> bool:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        # the pidfd pins the process: if it is still the one we proved, the signal cannot hit another
+        if not _same_process(pid, start_time):
+            return False
+        try:
+            signal.pidfd_send_signal(fd, sig)
+        except ProcessLookupError:
+            return False
+        return True
+    finally:
+        os.close(fd)
+
+
+def _socket_owners(inodes: set[int]) -> dict[int, int]:
+    owners: dict[int, int] = {}
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            fd_dir = f"/proc/{proc.pid}/fd"
+            links = []
+            for name in os.listdir(fd_dir):
+                with contextlib.suppress(OSError):
+                    links.append(os.readlink(f"{fd_dir}/{name}"))
+            for inode in procfs.socket_inodes(links) & inodes:
+                owners[inode] = proc.pid
+    return owners
+
+
+def _remove_if(path: str, expected: str) -> bool:
+    try:
+        if os.path.islink(path):
+            return False
+        with open(path, "rb") as f:
+            if f.read(64).decode("ascii", "replace").strip() != expected.strip():
+                return False
+        os.unlink(path)
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,74 @@
+"""Parsers for the /proc texts both executors read (locally, or `cat` over SSH)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from obstop.agent.executors.host import Listener
+
+_LISTEN = "0A"
+WILDCARDS = frozenset({"0.0.0.0", "::"})
+
+
+def _hex_ip(text: str) -> str:
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    # /proc/net/tcp6 prints four 32-bit words, each in host (little-endian) order
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    addr = ipaddress.IPv6Address(words)
+    return str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
+
+
+def parse_net_tcp(text: str) -> list[Listener]:
+    """LISTEN sockets of /proc/net/tcp and tcp6 (their texts may be concatenated)."""
+    out: list[Listener] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 10 or parts[0] == "sl" or parts[3] != _LISTEN:
+            continue
+        try:
+            ip_hex, port_hex = parts[1].split(":")
+            out.append(Listener(_hex_ip(ip_hex), int(port_hex, 16), int(parts[9])))
+        except ValueError:
+            continue
+    return out
+
+
+def on_address(listeners: list[Listener], ip: str, ports: tuple[int, ...]) -> list[Listener]:
+    """Listeners on these ports that bind ip; a wildcard on either side matches any address."""
+    return [x for x in listeners if x.port in ports and (ip in WILDCARDS or x.ip == ip or x.ip in WILDCARDS)]
+
+
+def parse_locks(text: str) -> dict[int, set[int]]:
+    """pid -> inodes it holds a lock on, from /proc/locks (waiters, marked '->', hold nothing)."""
+    held: dict[int, set[int]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 8 or parts[1] == "->":
+            continue
+        try:
+            pid = int(parts[4])
+            inode = int(parts[5].rsplit(":", 1)[1])
+        except (ValueError, IndexError):
+            continue
+        held.setdefault(pid, set()).add(inode)
+    return held
+
+
+def parse_stat(text: str) -> tuple[str, int]:
+    """(state letter, start time in clock ticks since boot) from /proc/PID/stat."""
+    rest = text[text.rindex(")") + 2 :].split()
+    return rest[0], int(rest[19])
+
+
+def socket_inodes(fd_links: list[str]) -> set[int]:
+    """Socket inodes from readlink() results of /proc/PID/fd/* ('socket:[1234]')."""
+    out: set[int] = set()
+    for link in fd_links:
+        if link.startswith("socket:["):
+            try:
+                out.add(int(link[8:-1]))
+            except ValueError:
+                continue
+    return out

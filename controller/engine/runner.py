@@ -1,0 +1,171 @@
+"""The durable, event-driven engine: a stage starts the moment the one before it ends.
+
+Claimed subtasks are leases. On start the engine takes back every RUNNING subtask it owned (it was
+restarted) or whose lease expired (another controller died) and runs its step again: steps are
+idempotent, and the stop command keeps its id. Outcomes are written under `asyncio.shield`, so a
+shutdown cannot lose one that was decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from obstop.controller.engine.writer import Writer
+from obstop.controller.errors import StepFailed
+from obstop.controller.states.task import TaskStatus
+from obstop.controller.steps.stop import StepRun
+from obstop.controller.store.core import Claimed, LeaseLost, Store
+from obstop.controller.store.models import Server
+
+log = logging.getLogger("obstop.engine")
+
+Runner = Callable[[StepRun], Awaitable[str]]
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner,
+        *,
+        owner: str,
+        lease: float = 30.0,
+        max_concurrency: int = 512,
+        poll_interval: float = 5.0,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.owner = owner
+        self.lease = lease
+        self.max_concurrency = max_concurrency
+        self.poll_interval = poll_interval
+        self.drain_timeout = drain_timeout
+        self._wake = asyncio.Event()
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._task_events: dict[int, asyncio.Event] = {}
+        self._tasks: dict[int, tuple[int, dict[str, Any], dict[int, Server], dict[str, int]]] = {}
+        self.writer = Writer(store)
+        self.started = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def wait_task(self, task_id: int, timeout: float = 60.0) -> TaskStatus:
+        """Until the task is no longer RUNNING (for tests and the demo: no polling sleeps)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                # taken before reading: a finish while we read sets this very event
+                event = self._task_events.setdefault(task_id, asyncio.Event())
+                status = await self.store.task_status(task_id)
+                if status != TaskStatus.RUNNING:
+                    return status
+                await event.wait()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Run until `stopping` is set; then drain running subtasks (bounded) and cancel the rest."""
+        writer_stopping = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.writer.run(writer_stopping), name="engine-writer")
+            for claimed in await self.store.reclaim(self.owner, self.lease):
+                log.info("resuming subtask %s (%s) of task %s", claimed.id, claimed.name, claimed.task_id)
+                self._start(tg, claimed)
+            heartbeat = tg.create_task(self._heartbeat(), name="engine-heartbeat")
+            self.started.set()
+            while not stopping.is_set():
+                free = self.max_concurrency - len(self._running)
+                claimed_now = await self.store.claim_ready(self.owner, self.lease, free) if free > 0 else []
+                for claimed in claimed_now:
+                    self._start(tg, claimed)
+                if claimed_now and len(claimed_now) == free:
+                    continue
+                await self._sleep(stopping)
+            heartbeat.cancel()
+            await self._drain()
+            writer_stopping.set()  # after the drain: outcomes decided while draining are still written
+
+    async def _sleep(self, stopping: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]
+        try:
+            await asyncio.wait(waits, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        self._wake.clear()
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        log.info("draining %d running subtask(s) for up to %.0fs", len(self._running), self.drain_timeout)
+        _, pending = await asyncio.wait(list(self._running.values()), timeout=self.drain_timeout)
+        for t in pending:
+            t.cancel()  # stays RUNNING under our lease: resumed at the next start
+
+    async def _heartbeat(self) -> None:
+        next_reclaim = time.monotonic() + self.lease
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            await self.store.renew(self.owner, list(self._running), self.lease)
+            if time.monotonic() >= next_reclaim:
+                next_reclaim = time.monotonic() + self.lease
+                self.wake()  # leases of other controllers may have expired, and other writers may exist
+
+    def _start(self, tg: asyncio.TaskGroup, claimed: Claimed) -> None:
+        self._running[claimed.id] = tg.create_task(self._execute(claimed), name=f"subtask-{claimed.id}")
+
+    async def _task_of(self, task_id: int) -> tuple[int, dict[str, Any], dict[int, Server], dict[str, int]]:
+        """(cluster id, context, servers, zone ids) of a task, read once: fixed while it runs."""
+        if task_id not in self._tasks:
+            cluster_id, context = await self.store.task_header(task_id)
+            _, zones, servers = await self.store.cluster(cluster_id)
+            self._tasks[task_id] = (
+                cluster_id,
+                context,
+                {s.id: s for s in servers},
+                {z.name: z.id for z in zones},
+            )
+        return self._tasks[task_id]
+
+    async def _execute(self, claimed: Claimed) -> None:
+        try:
+            # remote calls give up a little before the engine's own timeout, to say why (agent offline...)
+            margin = min(2.0, claimed.timeout * 0.1)
+            deadline = time.monotonic() + claimed.timeout - margin
+            cluster_id, context, servers, zones = await self._task_of(claimed.task_id)
+            run = StepRun(self.store, self.writer, claimed, cluster_id, deadline, context, servers, zones)
+            ok, line = True, ""
+            try:
+                async with asyncio.timeout(claimed.timeout):
+                    line = await self.runner(run)
+            except StepFailed as exc:
+                ok, line = False, exc.message
+            except TimeoutError:
+                ok, line = False, f"timed out after {claimed.timeout}s"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)
+                ok, line = False, f"internal error: {exc!r}"
+            try:
+                done = await asyncio.shield(self.writer.finish(run.finish_request(self.owner, ok, line)))
+            except LeaseLost as exc:
+                log.warning("%s", exc)
+                return
+            if done.promoted:
+                self.wake()
+            if done.task_status is not None and done.task_status != TaskStatus.RUNNING:
+                log.info("task %s %s", done.task_id, done.task_status)
+                self._tasks.pop(done.task_id, None)  # read again if it is retried
+                if event := self._task_events.pop(done.task_id, None):
+                    event.set()  # every waiter holds this event; the next wait makes a new one
+            if not ok:
+                log.warning(
+                    "subtask %s (%s) of task %s failed: %s", claimed.id, claimed.name, claimed.task_id, line
+                )
+        finally:
+            self._running.pop(claimed.id, None)
+            self.wake()  # a slot is free: READY subtasks beyond max_concurrency may be waiting for it

@@ -1,0 +1,148 @@
+"""Graceful in SQL: a minor freeze before any process is touched, and a bounded wait for each server's
+checkpoint to move past where it was, so the restart replays little log.
+
+observer turns SIGTERM into SIGKILL, so this is the whole of a graceful stop. "Prepare stop cluster"
+reads each server's minimum checkpoint_scn and issues `ALTER SYSTEM MINOR FREEZE SERVER=(...)`; each
+server's "Prepare stop observer" then waits (polling quickly at first, backing off) until its checkpoint
+has grown; the Wait node after them starts the kills only when every wait is over. Skippable with
+`freeze: false`; an unreachable cluster stops processes only with `force: true`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from obstop.controller.config import ClusterSQLConfig, ControllerConfig
+from obstop.controller.errors import StepFailed
+from obstop.controller.states.server import ServerStatus
+from obstop.controller.steps.cluster_sql import ClusterSQL, SQLFailed, SQLUnavailable
+from obstop.controller.steps.stop import StepRun
+from obstop.controller.store.core import Store
+from obstop.controller.store.models import Server
+
+CHECKPOINT_SQL = (
+    "SELECT checkpoint_scn FROM oceanbase.__all_virtual_ls_info WHERE svr_ip = %s AND svr_port = %s "
+    "ORDER BY checkpoint_scn ASC LIMIT 1"
+)
+PREPARE_NODE = "prepare_cluster"
+
+
+class SQLPreparation:
+    def __init__(self, store: Store, config: ControllerConfig) -> None:
+        self.store = store
+        self.sql = {c.cluster_id: c for c in config.cluster_sql}
+
+    async def _endpoints(self, cluster_id: int, first: Server | None = None) -> list[tuple[str, int]]:
+        _, _, servers = await self.store.cluster(cluster_id)
+        # RUNNING servers first; the server being prepared first of all (its own view is freshest)
+        ordered = sorted(
+            servers,
+            key=lambda s: (
+                s is not first and s.id != (first.id if first else None),
+                s.status != ServerStatus.RUNNING,
+                s.id,
+            ),
+        )
+        return [(s.ip, s.sql_port) for s in ordered]
+
+    def _config(self, run: StepRun) -> ClusterSQLConfig | None:
+        return self.sql.get(run.cluster_id)
+
+    async def prepare_cluster(self, run: StepRun) -> None:
+        if run.option("freeze", "true") != "true":
+            await run.log("minor freeze skipped: the stop request said freeze: false")
+            return
+        cfg = self._config(run)
+        if cfg is None:
+            await run.log(
+                f"minor freeze skipped: no [[cluster_sql]] credentials for cluster {run.cluster_id}"
+            )
+            return
+        force = run.option("force", "false") == "true"
+        timeout_s = int(run.option("freeze_timeout_seconds", "600"))
+        _, _, servers = await self.store.cluster(run.cluster_id)
+        wanted = set(run.task_context.get("listMap", {}).get("server_ids", []))
+        targets = [s for s in servers if s.id in wanted]
+        try:
+            async with ClusterSQL(cfg, await self._endpoints(run.cluster_id), run.log) as sql:
+                await sql.execute(f"SET ob_query_timeout = {int(cfg.statement_timeout * 1_000_000)}")
+                before: dict[str, int | None] = {}
+                for s in targets:
+                    rows = await sql.execute(CHECKPOINT_SQL, (s.ip, s.rpc_port))
+                    before[f"{s.ip}:{s.rpc_port}"] = int(rows[0][0]) if rows and rows[0][0] else None
+                names = ", ".join(f"'{key}'" for key in before)
+                await sql.execute(f"ALTER SYSTEM MINOR FREEZE SERVER = ({names})")
+        except SQLUnavailable as exc:
+            if not force:
+                raise StepFailed(
+                    f"{exc.message}. No process was touched; stop with force: true to stop the "
+                    "processes without the minor freeze"
+                ) from exc
+            await run.log(f"{exc.message}; force: true, so the processes will be stopped without a freeze")
+            run.result = {"freeze": {"started": False, "reason": exc.message}}
+            return
+        except SQLFailed as exc:
+            raise StepFailed(f"minor freeze failed: {exc.message}. No process was touched") from exc
+        run.result = {"freeze": {"started": True, "before": before, "timeout_seconds": timeout_s}}
+        await run.log(
+            f"minor freeze issued for {len(before)} server(s); each waits up to {timeout_s}s "
+            "for its checkpoint in its Prepare stop observer"
+        )
+
+    async def prepare_server(self, run: StepRun, server: Server) -> None:
+        if run.option("freeze", "true") != "true" or self._config(run) is None:
+            return  # no freeze was issued (prepare_cluster said why in its log)
+        found = await self.store.node_result(run.task_id, PREPARE_NODE)
+        freeze = (found or {}).get("freeze")
+        if not freeze or not freeze.get("started"):
+            return
+        key = f"{server.ip}:{server.rpc_port}"
+        before = freeze["before"].get(key)
+        if before is None:
+            await run.log(f"{key} had no log stream before the freeze: no checkpoint to wait for")
+            return
+        cfg = self._config(run)
+        assert cfg is not None  # the freeze was issued with it
+        timeout_s = float(freeze.get("timeout_seconds", 600))
+        try:
+            async with ClusterSQL(cfg, await self._endpoints(run.cluster_id, server), run.log) as sql:
+                await self._wait_checkpoint(run, sql, server, int(before), timeout_s)
+        except SQLUnavailable as exc:
+            if run.option("force", "false") != "true":
+                raise StepFailed(f"waiting for the freeze of {key}: {exc.message}") from exc
+            await run.log(f"{exc.message}; force: true, so not waiting for the freeze of {key}")
+
+    async def _wait_checkpoint(
+        self, run: StepRun, sql: ClusterSQL, server: Server, before: int, timeout_s: float
+    ) -> None:
+        key = f"{server.ip}:{server.rpc_port}"
+        started = time.monotonic()
+        delay, last_report, current = 0.05, started, before
+        await run.log(f"waiting for the checkpoint of {key} to pass {before} (at most {timeout_s:g}s)")
+        while True:
+            try:
+                rows = await sql.execute(CHECKPOINT_SQL, (server.ip, server.rpc_port), quiet=True)
+            except SQLFailed as exc:
+                raise StepFailed(f"waiting for the freeze of {key}: {exc.message}") from exc
+            if not rows:
+                await run.log(f"{key} has no log stream now: nothing to wait for")
+                return
+            current = int(rows[0][0])
+            waited = time.monotonic() - started
+            if current > before:
+                await run.log(
+                    f"checkpoint of {key} advanced {before} -> {current} after {waited * 1000:.0f} ms"
+                )
+                return
+            if waited >= timeout_s:
+                raise StepFailed(
+                    f"minor freeze of {key} not done after {timeout_s:g}s: checkpoint_scn still "
+                    f"{current} (was {before} before the freeze); no process was touched"
+                )
+            if time.monotonic() - last_report >= 5:
+                last_report = time.monotonic()
+                await run.log(f"still waiting for the checkpoint of {key} ({waited:.0f}s of {timeout_s:g}s)")
+            # a poll interval: the cluster offers no event to await
+            await asyncio.sleep(min(delay, max(0.0, started + timeout_s - time.monotonic())))
+            delay = min(delay * 1.6, 2.0)

@@ -1,0 +1,121 @@
+"""The fake observer's SQL port: the MySQL protocol (mysql-mimic), answering the OceanBase SQL a stop uses
+(OCEANBASE_SQL.md) from the fake cluster's shared state, and recording every statement."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from mysql_mimic import IdentityProvider, MysqlServer, NativePasswordAuthPlugin, Session, User
+from mysql_mimic.errors import ErrorCode, MysqlError
+
+from obstop.fakes.cluster import FakeCluster
+
+_WS = re.compile(r"\s+")
+_ADDR = re.compile(r"'([0-9.]+):(\d+)'")
+_FREEZE = re.compile(r"^ALTER SYSTEM MINOR FREEZE\b(.*)$", re.I)
+_STOP_ZONE = re.compile(r"^ALTER SYSTEM (?:FORCE )?STOP ZONE '([^']+)'", re.I)
+_STOP_SERVER = re.compile(r"^ALTER SYSTEM (?:FORCE )?STOP SERVER (.*)$", re.I)
+_SET = re.compile(r"^SET\s+(?:SESSION\s+)?@?@?(ob_query_timeout|ob_trx_timeout|autocommit|names)\b", re.I)
+_LS_INFO = re.compile(r"__all_virtual_ls_info.*svr_ip\s*=\s*'([0-9.]+)'.*svr_port\s*=\s*(\d+)", re.I | re.S)
+
+
+class Identity(IdentityProvider):  # type: ignore[misc]  # mysql-mimic ships no types
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+
+    def get_plugins(self) -> list[Any]:
+        return [NativePasswordAuthPlugin()]
+
+    async def get_user(self, username: str) -> User | None:
+        if username.split("@")[0] != "root":
+            return None
+        password = await asyncio.to_thread(self.cluster.setting, "password", "")
+        return User(
+            name=username,
+            auth_string=NativePasswordAuthPlugin.create_auth_string(password) if password else None,
+            auth_plugin=NativePasswordAuthPlugin.name,
+        )
+
+
+class ObSession(Session):  # type: ignore[misc]
+    def __init__(self, cluster: FakeCluster, me: str) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.me = me
+
+    async def handle_query(self, sql: str, attrs: dict[str, str]) -> Any:
+        text = _WS.sub(" ", sql.strip().rstrip(";"))
+        await asyncio.to_thread(self.cluster.record, self.me, text)
+        upper = text.upper()
+        if m := _FREEZE.match(text):
+            servers = [(ip, int(port)) for ip, port in _ADDR.findall(m.group(1))]
+            if not servers:  # a freeze of the whole cluster
+                servers = [
+                    (s.ip, s.rpc_port) for s in await asyncio.to_thread(self.cluster.servers) if s.alive
+                ]
+            await asyncio.to_thread(self.cluster.freeze, servers)
+            return None
+        if m := _STOP_ZONE.match(text):
+            await asyncio.to_thread(self.cluster.stop_zone, m.group(1))
+            return None
+        if m := _STOP_SERVER.match(text):
+            for ip, port in _ADDR.findall(m.group(1)):
+                await asyncio.to_thread(self.cluster.stop_server, ip, int(port))
+            return None
+        if _SET.match(text):
+            return None
+        if "DBA_OB_SERVERS" in upper:
+            rows = [
+                (
+                    s.ip,
+                    s.rpc_port,
+                    s.zone,
+                    "ACTIVE" if s.alive else "INACTIVE",
+                    s.stop_time,
+                    1 if s.alive else 0,
+                )
+                for s in await asyncio.to_thread(self.cluster.servers)
+            ]
+            return rows, ["SVR_IP", "SVR_PORT", "ZONE", "STATUS", "STOP_TIME", "START_SERVICE_TIME"]
+        if "DBA_OB_ZONES" in upper:
+            return await asyncio.to_thread(self.cluster.zones), ["ZONE", "STATUS"]
+        if m := _LS_INFO.search(text):
+            scn = await asyncio.to_thread(self.cluster.checkpoint, m.group(1), int(m.group(2)))
+            return ([] if scn is None else [(scn,)]), ["checkpoint_scn"]
+        if upper.startswith("ALTER SYSTEM"):
+            raise MysqlError(f"fake cluster does not know: {text[:80]}", ErrorCode.NOT_SUPPORTED_YET)
+        return await super().handle_query(sql, attrs)
+
+
+class _Refuse:
+    """A SQL port that accepts and drops every connection (misbehaviour --sql-refuse)."""
+
+    def __init__(self, server: asyncio.Server) -> None:
+        self.server = server
+
+    async def __aenter__(self) -> _Refuse:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+
+async def serve_sql(sock: socket.socket, cluster_dir: Path, args: argparse.Namespace) -> Any:
+    """Register this observer in its cluster and serve its SQL port; returns an async context manager."""
+    cluster = FakeCluster(cluster_dir)
+    await asyncio.to_thread(cluster.register, args.ip, args.rpc_port, args.sql_port, args.zone)
+    if getattr(args, "sql_refuse", False):
+
+        async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        return _Refuse(await asyncio.start_server(drop, sock=sock))
+    me = f"{args.ip}:{args.sql_port}"
+    server = MysqlServer(session_factory=lambda: ObSession(cluster, me), identity_provider=Identity(cluster))
+    await server.start_server(sock=sock, port=None)
+    return server
