@@ -27,9 +27,9 @@ from bench.scale import stage_timeline
 from obstop.agent import procedure
 from obstop.agent.executors.local import LocalHost
 from obstop.agent.protocol import ObserverTarget
-from obstop.demo import free_block
 from obstop.fakes import hosts as fakehosts
 from obstop.fakes.install import FakeObserver, start
+from obstop.fakes.net import free_block
 
 
 def single_observer_stop(work: Path, runs: int) -> list[float]:

@@ -35,8 +35,8 @@ import tomli_w
 
 from bench.common import controller, free_port, mosquitto, summary, wait_port
 from bench.parallel import restart_observers
-from obstop.demo import free_block
 from obstop.fakes import hosts as fakehosts
+from obstop.fakes.net import free_block
 
 # the same check, signal and waits as the agent, as a POSIX one-liner (for Ansible and the serial loop)
 ONE_LINER = (

@@ -18,15 +18,18 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
 
 from obstop.agent import sdnotify
-from obstop.controller.api.app import Controller, create_app
+from obstop.controller.api import Controller, create_app
 from obstop.controller.auth import Authenticator
 from obstop.controller.config import ControllerConfig
-from obstop.controller.dispatch.agentless import AgentlessDispatcher, Dispatcher, Router
+from obstop.controller.dispatch import Dispatcher, Router
+from obstop.controller.dispatch.agentless import AgentlessDispatcher
 from obstop.controller.engine.runner import Engine
+from obstop.controller.engine.service import Service
 from obstop.controller.inventory import load_inventory
 from obstop.controller.steps.freeze import SQLPreparation
 from obstop.controller.steps.stop import StopSteps
-from obstop.controller.store.core import Store
+from obstop.controller.store import Store
+from obstop.controller.store.commands import Commands
 
 log = logging.getLogger("obstop.controller")
 
@@ -39,19 +42,32 @@ class _Server(uvicorn.Server):
         yield
 
 
+class _Marks:
+    """A command's signal marks, in the store (the agentless procedure's SignalJournal)."""
+
+    def __init__(self, commands: Commands, command_id: str) -> None:
+        self._commands = commands
+        self._command_id = command_id
+
+    async def record(self, mark: str) -> bool:
+        return await self._commands.mark(self._command_id, mark)
+
+
 @dataclass
 class Parts:
+    """The controller, wired: everything but the HTTP server (tests drive `app` through ASGI)."""
+
     config: ControllerConfig
     store: Store
-    dispatchers: list[Dispatcher]
     router: Router
     engine: Engine
+    service: Service
     app: FastAPI
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """The engine and dispatchers until stopping is set (the API server is the caller's)."""
+        """The engine and dispatchers until stopping is set."""
         async with asyncio.TaskGroup() as tg:
-            for d in self.dispatchers:
+            for d in self.router.dispatchers:
                 tg.create_task(d.run(stopping), name=f"dispatcher-{type(d).__name__}")
             tg.create_task(self.engine.run(stopping), name="engine")
 
@@ -61,11 +77,13 @@ class Parts:
 
 
 def dispatchers_for(config: ControllerConfig, store: Store) -> list[Dispatcher]:
-    found: list[Dispatcher] = [AgentlessDispatcher(config.agentless, store)]
+    found: list[Dispatcher] = [
+        AgentlessDispatcher(config.agentless, lambda command_id: _Marks(store.commands, command_id))
+    ]
     if config.mqtt.url:
         from obstop.controller.dispatch.mqtt import MqttDispatcher
 
-        found.append(MqttDispatcher(config, store))
+        found.append(MqttDispatcher(config))
     return found
 
 
@@ -74,13 +92,12 @@ async def build(config: ControllerConfig) -> Parts:
     inventory = load_inventory(config.inventory)
     store = await Store.open(config.store.url)
     try:
-        await store.sync_inventory(inventory)
+        await store.clusters.sync(inventory)
+        router = Router(*dispatchers_for(config, store))
     except BaseException:
         await store.close()
         raise
-    dispatchers = dispatchers_for(config, store)
-    router = Router(*dispatchers)
-    steps = StopSteps(store, router, config, SQLPreparation(store, config))
+    steps = StopSteps(router, config.stop, SQLPreparation(config.cluster_sql))
     engine = Engine(
         store,
         steps.run,
@@ -89,22 +106,14 @@ async def build(config: ControllerConfig) -> Parts:
         max_concurrency=config.engine.max_concurrency,
     )
     registry = CollectorRegistry()
-    ctl = Controller(
-        config,
-        store,
-        engine,
-        Authenticator(config.api.users),
-        registry,
-        Counter("obstop_tasks_created", "stop tasks created", registry=registry),
-    )
-    return Parts(config, store, dispatchers, router, engine, create_app(ctl))
+    created = Counter("obstop_tasks_created", "tasks created", registry=registry)
+    service = Service(config, store, engine, created)
+    app = create_app(Controller(config, store, service, Authenticator(config.api.users), registry))
+    return Parts(config, store, router, engine, service, app)
 
 
-async def run(config: ControllerConfig, stopping: asyncio.Event | None = None) -> None:
-    stopping = stopping or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    """The controller until stopping is set; `ready` is set once the API listens."""
     parts = await build(config)
     host, port = config.api.host_port
     server = _Server(
@@ -118,11 +127,13 @@ async def run(config: ControllerConfig, stopping: asyncio.Event | None = None) -
     async def health() -> None:
         """READY once the API listens; watchdog pings only while the store answers."""
         while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag only
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
+        if ready is not None:
+            ready.set()
         sdnotify.notify("READY=1")
         interval = sdnotify.watchdog_interval()
         while interval is not None and not stopping.is_set():
-            await parts.store.ping()
+            await parts.store.db.ping()
             sdnotify.notify("WATCHDOG=1")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
@@ -140,3 +151,12 @@ async def run(config: ControllerConfig, stopping: asyncio.Event | None = None) -
     finally:
         await parts.close()
     log.info("controller stopped")
+
+
+async def serve(config: ControllerConfig) -> None:
+    """The daemon: run() with SIGTERM and SIGINT setting the stop event."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await run(config, stopping)

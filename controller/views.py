@@ -126,3 +126,12 @@ def task_view(t: Task, cluster: Cluster | None, subtasks: Sequence[SubtaskFields
     if subtasks is not None:
         out["tasks"] = [subtask_view(s) for s in subtasks]
     return out
+
+
+def page(number: int, size: int, total: int) -> dict[str, int]:
+    return {
+        "number": number,
+        "size": size,
+        "totalElements": total,
+        "totalPages": -(-total // size) if size else 0,
+    }

@@ -12,9 +12,9 @@ import contextlib
 import logging
 import shutil
 import signal
-import socket
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +25,10 @@ from rich.table import Table
 
 from obstop import render
 from obstop.agent.mqtt_session import parse_url
+from obstop.controller import daemon
 from obstop.controller.config import load_config
-from obstop.controller.daemon import _Server, build
 from obstop.fakes import hosts as fakehosts
-from obstop.fakes.hosts import free_port
-
-
-def free_block(count: int) -> str:
-    """The first 127.0.X.11 from which `count` addresses have ports 2881 and 2882 free."""
-    for third in range(0, 250):
-        ips = [f"127.0.{third}.{11 + i}" for i in range(count)]
-        if all(_bindable(ip, p) for ip in ips for p in (2881, 2882)):
-            return ips[0]
-    raise RuntimeError("no free block of loopback addresses with ports 2881/2882 free")
-
-
-def _bindable(ip: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((ip, port))
-            return True
-        except OSError:
-            return False
+from obstop.fakes.net import bindable, free_block, free_port
 
 
 async def _start_broker(port: int) -> Any:
@@ -91,26 +73,18 @@ async def run_demo(zones: int, servers_per_zone: int, keep: bool, console: Conso
                 f"  {h.host}  {h.zone}  {h.ip}:2881/2882  observer {h.observer_pid}  agent {h.agent_pid}"
             )
         config = load_config(work / "controller.toml")
-        parts = await build(config)
-        host, port = config.api.host_port
-        import uvicorn
-
-        server = _Server(uvicorn.Config(parts.app, host=host, port=port, log_level="warning", lifespan="off"))
+        ready, done = asyncio.Event(), asyncio.Event()
         result = 1
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(parts.run(stopping), name="controller")
-                serve = tg.create_task(server.serve(), name="api")
-                while not server.started and not serve.done():  # noqa: ASYNC110 - uvicorn exposes a flag only
-                    await asyncio.sleep(0.01)
+        async with asyncio.TaskGroup() as tg:
+            controller = tg.create_task(daemon.run(config, done, ready), name="controller")
+            try:
+                await _first(ready.wait(), controller)
                 console.print(f"controller on {fleet.api_url} (SQLite in {work}/state)\n")
                 result = await _stop_and_watch(
                     fleet.api_url, (work / "admin.password").read_text().strip(), fleet, stopping, console
                 )
-                stopping.set()
-                server.should_exit = True
-        finally:
-            await parts.close()
+            finally:
+                done.set()
         return result
     finally:
         with contextlib.suppress(Exception):
@@ -122,6 +96,18 @@ async def run_demo(zones: int, servers_per_zone: int, keep: bool, console: Conso
             console.print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+async def _first(ready: Coroutine[Any, Any, Any], controller: asyncio.Task[None]) -> None:
+    """Until the controller is ready, or has ended (its error is then raised)."""
+    waiting = asyncio.ensure_future(ready)
+    try:
+        await asyncio.wait({waiting, controller}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if controller.done():
+        controller.result()
+        raise RuntimeError("the controller ended before it was ready")
 
 
 async def _stop_and_watch(
@@ -174,7 +160,7 @@ def _summary(
             gone = psutil.Process(h.observer_pid).status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             gone = True
-        free = all(_bindable(h.ip, p) for p in (2881, 2882))
+        free = all(bindable(h.ip, p) for p in (2881, 2882))
         t.add_row(
             h.host,
             h.zone,

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from obstop.demo import free_block
+from obstop.fakes.net import free_block
 from tests.support import Mosquitto, wait_port
 
 pytestmark = pytest.mark.mqtt

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from obstop.controller.store.models import Event, Subtask, Task
+from obstop.controller.store.models import HistoryEvent, Subtask, Task
 from tests.conftest import Fakes
 from tests.ctl import ADMIN, Env, basic, running, start_cluster, write_config
 
@@ -24,9 +24,9 @@ async def env(tmp_path: Path, fakes: Fakes) -> AsyncIterator[Env]:
 
 
 async def snapshot(env: Env) -> tuple[int, int, int]:
-    async with env.store.tx() as s:
+    async with env.store.db.tx() as s:
         return tuple(
-            [await s.scalar(sa.select(sa.func.count()).select_from(m)) for m in (Task, Subtask, Event)]
+            [await s.scalar(sa.select(sa.func.count()).select_from(m)) for m in (Task, Subtask, HistoryEvent)]
         )
 
 

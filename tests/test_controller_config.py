@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from obstop.controller.config import load_config
 from obstop.controller.errors import ConfigError
 from obstop.controller.inventory import load_inventory
-from obstop.controller.store.core import Store
+from obstop.controller.store import Store
 from obstop.controller.store.models import Base
 
 GOOD_SERVER = (
@@ -75,12 +75,12 @@ def test_bad_config_names_the_field(tmp_path: Path) -> None:
 async def test_migrations_equal_models(tmp_path: Path) -> None:
     store = await Store.open(f"sqlite:///{tmp_path}/m.db")
     try:
-        async with store.engine.connect() as conn:
+        async with store.db.engine.connect() as conn:
             diff = await conn.run_sync(
                 lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
             )
         assert diff == []
-        await store.migrate()  # idempotent
+        await store.db.migrate()  # idempotent
     finally:
         await store.close()
 

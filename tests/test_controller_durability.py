@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from obstop.controller.store.core import Store
+from obstop.controller.store import Store
 from tests.conftest import Fakes
 from tests.ctl import ADMIN, database, start_cluster, write_config
 from tests.support import alive, free_port
@@ -143,10 +143,10 @@ async def test_sigkill_mid_stop_and_restart_finishes_once(
         assert all("already sent to pid" in text for text in stop_logs), stop_logs
     assert ctl.stop() == 0  # SIGTERM: a clean exit
 
-    store = Store(store_url)
+    store = await Store.open(store_url)
     try:
         stops = [s["id"] for s in task["tasks"] if s["name"] == "Stop observer process"]
-        commands = await store.commands_of(stops)
+        commands = await store.commands.of_subtasks(stops)
         assert sorted(c.subtask_id for c in commands) == sorted(stops)  # one command id per observer
         assert all(c.result is not None and c.result["ok"] for c in commands)
     finally:

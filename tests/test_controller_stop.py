@@ -124,7 +124,7 @@ async def test_full_stop_ends_successful_with_everything_stopped(
         assert {s["status"] for s in task["tasks"]} == {"SUCCESSFUL"}
         assert {s["runTime"] for s in task["tasks"]} == {1}
         # every transition left an event row: the task's history reads back
-        history = [(e.entity, e.from_status, e.to_status) for e in await env.store.events(task_id)]
+        history = [(e.entity, e.from_status, e.to_status) for e in await env.store.tasks.history(task_id)]
         assert history.count(("subtask", "RUNNING", "SUCCESSFUL")) == len(task["tasks"])
         assert ("cluster", "RUNNING", "STOPPING") in history and ("cluster", "STOPPING", "STOPPED") in history
         assert history.count(("server", "PROCESS_STOPPING", "PROCESS_STOPPED")) == 6
@@ -170,7 +170,9 @@ async def test_failed_stop_is_retried_after_the_cause_is_removed(
                     assert s["runTime"] == 1 and s["startTime"] == before[s["id"]]["startTime"]
             assert alive(bystander.pid) and not alive(real_pid)
             tasks_history = [
-                (e.from_status, e.to_status) for e in await env.store.events(task_id) if e.entity == "task"
+                (e.from_status, e.to_status)
+                for e in await env.store.tasks.history(task_id)
+                if e.entity == "task"
             ]
             assert tasks_history == [
                 (None, "RUNNING"),

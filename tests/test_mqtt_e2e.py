@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from obstop.demo import free_block
 from obstop.fakes import hosts as fakehosts
+from obstop.fakes.net import free_block
 from tests.ctl import ADMIN, Env, amend_config, running
 from tests.support import Mosquitto, alive, wait_dead
 

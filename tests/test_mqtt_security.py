@@ -28,9 +28,9 @@ from obstop.agent.protocol import (
     new_command,
     utcnow,
 )
-from obstop.demo import free_block
 from obstop.fakes import hosts as fakehosts
 from obstop.fakes.install import FakeObserver, start
+from obstop.fakes.net import free_block
 from tests.support import Mosquitto, alive
 
 pytestmark = pytest.mark.mqtt

@@ -37,9 +37,8 @@ from obstop.agent.protocol import (
 )
 from obstop.agent.signing import load_private, sign
 from obstop.controller.config import ControllerConfig
-from obstop.controller.dispatch.agentless import Log
+from obstop.controller.dispatch import Log
 from obstop.controller.errors import ConfigError, StepFailed
-from obstop.controller.store.core import Store
 
 logger = logging.getLogger("obstop.mqtt")
 
@@ -56,13 +55,12 @@ class _Waiter:
 
 
 class MqttDispatcher:
-    def __init__(self, config: ControllerConfig, store: Store) -> None:
+    def __init__(self, config: ControllerConfig) -> None:
         if config.signing.private_key is None:
             raise ConfigError(
                 "[mqtt] is set but [signing] private_key is not: agents accept only signed commands"
             )
         self.config = config
-        self.store = store
         self.key = load_private(config.signing.private_key)
         self.routes = dict(config.agents.via)
         self._client: aiomqtt.Client | None = None

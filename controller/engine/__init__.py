@@ -1,1 +1,4 @@
-"""TODO"""
+"""The engine: runs tasks durably (runner), commits their outcomes in groups (writer), and offers the
+operations the API asks for (service). It owns the store's writes while a task runs; the steps it runs
+reach it only through their StepSink. Imported by the API (service only) and the daemon.
+"""

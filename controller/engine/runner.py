@@ -12,18 +12,50 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from obstop.controller.engine.writer import Writer
 from obstop.controller.errors import StepFailed
 from obstop.controller.states.task import TaskStatus
-from obstop.controller.steps.stop import StepRun
-from obstop.controller.store.core import Claimed, LeaseLost, Store
-from obstop.controller.store.models import Server
+from obstop.controller.steps.run import ServerFacts, StepRun
+from obstop.controller.store import Claimed, FinishRequest, LeaseLost, Store
 
 log = logging.getLogger("obstop.engine")
 
 Runner = Callable[[StepRun], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class _TaskFacts:
+    """What every step of a task needs, read once: fixed while it runs."""
+
+    cluster_id: int
+    context: dict[str, Any]
+    servers: dict[int, ServerFacts]
+    zones: dict[str, int]
+
+
+class _Sink:
+    """The engine's side of the steps' StepSink."""
+
+    def __init__(self, store: Store, writer: Writer) -> None:
+        self.store = store
+        self.writer = writer
+
+    def log(self, subtask_id: int, line: str) -> None:
+        self.writer.log(subtask_id, line)
+
+    async def command_begin(
+        self, command_id: str, subtask_id: int, agent_id: str, kind: str
+    ) -> dict[str, Any] | None:
+        return await self.writer.command_begin(command_id, subtask_id, agent_id, kind)
+
+    async def node_result(self, task_id: int, node: str) -> dict[str, Any] | None:
+        return await self.store.tasks.node_result(task_id, node)
+
+    async def server_statuses(self, cluster_id: int) -> dict[int, str]:
+        return await self.store.clusters.server_statuses(cluster_id)
 
 
 class Engine:
@@ -48,8 +80,9 @@ class Engine:
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._task_events: dict[int, asyncio.Event] = {}
-        self._tasks: dict[int, tuple[int, dict[str, Any], dict[int, Server], dict[str, int]]] = {}
+        self._tasks: dict[int, _TaskFacts] = {}
         self.writer = Writer(store)
+        self.sink = _Sink(store, self.writer)
         self.started = asyncio.Event()
 
     def wake(self) -> None:
@@ -61,7 +94,7 @@ class Engine:
             while True:
                 # taken before reading: a finish while we read sets this very event
                 event = self._task_events.setdefault(task_id, asyncio.Event())
-                status = await self.store.task_status(task_id)
+                status = await self.store.tasks.status(task_id)
                 if status != TaskStatus.RUNNING:
                     return status
                 await event.wait()
@@ -71,14 +104,16 @@ class Engine:
         writer_stopping = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.writer.run(writer_stopping), name="engine-writer")
-            for claimed in await self.store.reclaim(self.owner, self.lease):
+            for claimed in await self.store.leases.reclaim(self.owner, self.lease):
                 log.info("resuming subtask %s (%s) of task %s", claimed.id, claimed.name, claimed.task_id)
                 self._start(tg, claimed)
             heartbeat = tg.create_task(self._heartbeat(), name="engine-heartbeat")
             self.started.set()
             while not stopping.is_set():
                 free = self.max_concurrency - len(self._running)
-                claimed_now = await self.store.claim_ready(self.owner, self.lease, free) if free > 0 else []
+                claimed_now = (
+                    await self.store.leases.claim_ready(self.owner, self.lease, free) if free > 0 else []
+                )
                 for claimed in claimed_now:
                     self._start(tg, claimed)
                 if claimed_now and len(claimed_now) == free:
@@ -109,7 +144,7 @@ class Engine:
         next_reclaim = time.monotonic() + self.lease
         while True:
             await asyncio.sleep(self.lease / 3)
-            await self.store.renew(self.owner, list(self._running), self.lease)
+            await self.store.leases.renew(self.owner, list(self._running), self.lease)
             if time.monotonic() >= next_reclaim:
                 next_reclaim = time.monotonic() + self.lease
                 self.wake()  # leases of other controllers may have expired, and other writers may exist
@@ -117,15 +152,17 @@ class Engine:
     def _start(self, tg: asyncio.TaskGroup, claimed: Claimed) -> None:
         self._running[claimed.id] = tg.create_task(self._execute(claimed), name=f"subtask-{claimed.id}")
 
-    async def _task_of(self, task_id: int) -> tuple[int, dict[str, Any], dict[int, Server], dict[str, int]]:
-        """(cluster id, context, servers, zone ids) of a task, read once: fixed while it runs."""
+    async def _task_of(self, task_id: int) -> _TaskFacts:
         if task_id not in self._tasks:
-            cluster_id, context = await self.store.task_header(task_id)
-            _, zones, servers = await self.store.cluster(cluster_id)
-            self._tasks[task_id] = (
+            cluster_id, context = await self.store.tasks.header(task_id)
+            _, zones, servers = await self.store.clusters.get(cluster_id)
+            self._tasks[task_id] = _TaskFacts(
                 cluster_id,
                 context,
-                {s.id: s for s in servers},
+                {
+                    s.id: ServerFacts(s.id, s.zone, s.host, s.ip, s.sql_port, s.rpc_port, s.home_path)
+                    for s in servers
+                },
                 {z.name: z.id for z in zones},
             )
         return self._tasks[task_id]
@@ -135,8 +172,23 @@ class Engine:
             # remote calls give up a little before the engine's own timeout, to say why (agent offline...)
             margin = min(2.0, claimed.timeout * 0.1)
             deadline = time.monotonic() + claimed.timeout - margin
-            cluster_id, context, servers, zones = await self._task_of(claimed.task_id)
-            run = StepRun(self.store, self.writer, claimed, cluster_id, deadline, context, servers, zones)
+            facts = await self._task_of(claimed.task_id)
+            run = StepRun(
+                subtask_id=claimed.id,
+                task_id=claimed.task_id,
+                node=claimed.node,
+                step=claimed.step,
+                run_time=claimed.run_time,
+                operation=claimed.operation,
+                context=claimed.context,
+                cluster_id=facts.cluster_id,
+                task_context=facts.context,
+                deadline=deadline,
+                command_prefix=f"obstop-{self.store.id}",
+                servers=facts.servers,
+                zones=facts.zones,
+                sink=self.sink,
+            )
             ok, line = True, ""
             try:
                 async with asyncio.timeout(claimed.timeout):
@@ -151,7 +203,16 @@ class Engine:
                 log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)
                 ok, line = False, f"internal error: {exc!r}"
             try:
-                done = await asyncio.shield(self.writer.finish(run.finish_request(self.owner, ok, line)))
+                request = FinishRequest(
+                    run.subtask_id,
+                    self.owner,
+                    ok,
+                    line,
+                    run.result,
+                    tuple(run.moves) if ok else (),
+                    run.command_result,
+                )
+                done = await asyncio.shield(self.writer.finish(request))
             except LeaseLost as exc:
                 log.warning("%s", exc)
                 return

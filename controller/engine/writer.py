@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from obstop.controller.store.core import Finished, FinishRequest, LeaseLost, Store
+from obstop.controller.store import Finished, FinishRequest, LeaseLost, Store
 from obstop.controller.store.models import now
 
 log = logging.getLogger("obstop.writer")
@@ -80,7 +80,7 @@ class Writer:
     async def _commit(self, batch: _Batch) -> None:
         started = time.monotonic()
         try:
-            finished, recorded = await self.store.write_batch(
+            finished, recorded = await self.store.finishes.write_batch(
                 batch.logs, [r for r, _ in batch.finishes], [b for b, _ in batch.begins]
             )
         except Exception as exc:

@@ -1,26 +1,11 @@
-"""State machines: one module each, a StrEnum of states and a TRANSITIONS table."""
+"""The state machines of cluster, zone, server, task and subtask: the only source of legal moves.
 
-from __future__ import annotations
+Each module holds one machine: a StrEnum of states and its TRANSITIONS table, wrapped in a `Machine`.
+Every status change in the store goes through one: a set-based SQL move declares its edge with
+`Machine.edge()` (checked against the table when the module is imported), a move of one row is checked
+with `Machine.check()`. This package imports nothing of the project; anything in the controller may use it.
+"""
 
-from enum import StrEnum
-from typing import TypeVar
+from obstop.controller.states.machine import IllegalTransition, Machine
 
-S = TypeVar("S", bound=StrEnum)
-
-
-class IllegalTransition(Exception):
-    def __init__(self, what: str, current: StrEnum, wanted: StrEnum) -> None:
-        super().__init__(f"{what} cannot go from {current} to {wanted}")
-        self.current = current
-        self.wanted = wanted
-
-
-def check(what: str, table: dict[S, frozenset[S]], current: S, wanted: S) -> None:
-    """Raise unless current -> wanted is in the table. Staying put is always allowed (re-runs)."""
-    if wanted != current and wanted not in table.get(current, frozenset()):
-        raise IllegalTransition(what, current, wanted)
-
-
-def sources(table: dict[S, frozenset[S]], wanted: S) -> frozenset[S]:
-    """The states from which wanted can be reached (for compare-and-set WHERE clauses)."""
-    return frozenset(s for s, targets in table.items() if wanted in targets) | {wanted}
+__all__ = ["IllegalTransition", "Machine"]

@@ -1,8 +1,10 @@
-"""OB cluster statuses as OCP shows them, and the moves a stop (or its rollback) makes."""
+"""OB cluster statuses as OCP shows them, and the moves a stop, a start or their rollback make."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from obstop.controller.states.machine import Machine
 
 
 class ClusterStatus(StrEnum):
@@ -12,11 +14,13 @@ class ClusterStatus(StrEnum):
     STARTING = "STARTING"
 
 
+C = ClusterStatus
 TRANSITIONS: dict[ClusterStatus, frozenset[ClusterStatus]] = {
-    ClusterStatus.RUNNING: frozenset({ClusterStatus.STOPPING}),
-    ClusterStatus.STOPPING: frozenset({ClusterStatus.STOPPED, ClusterStatus.RUNNING}),
-    ClusterStatus.STOPPED: frozenset({ClusterStatus.STARTING}),
-    ClusterStatus.STARTING: frozenset({ClusterStatus.RUNNING, ClusterStatus.STOPPED}),
+    C.RUNNING: frozenset({C.STOPPING}),
+    C.STOPPING: frozenset({C.STOPPED, C.RUNNING}),
+    C.STOPPED: frozenset({C.STARTING}),
+    C.STARTING: frozenset({C.RUNNING, C.STOPPED}),
 }
+MACHINE = Machine("cluster", ClusterStatus, TRANSITIONS)
 
-STOPPABLE = frozenset({ClusterStatus.RUNNING})
+STOPPABLE = frozenset({C.RUNNING})

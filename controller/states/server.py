@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from obstop.controller.states.machine import Machine
+
 
 class ServerStatus(StrEnum):
     RUNNING = "RUNNING"
@@ -12,9 +14,11 @@ class ServerStatus(StrEnum):
     STARTING = "STARTING"
 
 
+V = ServerStatus
 TRANSITIONS: dict[ServerStatus, frozenset[ServerStatus]] = {
-    ServerStatus.RUNNING: frozenset({ServerStatus.PROCESS_STOPPING}),
-    ServerStatus.PROCESS_STOPPING: frozenset({ServerStatus.PROCESS_STOPPED, ServerStatus.RUNNING}),
-    ServerStatus.PROCESS_STOPPED: frozenset({ServerStatus.STARTING}),
-    ServerStatus.STARTING: frozenset({ServerStatus.RUNNING, ServerStatus.PROCESS_STOPPED}),
+    V.RUNNING: frozenset({V.PROCESS_STOPPING}),
+    V.PROCESS_STOPPING: frozenset({V.PROCESS_STOPPED, V.RUNNING}),
+    V.PROCESS_STOPPED: frozenset({V.STARTING}),
+    V.STARTING: frozenset({V.RUNNING, V.PROCESS_STOPPED}),
 }
+MACHINE = Machine("server", ServerStatus, TRANSITIONS)

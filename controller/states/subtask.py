@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from obstop.controller.states.machine import Machine
+
 
 class SubtaskStatus(StrEnum):
     PENDING = "PENDING"
@@ -22,15 +24,22 @@ class Operation(StrEnum):
     CANCEL = "CANCEL"
 
 
+S = SubtaskStatus
 TRANSITIONS: dict[SubtaskStatus, frozenset[SubtaskStatus]] = {
-    SubtaskStatus.PENDING: frozenset({SubtaskStatus.READY}),
-    SubtaskStatus.READY: frozenset({SubtaskStatus.RUNNING}),
-    SubtaskStatus.RUNNING: frozenset(
-        {SubtaskStatus.SUCCESSFUL, SubtaskStatus.FAILED, SubtaskStatus.CANCELING}
-    ),
-    SubtaskStatus.CANCELING: frozenset({SubtaskStatus.FAILED}),
-    SubtaskStatus.FAILED: frozenset({SubtaskStatus.READY}),  # retry
-    SubtaskStatus.SUCCESSFUL: frozenset(),
+    S.PENDING: frozenset({S.READY}),
+    S.READY: frozenset({S.RUNNING}),
+    S.RUNNING: frozenset({S.SUCCESSFUL, S.FAILED, S.CANCELING}),
+    S.CANCELING: frozenset({S.FAILED}),
+    S.FAILED: frozenset({S.READY}),  # retry
+    S.SUCCESSFUL: frozenset(),
 }
+MACHINE = Machine("subtask", SubtaskStatus, TRANSITIONS)
 
-ACTIVE = frozenset({SubtaskStatus.READY, SubtaskStatus.RUNNING, SubtaskStatus.CANCELING})
+# the moves the engine makes, declared against the table (an illegal one fails at import)
+PROMOTE = MACHINE.edge(S.PENDING, S.READY)
+CLAIM = MACHINE.edge(S.READY, S.RUNNING)
+SUCCEED = MACHINE.edge(S.RUNNING, S.SUCCESSFUL)
+FAIL = MACHINE.edge(S.RUNNING, S.FAILED)
+RETRY = MACHINE.edge(S.FAILED, S.READY)
+
+ACTIVE = frozenset({S.READY, S.RUNNING, S.CANCELING})

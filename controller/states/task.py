@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
+from obstop.controller.states.machine import Machine
 from obstop.controller.states.subtask import ACTIVE, SubtaskStatus
 
 
@@ -14,18 +15,21 @@ class TaskStatus(StrEnum):
     SUCCESSFUL = "SUCCESSFUL"
 
 
+T = TaskStatus
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.RUNNING: frozenset({TaskStatus.FAILED, TaskStatus.SUCCESSFUL}),
-    TaskStatus.FAILED: frozenset({TaskStatus.RUNNING}),  # retry
-    TaskStatus.SUCCESSFUL: frozenset(),
+    T.RUNNING: frozenset({T.FAILED, T.SUCCESSFUL}),
+    T.FAILED: frozenset({T.RUNNING}),  # retry
+    T.SUCCESSFUL: frozenset(),
 }
+MACHINE = Machine("task", TaskStatus, TRANSITIONS)
+RESUME = MACHINE.edge(T.FAILED, T.RUNNING)
 
 
 def derive(statuses: Iterable[SubtaskStatus]) -> TaskStatus:
     """SUCCESSFUL when all succeeded; FAILED when one failed and nothing can still run; else RUNNING."""
     seen = list(statuses)
     if all(s is SubtaskStatus.SUCCESSFUL for s in seen):
-        return TaskStatus.SUCCESSFUL
+        return T.SUCCESSFUL
     if SubtaskStatus.FAILED in seen and not any(s in ACTIVE for s in seen):
-        return TaskStatus.FAILED
-    return TaskStatus.RUNNING
+        return T.FAILED
+    return T.RUNNING

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from obstop.controller.states.machine import Machine
+
 
 class ZoneStatus(StrEnum):
     RUNNING = "RUNNING"
@@ -12,9 +14,11 @@ class ZoneStatus(StrEnum):
     STARTING = "STARTING"
 
 
+Z = ZoneStatus
 TRANSITIONS: dict[ZoneStatus, frozenset[ZoneStatus]] = {
-    ZoneStatus.RUNNING: frozenset({ZoneStatus.STOPPING}),
-    ZoneStatus.STOPPING: frozenset({ZoneStatus.STOPPED, ZoneStatus.RUNNING}),
-    ZoneStatus.STOPPED: frozenset({ZoneStatus.STARTING}),
-    ZoneStatus.STARTING: frozenset({ZoneStatus.RUNNING, ZoneStatus.STOPPED}),
+    Z.RUNNING: frozenset({Z.STOPPING}),
+    Z.STOPPING: frozenset({Z.STOPPED, Z.RUNNING}),
+    Z.STOPPED: frozenset({Z.STARTING}),
+    Z.STARTING: frozenset({Z.RUNNING, Z.STOPPED}),
 }
+MACHINE = Machine("zone", ZoneStatus, TRANSITIONS)

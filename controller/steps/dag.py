@@ -8,12 +8,33 @@ Update OB cluster status
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from obstop.controller.store.core import NodeSpec
+from obstop.controller.steps.run import TaskOptions
 
 TASK_NAME = "Stop OB cluster"
+
+
+class Node(StrEnum):
+    """Keys of the nodes other steps look up (a node key is unique within its task)."""
+
+    PREPARE_CLUSTER = "prepare_cluster"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One subtask of a DAG before it is stored: its key in the task, its step, and its upstreams by key."""
+
+    node: str
+    step: str
+    name: str
+    description: str
+    upstreams: tuple[str, ...]
+    parallel_idx: int = -1
+    timeout: int = 60
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 class Step(StrEnum):
@@ -45,15 +66,15 @@ def task_context(
     former_status: str,
     server_ids: Sequence[int],
     zone_names: Sequence[str],
-    **extra: Any,
+    options: TaskOptions,
 ) -> dict[str, Any]:
     """The task context as OCP keeps it: a string map and a list map."""
     strings = {
         "cluster_name": cluster_name,
         "cluster_id": str(cluster_id),
         "former_cluster_status": former_status,
+        **options.strings(),
     }
-    strings.update({k: str(v) for k, v in extra.items()})
     return {
         "parallelIdx": -1,
         "stringMap": strings,
@@ -108,7 +129,7 @@ def build_stop_dag(
 
     per_zone = [{"zone_name": z} for z in zones]
     per_server = [{"server_id": sid, "zone_name": z} for sid, z in servers]
-    start = add("prepare_cluster", Step.PREPARE_CLUSTER, [])
+    start = add(Node.PREPARE_CLUSTER, Step.PREPARE_CLUSTER, [])
     prep_zones = fan("prepare_zone", Step.PREPARE_ZONE, [start], per_zone)
     w1 = add("wait:1", Step.WAIT, prep_zones)
     # each server's checkpoint wait runs in its Prepare stop observer: bounded by the freeze timeout

@@ -12,35 +12,42 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
+from typing import Protocol
 
-from obstop.controller.config import ClusterSQLConfig, ControllerConfig
+from obstop.controller.config import ClusterSQLConfig
 from obstop.controller.errors import StepFailed
 from obstop.controller.states.server import ServerStatus
 from obstop.controller.steps.cluster_sql import ClusterSQL, SQLFailed, SQLUnavailable
-from obstop.controller.steps.stop import StepRun
-from obstop.controller.store.core import Store
-from obstop.controller.store.models import Server
+from obstop.controller.steps.dag import Node
+from obstop.controller.steps.run import ServerFacts, StepRun
 
 CHECKPOINT_SQL = (
     "SELECT checkpoint_scn FROM oceanbase.__all_virtual_ls_info WHERE svr_ip = %s AND svr_port = %s "
     "ORDER BY checkpoint_scn ASC LIMIT 1"
 )
-PREPARE_NODE = "prepare_cluster"
+
+
+class Preparation(Protocol):
+    """The seam for graceful cluster-level preparation (minor freeze, checkpoint wait) before kills."""
+
+    async def prepare_cluster(self, run: StepRun) -> None: ...
+
+    async def prepare_server(self, run: StepRun, server: ServerFacts) -> None: ...
 
 
 class SQLPreparation:
-    def __init__(self, store: Store, config: ControllerConfig) -> None:
-        self.store = store
-        self.sql = {c.cluster_id: c for c in config.cluster_sql}
+    def __init__(self, cluster_sql: Sequence[ClusterSQLConfig]) -> None:
+        self.sql = {c.cluster_id: c for c in cluster_sql}
 
-    async def _endpoints(self, cluster_id: int, first: Server | None = None) -> list[tuple[str, int]]:
-        _, _, servers = await self.store.cluster(cluster_id)
+    async def _endpoints(self, run: StepRun, first: ServerFacts | None = None) -> list[tuple[str, int]]:
+        statuses = await run.sink.server_statuses(run.cluster_id)
         # RUNNING servers first; the server being prepared first of all (its own view is freshest)
         ordered = sorted(
-            servers,
+            run.servers.values(),
             key=lambda s: (
-                s is not first and s.id != (first.id if first else None),
-                s.status != ServerStatus.RUNNING,
+                first is None or s.id != first.id,
+                statuses.get(s.id) != ServerStatus.RUNNING,
                 s.id,
             ),
         )
@@ -50,7 +57,7 @@ class SQLPreparation:
         return self.sql.get(run.cluster_id)
 
     async def prepare_cluster(self, run: StepRun) -> None:
-        if run.option("freeze", "true") != "true":
+        if not run.options.freeze:
             await run.log("minor freeze skipped: the stop request said freeze: false")
             return
         cfg = self._config(run)
@@ -59,13 +66,12 @@ class SQLPreparation:
                 f"minor freeze skipped: no [[cluster_sql]] credentials for cluster {run.cluster_id}"
             )
             return
-        force = run.option("force", "false") == "true"
-        timeout_s = int(run.option("freeze_timeout_seconds", "600"))
-        _, _, servers = await self.store.cluster(run.cluster_id)
+        force = run.options.force
+        timeout_s = run.options.freeze_timeout_seconds
         wanted = set(run.task_context.get("listMap", {}).get("server_ids", []))
-        targets = [s for s in servers if s.id in wanted]
+        targets = [s for s in run.servers.values() if s.id in wanted]
         try:
-            async with ClusterSQL(cfg, await self._endpoints(run.cluster_id), run.log) as sql:
+            async with ClusterSQL(cfg, await self._endpoints(run), run.log) as sql:
                 await sql.execute(f"SET ob_query_timeout = {int(cfg.statement_timeout * 1_000_000)}")
                 before: dict[str, int | None] = {}
                 for s in targets:
@@ -90,10 +96,10 @@ class SQLPreparation:
             "for its checkpoint in its Prepare stop observer"
         )
 
-    async def prepare_server(self, run: StepRun, server: Server) -> None:
-        if run.option("freeze", "true") != "true" or self._config(run) is None:
+    async def prepare_server(self, run: StepRun, server: ServerFacts) -> None:
+        if not run.options.freeze or self._config(run) is None:
             return  # no freeze was issued (prepare_cluster said why in its log)
-        found = await self.store.node_result(run.task_id, PREPARE_NODE)
+        found = await run.sink.node_result(run.task_id, Node.PREPARE_CLUSTER)
         freeze = (found or {}).get("freeze")
         if not freeze or not freeze.get("started"):
             return
@@ -104,17 +110,17 @@ class SQLPreparation:
             return
         cfg = self._config(run)
         assert cfg is not None  # the freeze was issued with it
-        timeout_s = float(freeze.get("timeout_seconds", 600))
+        timeout_s = float(freeze.get("timeout_seconds", run.options.freeze_timeout_seconds))
         try:
-            async with ClusterSQL(cfg, await self._endpoints(run.cluster_id, server), run.log) as sql:
+            async with ClusterSQL(cfg, await self._endpoints(run, server), run.log) as sql:
                 await self._wait_checkpoint(run, sql, server, int(before), timeout_s)
         except SQLUnavailable as exc:
-            if run.option("force", "false") != "true":
+            if not run.options.force:
                 raise StepFailed(f"waiting for the freeze of {key}: {exc.message}") from exc
             await run.log(f"{exc.message}; force: true, so not waiting for the freeze of {key}")
 
     async def _wait_checkpoint(
-        self, run: StepRun, sql: ClusterSQL, server: Server, before: int, timeout_s: float
+        self, run: StepRun, sql: ClusterSQL, server: ServerFacts, before: int, timeout_s: float
     ) -> None:
         key = f"{server.ip}:{server.rpc_port}"
         started = time.monotonic()

@@ -1,4 +1,4 @@
-"""The store's schema. Idempotency lives here, in unique keys, not in code:
+"""The store's schema (SQLAlchemy). Idempotency lives here, in unique keys, not in code:
 (task, node) is unique, a command id is a primary key, and a cluster is held by at most one task.
 """
 
@@ -120,7 +120,7 @@ class SubtaskLog(Base):
     line: Mapped[str] = mapped_column(sa.Text)
 
 
-class Event(Base):
+class HistoryEvent(Base):
     """One row per persisted transition, so a task's history can be read back."""
 
     __tablename__ = "events"
@@ -135,7 +135,7 @@ class Event(Base):
     note: Mapped[str | None] = mapped_column(sa.Text)
 
 
-class Command(Base):
+class CommandRecord(Base):
     """Every command sent to an agent (or run agentless), by its id, with its result once known."""
 
     __tablename__ = "commands"
@@ -164,3 +164,26 @@ class Meta(Base):
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     value: Mapped[str] = mapped_column(sa.String(256))
+
+
+def history(
+    task_id: int | None,
+    entity: str,
+    entity_id: int,
+    from_status: str | None,
+    to_status: str,
+    at: datetime,
+    note: str | None = None,
+    subtask_id: int | None = None,
+) -> dict[str, Any]:
+    """One HistoryEvent row, for a set-based insert."""
+    return {
+        "task_id": task_id,
+        "subtask_id": subtask_id,
+        "entity": entity,
+        "entity_id": entity_id,
+        "from_status": from_status,
+        "to_status": to_status,
+        "at": at,
+        "note": note,
+    }

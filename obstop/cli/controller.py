@@ -20,14 +20,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The controller daemon: API, durable engine, dispatch to agents."""
         from obstop.controller.config import load_config
-        from obstop.controller.daemon import run
+        from obstop.controller.daemon import serve
         from obstop.controller.errors import ConfigError
         from obstop.logs import setup
 
         try:
             cfg = load_config(config)
             setup(cfg.log_level)
-            asyncio.run(run(cfg))
+            asyncio.run(serve(cfg))
         except ConfigError as exc:
             typer.echo(f"error: {exc}", err=True)
             sys.exit(2)

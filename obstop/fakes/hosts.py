@@ -29,6 +29,7 @@ from obstop.agent.protocol import ObserverTarget, Presence, presence_topic
 from obstop.controller.auth import hash_password
 from obstop.fakes.cluster import FakeCluster
 from obstop.fakes.install import FakeObserver, start
+from obstop.fakes.net import free_port
 
 STATE = "fakehosts.json"
 
@@ -58,14 +59,6 @@ class Fleet:
     def load(cls, directory: Path) -> Fleet:
         raw = json.loads((directory / STATE).read_text())
         return cls(raw["dir"], raw["broker"], raw["api_url"], [HostState(**h) for h in raw["hosts"]])
-
-
-def free_port(ip: str = "127.0.0.1") -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return int(s.getsockname()[1])
 
 
 def _child_env() -> dict[str, str]:

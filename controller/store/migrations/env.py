@@ -1,4 +1,4 @@
-"""Alembic environment: run on the connection the controller hands over (see controller/store.py)."""
+"""Alembic environment: run on the connection the controller hands over (see controller/store/db.py)."""
 
 from alembic import context
 

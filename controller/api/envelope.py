@@ -1,0 +1,63 @@
+"""OCP's envelope around every answer, a trace id on every request, and JSON by orjson."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class JSONResponse(Response):
+    """JSON by orjson: a task of thousands of subtasks is encoded several times faster."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def envelope(
+    request: Request, data: Any, status: int = 200, error: dict[str, Any] | None = None
+) -> JSONResponse:
+    started = getattr(request.state, "started", time.monotonic())
+    body: dict[str, Any] = {
+        "data": data,
+        "successful": error is None,
+        "timestamp": datetime.now().astimezone().isoformat(timespec="milliseconds"),
+        "duration": int((time.monotonic() - started) * 1000),
+        "status": status,
+        "traceId": getattr(request.state, "trace_id", uuid.uuid4().hex[:16]),
+        "server": socket.gethostname(),
+    }
+    if error is not None:
+        body["error"] = error
+    return JSONResponse(body, status_code=status)
+
+
+class TraceMiddleware:
+    """A trace id and start time on every request (plain ASGI: no extra task per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace_id = uuid.uuid4().hex[:16]
+        state = scope.setdefault("state", {})
+        state["trace_id"], state["started"] = trace_id, time.monotonic()
+
+        async def send_with_trace(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-trace-id", trace_id.encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_trace)

@@ -1,0 +1,97 @@
+"""The database: SQLite (default) or PostgreSQL through SQLAlchemy's asyncio engine, migrated by Alembic."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+from obstop.controller.store.models import Meta
+
+
+def async_url(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    return url
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()  # a DAG of thousands of subtasks: three JSON columns a row
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.id = ""  # the store's own random id, set by open()
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any]
+        if self.is_sqlite:
+            path = url[len("sqlite:///") :]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # one connection: SQLite has one writer anyway, and this keeps writers from colliding
+            kwargs = {"pool_size": 1, "max_overflow": 0, "connect_args": {"timeout": 30}}
+        else:
+            kwargs = {"pool_size": 10, "max_overflow": 10}
+        self.engine = create_async_engine(
+            async_url(url), json_serializer=_json_dumps, json_deserializer=orjson.loads, **kwargs
+        )
+        if self.is_sqlite:
+            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def open(self) -> None:
+        await self.migrate()
+        self.id = await self._store_id()
+
+    async def _store_id(self) -> str:
+        """A random id made once per store: command ids carry it, so a new store never repeats one."""
+        async with self.tx() as s:
+            found = await s.get(Meta, "store_id")
+            if found is not None:
+                return found.value
+            s.add(Meta(key="store_id", value=uuid.uuid4().hex[:12]))
+        async with self.tx() as s:  # another controller may have written it first: read what won
+            return str(await s.scalar(sa.select(Meta.value).where(Meta.key == "store_id")))
+
+    async def migrate(self) -> None:
+        def upgrade(conn: sa.Connection) -> None:
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+            cfg.attributes["connection"] = conn
+            alembic_command.upgrade(cfg, "head")
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(upgrade)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        async with self.tx() as s:
+            await s.execute(sa.text("SELECT 1"))
+
+    @contextlib.asynccontextmanager
+    async def tx(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session, session.begin():
+            yield session

@@ -1,0 +1,297 @@
+"""Group commit of the engine's writes: log lines, command records, and subtask finishes with their effects.
+
+A finish ends a RUNNING subtask under its owner's lease (compare-and-set), stores its result and command
+result, applies the status moves it carries (each checked against its machine), counts down its
+downstreams' unfinished upstreams and promotes those left with none, and derives its task's status; all
+in the transaction of the batch, set-based: a statement per kind of write, not per subtask.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from obstop.controller.states import IllegalTransition, Machine
+from obstop.controller.states import cluster as cluster_states
+from obstop.controller.states import server as server_states
+from obstop.controller.states import task as task_states
+from obstop.controller.states import zone as zone_states
+from obstop.controller.states.subtask import FAIL, PROMOTE, SUCCEED, SubtaskStatus
+from obstop.controller.states.task import TaskStatus
+from obstop.controller.store import commands
+from obstop.controller.store.db import Database
+from obstop.controller.store.leases import stamp
+from obstop.controller.store.models import (
+    Cluster,
+    CommandRecord,
+    HistoryEvent,
+    Server,
+    Subtask,
+    SubtaskLog,
+    Task,
+    Zone,
+    history,
+    now,
+)
+
+Move = tuple[str, int, str]  # (cluster | zone | server, id, wanted status)
+ENTITIES: dict[str, tuple[Any, Machine[Any]]] = {
+    "cluster": (Cluster, cluster_states.MACHINE),
+    "zone": (Zone, zone_states.MACHINE),
+    "server": (Server, server_states.MACHINE),
+}
+
+
+@dataclass(frozen=True)
+class FinishRequest:
+    """A subtask's outcome, with the effects that commit with it."""
+
+    subtask_id: int
+    owner: str
+    ok: bool
+    line: str
+    result: dict[str, Any] | None = None
+    moves: tuple[Move, ...] = ()
+    command_result: tuple[str, dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    task_id: int
+    task_status: TaskStatus | None  # the task's new status, when it changed
+    promoted: int
+
+
+class LeaseLost(Exception):
+    """The subtask is no longer RUNNING under our lease (another controller, or an operator, moved it)."""
+
+
+class Finishes:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def write_batch(
+        self,
+        logs: Sequence[tuple[int, datetime, str]],
+        finishes: Sequence[FinishRequest],
+        begins: Sequence[commands.Begin],
+    ) -> tuple[list[Finished | LeaseLost], dict[str, dict[str, Any] | None]]:
+        async with self.db.tx() as s:
+            if logs:
+                await s.execute(
+                    sa.insert(SubtaskLog), [{"subtask_id": i, "at": at, "line": ln} for i, at, ln in logs]
+                )
+            recorded = await commands.begin(s, begins) if begins else {}
+            outcomes = await _finish(s, finishes) if finishes else []
+        return outcomes, recorded
+
+
+async def _finish(s: AsyncSession, reqs: Sequence[FinishRequest]) -> list[Finished | LeaseLost]:
+    t0 = now()
+    current = await _current_statuses(s, reqs)
+    # a success whose status moves are illegal becomes a failure saying why (nothing moves)
+    reqs = [_check_moves(r, current) for r in reqs]
+    done = await _end_subtasks(s, reqs, t0)
+    live = [r for r in reqs if r.subtask_id in done]
+    events: list[dict[str, Any]] = []
+    lines: list[dict[str, Any]] = []
+    for r in live:
+        frm, to = SUCCEED if r.ok else FAIL
+        events.append(
+            history(done[r.subtask_id][0], "subtask", r.subtask_id, frm, to, t0, r.line[:2000], r.subtask_id)
+        )
+        lines.append({"subtask_id": r.subtask_id, "at": t0, "line": f"{stamp(t0)} {to}: {r.line}"})
+    await _store_results(s, live, t0)
+    events += await _apply_moves(s, live, done, current, t0)
+    promoted, promote_events = await _promote(s, live, done)
+    events += promote_events
+    if events:
+        await s.execute(sa.insert(HistoryEvent), events)
+    if lines:
+        await s.execute(sa.insert(cast(sa.Table, SubtaskLog.__table__)), lines)
+    statuses = await _derive_tasks(s, live, done, t0)
+    per_task = Counter(task_id for _, task_id in promoted)
+    out: list[Finished | LeaseLost] = []
+    for r in reqs:
+        if r.subtask_id not in done:
+            out.append(LeaseLost(f"subtask {r.subtask_id} is no longer RUNNING under {r.owner}"))
+        else:
+            task_id = done[r.subtask_id][0]
+            out.append(Finished(task_id, statuses.get(task_id), per_task.get(task_id, 0)))
+    return out
+
+
+async def _current_statuses(s: AsyncSession, reqs: Sequence[FinishRequest]) -> dict[tuple[str, int], str]:
+    current: dict[tuple[str, int], str] = {}
+    for entity, (model, _) in ENTITIES.items():
+        wanted = {i for r in reqs for e, i, _ in r.moves if e == entity}
+        if wanted:
+            found = await s.execute(sa.select(model.id, model.status).where(model.id.in_(wanted)))
+            current.update({(entity, i): st for i, st in found.all()})
+    return current
+
+
+def _check_moves(r: FinishRequest, current: dict[tuple[str, int], str]) -> FinishRequest:
+    if not r.ok:
+        return r
+    for entity, ident, wanted in r.moves:
+        status = current.get((entity, ident))
+        if status is None:
+            return replace(r, ok=False, line=f"no {entity} {ident}", moves=())
+        try:
+            ENTITIES[entity][1].check(status, wanted, f"{entity} {ident}")
+        except IllegalTransition as exc:
+            return replace(r, ok=False, line=str(exc), moves=())
+    return r
+
+
+async def _end_subtasks(
+    s: AsyncSession, reqs: Sequence[FinishRequest], t0: datetime
+) -> dict[int, tuple[int, list[int]]]:
+    """RUNNING -> SUCCESSFUL or FAILED, only under the finisher's lease: subtask id -> (task, downstreams)."""
+    done: dict[int, tuple[int, list[int]]] = {}
+    for ok, (frm, to) in ((True, SUCCEED), (False, FAIL)):
+        ids = [r.subtask_id for r in reqs if r.ok is ok]
+        if not ids:
+            continue
+        owners = {r.owner for r in reqs if r.ok is ok}
+        rows = await s.execute(
+            sa.update(Subtask)
+            .where(Subtask.id.in_(ids), Subtask.status == frm, Subtask.lease_owner.in_(owners))
+            .values(status=to, finish_time=t0, lease_owner=None, lease_expires=None)
+            .returning(Subtask.id, Subtask.task_id, Subtask.downstreams)
+        )
+        done.update({sid: (task_id, downs) for sid, task_id, downs in rows.all()})
+    return done
+
+
+async def _store_results(s: AsyncSession, live: Sequence[FinishRequest], t0: datetime) -> None:
+    with_result = [{"id": r.subtask_id, "result": r.result} for r in live if r.result is not None]
+    if with_result:
+        await s.execute(sa.update(Subtask), with_result)
+    command_results = [
+        {"cid": r.command_result[0], "res": r.command_result[1]} for r in live if r.command_result
+    ]
+    if command_results:
+        table = cast(sa.Table, CommandRecord.__table__)
+        await s.execute(
+            sa.update(table)
+            .where(table.c.command_id == sa.bindparam("cid"), table.c.result.is_(None))
+            .values(result=sa.bindparam("res"), finished_at=t0),
+            command_results,
+        )
+
+
+async def _apply_moves(
+    s: AsyncSession,
+    live: Sequence[FinishRequest],
+    done: dict[int, tuple[int, list[int]]],
+    current: dict[tuple[str, int], str],
+    t0: datetime,
+) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    by_target: dict[tuple[str, str], list[int]] = {}
+    for r in live:
+        if not r.ok:
+            continue
+        for entity, ident, wanted in r.moves:
+            if current.get((entity, ident)) != wanted:
+                by_target.setdefault((entity, wanted), []).append(ident)
+                events.append(
+                    history(
+                        done[r.subtask_id][0],
+                        entity,
+                        ident,
+                        current.get((entity, ident)),
+                        wanted,
+                        t0,
+                        None,
+                        r.subtask_id,
+                    )
+                )
+    for (entity, wanted), ids in by_target.items():
+        model, machine = ENTITIES[entity]
+        allowed = machine.sources(machine.states(wanted))  # compare-and-set: checked above, guarded here
+        await s.execute(
+            sa.update(model)
+            .where(model.id.in_(ids), model.status.in_(list(allowed)))
+            .values(status=wanted, updated_at=t0)
+        )
+    return events
+
+
+async def _promote(
+    s: AsyncSession, live: Sequence[FinishRequest], done: dict[int, tuple[int, list[int]]]
+) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]:
+    """One decrement per finished upstream, then PENDING -> READY for those with nothing left to wait for."""
+    pending: Counter[int] = Counter(d for r in live if r.ok for d in done[r.subtask_id][1])
+    if not pending:
+        return [], []
+    table = cast(sa.Table, Subtask.__table__)
+    await s.execute(
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("sid"))
+        .values(waiting=table.c.waiting - sa.bindparam("n")),
+        [{"sid": d, "n": n} for d, n in pending.items()],
+    )
+    frm, to = PROMOTE
+    rows = await s.execute(
+        sa.update(Subtask)
+        .where(Subtask.id.in_(list(pending)), Subtask.waiting <= 0, Subtask.status == frm)
+        .values(status=to)
+        .returning(Subtask.id, Subtask.task_id)
+    )
+    promoted = [(int(a), int(b)) for a, b in rows.all()]
+    t0 = now()
+    return promoted, [history(task_id, "subtask", sid, frm, to, t0, None, sid) for sid, task_id in promoted]
+
+
+async def _derive_tasks(
+    s: AsyncSession, live: Sequence[FinishRequest], done: dict[int, tuple[int, list[int]]], t0: datetime
+) -> dict[int, TaskStatus | None]:
+    # a task's status can change only when one of its subtasks failed or a sink finished
+    tasks = {done[r.subtask_id][0] for r in live}
+    failed = SubtaskStatus.FAILED
+    with_failure = (
+        set(
+            (
+                await s.scalars(
+                    sa.select(Subtask.task_id)
+                    .where(Subtask.task_id.in_(tasks), Subtask.status == failed)
+                    .distinct()
+                )
+            ).all()
+        )
+        if tasks
+        else set()
+    )
+    sinks = {done[r.subtask_id][0] for r in live if r.ok and not done[r.subtask_id][1]}
+    return {t: await derive_task(s, t, t0) for t in sorted(with_failure | sinks)}
+
+
+async def derive_task(s: AsyncSession, task_id: int, t0: datetime) -> TaskStatus | None:
+    """Set the task's status from its subtasks' (through the task machine); the new status, if it moved."""
+    counts = (
+        await s.execute(
+            sa.select(Subtask.status, sa.func.count())
+            .where(Subtask.task_id == task_id)
+            .group_by(Subtask.status)
+        )
+    ).all()
+    new = task_states.derive(SubtaskStatus(st) for st, _ in counts)
+    old = TaskStatus(str(await s.scalar(sa.select(Task.status).where(Task.id == task_id))))
+    if new == old:
+        return None
+    task_states.MACHINE.check(old, new, f"task {task_id}")
+    values: dict[str, Any] = {"status": new, "finish_time": t0 if new != TaskStatus.RUNNING else None}
+    if new is TaskStatus.SUCCESSFUL:
+        values["holds_cluster"] = None
+    await s.execute(sa.update(Task).where(Task.id == task_id, Task.status == old).values(**values))
+    await s.execute(sa.insert(HistoryEvent), [history(task_id, "task", task_id, old, new, t0)])
+    return new
