@@ -1,15 +1,33 @@
-"""MQTT plumbing shared by agent and controller: URLs, client construction, jittered reconnects."""
+"""The one MQTT session both daemons use: connect (jittered backoff), subscribe, read, publish.
+
+While connected, one TaskGroup owns the session's named loops: the reader of `client.messages` and any
+loop its owner adds (the agent's watchdog). The reader hands each message to the owner's `on_message`
+under a guard: an oversized payload is dropped before anyone parses it, and whatever one message's
+handling raises is logged, never the end of the daemon. A lost connection ends the group; the session
+reconnects and subscribes again (persistent session: QoS 1 messages wait at the broker meanwhile).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 import ssl
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import aiomqtt
+
+log = logging.getLogger("obstop.mqtt")
+
+MAX_PAYLOAD = 64 * 1024  # commands and events are well under 4 KB
+OnMessage = Callable[[str, bytes], None]
+ClientHook = Callable[[aiomqtt.Client], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -31,34 +49,38 @@ def read_secret(path: Path | None) -> str | None:
     return None if path is None else path.read_text().strip()
 
 
-def client(
-    url: str,
-    *,
-    identifier: str,
-    username: str | None,
-    password: str | None,
-    ca_file: Path | None = None,
-    will: aiomqtt.Will | None = None,
-    keepalive: int = 15,
-) -> aiomqtt.Client:
-    """A client on a persistent session (clean_session=False): QoS 1 messages wait while we reconnect."""
-    addr = parse_url(url)
-    tls = None
-    if addr.tls:
-        tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    return aiomqtt.Client(
-        addr.host,
-        addr.port,
-        identifier=identifier,
-        username=username,
-        password=password,
-        clean_session=False,
-        will=will,
-        keepalive=keepalive,
-        tls_context=tls,
-        protocol=aiomqtt.ProtocolVersion.V311,
-        timeout=10,
-    )
+@dataclass(frozen=True)
+class Broker:
+    """Where and as whom a daemon connects."""
+
+    url: str
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+
+    def client(
+        self, identifier: str, will: aiomqtt.Will | None = None, keepalive: int = 15
+    ) -> aiomqtt.Client:
+        """A client on a persistent session (clean_session=False): QoS 1 messages wait while we reconnect."""
+        addr = parse_url(self.url)
+        tls = (
+            ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            if addr.tls
+            else None
+        )
+        return aiomqtt.Client(
+            addr.host,
+            addr.port,
+            identifier=identifier,
+            username=self.username,
+            password=read_secret(self.password_file),
+            clean_session=False,
+            will=will,
+            keepalive=15,
+            tls_context=tls,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            timeout=10,
+        )
 
 
 class Backoff:
@@ -73,8 +95,125 @@ class Backoff:
     async def wait(self, stopping: asyncio.Event) -> None:
         delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
         self.attempt += 1
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
                 await stopping.wait()
-        except TimeoutError:
-            pass
+
+
+class _Throttle:
+    """At most one log line per cause per interval (a flood of bad messages must not flood the log)."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._dropped: dict[str, int] = {}
+
+    def warn(self, cause: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last.get(cause, -self.interval) >= self.interval:
+            dropped = self._dropped.pop(cause, 0)
+            suffix = f" ({dropped} more like it since the last report)" if dropped else ""
+            log.warning(message + suffix, *args)
+            self._last[cause] = now
+        else:
+            self._dropped[cause] = self._dropped.get(cause, 0) + 1
+
+
+class Session:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        client_id: str,
+        subscriptions: Sequence[str],
+        on_message: OnMessage,
+        will: aiomqtt.Will | None = None,
+        on_connect: ClientHook | None = None,
+        on_close: ClientHook | None = None,
+        loops: Sequence[tuple[str, ClientHook]] = (),
+        max_payload: int = MAX_PAYLOAD,
+        max_publishing: int = 64,
+    ) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self.subscriptions = list(subscriptions)
+        self.on_message = on_message
+        self.will = will
+        self.on_connect = on_connect
+        self.on_close = on_close
+        self.loops = list(loops)
+        self.max_payload = max_payload
+        self.connected = asyncio.Event()
+        self.throttle = _Throttle()
+        self._client: aiomqtt.Client | None = None
+        self._publishing = asyncio.Semaphore(max_publishing)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Keep the session up until stopping is set; a clean close runs `on_close` first."""
+        backoff = Backoff()
+        while not stopping.is_set():
+            try:
+                async with self.broker.client(self.client_id, self.will) as client:
+                    for topic in self.subscriptions:
+                        await client.subscribe(topic, qos=1)
+                    self._client = client
+                    self.connected.set()
+                    backoff.reset()
+                    log.info("connected to MQTT broker %s as %s", self.broker.url, self.client_id)
+                    if self.on_connect is not None:
+                        await self.on_connect(client)
+                    await self._serve(client, stopping)
+                    if self.on_close is not None:
+                        await self.on_close(client)
+            except* aiomqtt.MqttError as group:
+                reason = "; ".join(str(e) for e in group.exceptions)
+                log.warning(
+                    "MQTT connection to %s lost or refused: %s; reconnecting", self.broker.url, reason
+                )
+            finally:
+                self._client = None
+                self.connected.clear()
+            if not stopping.is_set():
+                await backoff.wait(stopping)
+
+    async def _serve(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(self._read(client), name="mqtt-reader")]
+            tasks += [tg.create_task(loop(client), name=name) for name, loop in self.loops]
+            await stopping.wait()
+            for t in tasks:
+                t.cancel()
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = message.topic.value
+            raw = message.payload
+            payload = raw if isinstance(raw, bytes) else str(raw).encode() if raw is not None else b""
+            if len(payload) > self.max_payload:
+                self.throttle.warn(
+                    f"size:{topic}",
+                    "dropped a %d-byte message on %s (limit %d)",
+                    len(payload),
+                    topic,
+                    self.max_payload,
+                )
+                continue
+            try:
+                self.on_message(topic, payload)
+            except Exception as exc:  # one message can never end the daemon
+                self.throttle.warn(f"error:{topic}", "a message on %s could not be handled: %r", topic, exc)
+
+    async def publish(
+        self, topic: str, payload: str | bytes, *, qos: int = 1, retain: bool = False, timeout: float = 10
+    ) -> bool:
+        """Publish while connected; False (and a log line) if not connected or the publish failed."""
+        client = self._client
+        if client is None:
+            return False
+        async with self._publishing:
+            try:
+                await client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
+                return True
+            except aiomqtt.MqttError as exc:
+                log.warning("publish to %s failed: %s", topic, exc)
+                return False

@@ -17,11 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from obstop.fakes.net import free_port
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 20) -> None:

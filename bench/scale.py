@@ -23,9 +23,10 @@ from typing import Any
 import httpx
 import tomli_w
 
-from bench.common import RssSampler, controller, free_port, mosquitto
+from bench.common import RssSampler, controller, mosquitto
 from obstop.agent import signing
 from obstop.controller.auth import hash_password
+from obstop.fakes.net import free_port
 
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
 

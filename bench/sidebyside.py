@@ -33,10 +33,10 @@ import httpx
 import psutil
 import tomli_w
 
-from bench.common import controller, free_port, mosquitto, summary, wait_port
+from bench.common import controller, mosquitto, summary, wait_port
 from bench.parallel import restart_observers
 from obstop.fakes import hosts as fakehosts
-from obstop.fakes.net import free_block
+from obstop.fakes.net import free_block, free_port
 
 # the same check, signal and waits as the agent, as a POSIX one-liner (for Ansible and the serial loop)
 ONE_LINER = (

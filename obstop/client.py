@@ -18,13 +18,13 @@ class ApiError(Exception):
 
 
 @dataclass(frozen=True)
-class Target:
+class Endpoint:
     url: str
     user: str
     password: str
 
 
-def resolve(url: str | None, user: str | None, password_file: Path | None, config: Path | None) -> Target:
+def resolve(url: str | None, user: str | None, password_file: Path | None, config: Path | None) -> Endpoint:
     """Flags first, then OBSTOP_URL / OBSTOP_USER / OBSTOP_PASSWORD(_FILE), then a controller.toml."""
     url = url or os.environ.get("OBSTOP_URL")
     if url is None and config is not None:
@@ -40,13 +40,13 @@ def resolve(url: str | None, user: str | None, password_file: Path | None, confi
         pw_file = config.parent / "admin.password"  # what `obstop fakehosts up` writes
     if pw_file is not None:
         password = pw_file.read_text().strip()
-    return Target(
+    return Endpoint(
         url or "http://127.0.0.1:8080", user or os.environ.get("OBSTOP_USER", "admin"), password or ""
     )
 
 
 class Client:
-    def __init__(self, target: Target, timeout: float = 30.0) -> None:
+    def __init__(self, target: Endpoint, timeout: float = 30.0) -> None:
         self._http = httpx.Client(base_url=target.url, auth=(target.user, target.password), timeout=timeout)
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:

@@ -16,13 +16,13 @@ from pathlib import Path
 import aiomqtt
 from pydantic import ValidationError
 
-from obstop.agent import mqtt_session as mqtt
 from obstop.agent import procedure, sdnotify
 from obstop.agent.daemon.config import AgentConfig
 from obstop.agent.daemon.journal import CommandMarks, Journal
 from obstop.agent.errors import ExecutorError
 from obstop.agent.executors.host import Host
 from obstop.agent.executors.local import LocalHost
+from obstop.agent.mqtt_session import Broker, Session
 from obstop.agent.protocol import (
     AcceptedEvent,
     AnyEvent,
@@ -51,8 +51,18 @@ class Agent:
         handshakes = asyncio.Semaphore(8)
         for h in config.ssh:
             self.hosts[h.host] = h.open(handshakes)
-        self._client: aiomqtt.Client | None = None
-        self._publishing = asyncio.Semaphore(16)
+        cfg = config.mqtt
+        self.session = Session(
+            Broker(cfg.url, cfg.username or self.id, cfg.password_file, cfg.ca_file),
+            client_id=f"obstop-agent-{self.id}",
+            subscriptions=[commands_topic(self.id)],
+            on_message=self._on_message,
+            will=aiomqtt.Will(presence_topic(self.id), Presence.OFFLINE.value, qos=1, retain=True),
+            on_connect=self._online,
+            on_close=self._offline,
+            loops=[("watchdog", self._watchdog)],
+            max_publishing=16,
+        )
         self._work = asyncio.Semaphore(config.max_concurrent_commands)
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -67,7 +77,7 @@ class Agent:
                     cmd = Command.model_validate_json(entry.payload)
                     log.info("finishing command %s cut off by a restart", cmd.command_id)
                     self._spawn(cmd)
-                connection = tg.create_task(self._connection_loop(stopping), name="mqtt-connection")
+                session = tg.create_task(self.session.run(stopping), name="mqtt-session")
                 await stopping.wait()
                 sdnotify.notify("STOPPING=1")
                 if self._inflight:
@@ -75,58 +85,24 @@ class Agent:
                     await asyncio.wait(list(self._inflight.values()), timeout=10)
                 for t in self._inflight.values():
                     t.cancel()  # journalled without a result: finished at the next start
-                await connection
+                await session
         finally:
             for h in self.hosts.values():
                 await h.close()
             self.journal.close()
 
-    async def _connection_loop(self, stopping: asyncio.Event) -> None:
-        backoff = mqtt.Backoff()
-        cfg = self.config.mqtt
-        while not stopping.is_set():
-            will = aiomqtt.Will(presence_topic(self.id), Presence.OFFLINE.value, qos=1, retain=True)
-            try:
-                async with mqtt.client(
-                    cfg.url,
-                    identifier=f"obstop-agent-{self.id}",
-                    username=cfg.username or self.id,
-                    password=mqtt.read_secret(cfg.password_file),
-                    ca_file=cfg.ca_file,
-                    will=will,
-                ) as client:
-                    backoff.reset()
-                    await self._session(client, stopping)
-            except aiomqtt.MqttError as exc:
-                self._client = None
-                log.warning("MQTT connection to %s lost or refused: %s; reconnecting", cfg.url, exc)
-                await backoff.wait(stopping)
-
-    async def _session(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
-        await client.subscribe(commands_topic(self.id), qos=1)
+    async def _online(self, client: aiomqtt.Client) -> None:
         await client.publish(presence_topic(self.id), Presence.ONLINE.value, qos=1, retain=True)
-        self._client = client
         log.info("agent %s online; serving %s", self.id, ", ".join(sorted(self.hosts)))
         sdnotify.notify("READY=1")
-        reader = asyncio.create_task(self._read(client), name="mqtt-reader")
-        health = asyncio.create_task(self._watchdog(client), name="watchdog")
-        stop = asyncio.create_task(stopping.wait())
-        try:
-            done, _ = await asyncio.wait({reader, health, stop}, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if t is not stop:
-                    t.result()  # a lost connection raises MqttError here
-        finally:
-            for t in (reader, health, stop):
-                t.cancel()
-            self._client = None
+
+    async def _offline(self, client: aiomqtt.Client) -> None:
         await client.publish(presence_topic(self.id), Presence.OFFLINE.value, qos=1, retain=True)
 
     async def _watchdog(self, client: aiomqtt.Client) -> None:
         """Pings systemd only after the broker acknowledged a publish: proof the link is healthy."""
         interval = sdnotify.watchdog_interval()
         if interval is None:
-            await asyncio.Event().wait()
             return
         while True:
             await client.publish(
@@ -135,11 +111,9 @@ class Agent:
             sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
 
-    async def _read(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            assert self._tg is not None
-            self._tg.create_task(self._handle(payload), name="command")
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        assert self._tg is not None
+        self._tg.create_task(self._handle(payload), name="command")
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -223,14 +197,7 @@ class Agent:
 
     async def _publish(self, event: AnyEvent) -> None:
         """Best effort: a result is in the journal, and the controller re-sends until it has one."""
-        client = self._client
-        if client is None:
-            return
-        async with self._publishing:
-            try:
-                await client.publish(events_topic(self.id), event.model_dump_json(), qos=1, timeout=10)
-            except aiomqtt.MqttError as exc:
-                log.warning("could not publish %s for %s: %s", event.kind, event.command_id, exc)
+        await self.session.publish(events_topic(self.id), event.model_dump_json())
 
 
 def _command_id_of(payload: bytes) -> str | None:

@@ -9,6 +9,7 @@ from obstop.controller import views
 from obstop.controller.api.deps import Ctl, Id, User, role
 from obstop.controller.api.envelope import JSONResponse, envelope
 from obstop.controller.config import Role
+from obstop.controller.engine.service import DEFAULT_FREEZE_TIMEOUT
 
 router = APIRouter(tags=["clusters"])
 
@@ -19,7 +20,7 @@ class StopRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     freeze: bool = Field(default=True, description="minor freeze and checkpoint wait before the kill")
-    freezeTimeoutSeconds: int = Field(default=600, ge=1, le=86400)
+    freezeTimeoutSeconds: int = Field(default=DEFAULT_FREEZE_TIMEOUT, ge=1, le=86400)
     force: bool = Field(default=False, description="stop processes even if the cluster answers no SQL")
 
 

@@ -13,9 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import aiomqtt
-
-from obstop.agent import mqtt_session as mqtt
+from obstop.agent.mqtt_session import Broker, Session
 from obstop.agent.protocol import (
     TOPIC_PREFIX,
     AcceptedEvent,
@@ -63,11 +61,16 @@ class MqttDispatcher:
         self.config = config
         self.key = load_private(config.signing.private_key)
         self.routes = dict(config.agents.via)
-        self._client: aiomqtt.Client | None = None
-        self._connected = asyncio.Event()
+        cfg = config.mqtt
+        assert cfg.url is not None
+        self.session = Session(
+            Broker(cfg.url, cfg.username, cfg.password_file, cfg.ca_file),
+            client_id=cfg.client_id or f"obstop-controller-{config.engine.controller_id}",
+            subscriptions=[f"{TOPIC_PREFIX}/+/events", f"{TOPIC_PREFIX}/+/presence"],
+            on_message=self._on_message,
+        )
         self._waiters: dict[str, _Waiter] = {}
         self._presence: dict[str, _Seen] = {}
-        self._publishing = asyncio.Semaphore(64)
 
     def serves(self, host: str) -> bool:
         return True  # any host not agentless is served by the agent named after it (or routed in [agents])
@@ -78,53 +81,17 @@ class MqttDispatcher:
     # --- connection ------------------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
-        backoff = mqtt.Backoff()
-        cfg = self.config.mqtt
-        assert cfg.url is not None
-        identifier = cfg.client_id or f"obstop-controller-{self.config.engine.controller_id}"
-        while not stopping.is_set():
-            try:
-                async with mqtt.client(
-                    cfg.url,
-                    identifier=identifier,
-                    username=cfg.username,
-                    password=mqtt.read_secret(cfg.password_file),
-                    ca_file=cfg.ca_file,
-                ) as c:
-                    await c.subscribe(f"{TOPIC_PREFIX}/+/events", qos=1)
-                    await c.subscribe(f"{TOPIC_PREFIX}/+/presence", qos=1)
-                    self._client = c
-                    self._connected.set()
-                    backoff.reset()
-                    logger.info("connected to MQTT broker %s", cfg.url)
-                    reader = asyncio.create_task(self._read(c))
-                    stop = asyncio.create_task(stopping.wait())
-                    try:
-                        done, _ = await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
-                        if reader in done:
-                            reader.result()
-                    finally:
-                        reader.cancel()
-                        stop.cancel()
-            except aiomqtt.MqttError as exc:
-                logger.warning("MQTT connection to %s lost or refused: %s; reconnecting", cfg.url, exc)
-            finally:
-                self._client = None
-                self._connected.clear()
-            if not stopping.is_set():
-                await backoff.wait(stopping)
+        await self.session.run(stopping)
 
-    async def _read(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            parts = message.topic.value.split("/")
-            if len(parts) != 5:
-                continue
-            agent_id, kind = parts[3], parts[4]
-            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            if kind == "presence":
-                self._on_presence(agent_id, payload)
-            elif kind == "events":
-                self._on_event(agent_id, payload)
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) != 5:
+            return
+        agent_id, kind = parts[3], parts[4]
+        if kind == "presence":
+            self._on_presence(agent_id, payload)
+        elif kind == "events":
+            self._on_event(agent_id, payload)
 
     def _on_presence(self, agent_id: str, payload: bytes) -> None:
         try:
@@ -238,16 +205,7 @@ class MqttDispatcher:
             self._waiters.pop(command_id, None)
 
     async def _send(self, agent_id: str, payload: str) -> bool:
-        client = self._client
-        if client is None:
-            return False
-        async with self._publishing:
-            try:
-                await client.publish(commands_topic(agent_id), payload, qos=1, timeout=10)
-                return True
-            except aiomqtt.MqttError as exc:
-                logger.warning("publish to agent %s failed: %s", agent_id, exc)
-                return False
+        return await self.session.publish(commands_topic(agent_id), payload)
 
     async def close(self) -> None:
         return None

@@ -19,6 +19,8 @@ from obstop.controller.steps.run import DEFAULT_FREEZE_TIMEOUT, TaskOptions
 from obstop.controller.store import Store
 from obstop.controller.store.models import Cluster, Subtask, Task
 
+__all__ = ["DEFAULT_FREEZE_TIMEOUT", "Created", "Creator", "Service"]
+
 FREEZE_MARGIN = 30  # seconds a prepare step gets beyond the freeze wait itself (connects, queries)
 
 
