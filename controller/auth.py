@@ -13,7 +13,7 @@ import os
 import secrets
 
 from obstop.controller.config import Role, UserConfig
-from obstop.controller.errors import Forbidden, Unauthorized
+from obstop.controller.errors import BadCredentials, Forbidden, Unauthorized
 
 ITERATIONS = 200_000
 
@@ -55,12 +55,12 @@ class Authenticator:
             raise Unauthorized("malformed Basic credentials: expected base64 of user:password")
         entry = self._users.get(name)
         if entry is None:
-            raise Unauthorized("unknown user or wrong password")
+            raise BadCredentials("unknown user or wrong password")
         uid, user = entry
         token = hmac.new(self._key, f"{name}\0{password}\0{user.password_hash}".encode(), "sha256").digest()
         if token not in self._verified:
             if not verify_password(password, user.password_hash):
-                raise Unauthorized("unknown user or wrong password")
+                raise BadCredentials("unknown user or wrong password")
             self._verified.add(token)
         return uid, name, frozenset(user.roles)
 

@@ -1,13 +1,28 @@
-"""Controller errors. The API maps each to the OCP envelope in one handler.
+"""Controller errors, each with OCP's integer code and HTTP status. The API maps every one of them to
+OCP's envelope in one handler (controller/api/app.py), never ad hoc in routes.
 
-ControllerError                 500  root
- +-- BadRequest                 400  the request is malformed or names impossible values
- +-- Unauthorized               401  no or bad credentials
- +-- Forbidden                  403  the user lacks the role
- +-- NotFound                   404  no such cluster / task / subtask
- +-- Conflict                   409  the state does not allow it (status, another task)
- +-- ConfigError                     a config or inventory file is wrong (refused at start)
- +-- StepFailed                      a subtask's step failed; its message goes to the log and API
+OCP's codes (OCP Express's ErrorCodes): 10001 COMMON_ILLEGAL_ARGUMENT, 10002 COMMON_NOT_FOUND,
+10010 COMMON_UNEXPECTED, 20000 TASK_NOT_EXISTS, 20003 TASK_STATE_INVALID, 20004 TASK_PROHIBIT_ROLLBACK,
+30000 IAM_USER_NOT_AUTHENTICATED, 30004 IAM_BAD_CREDENTIALS, 30007 IAM_USER_LOGIN_BLOCKED,
+30014 IAM_OPERATION_NOT_PERMITTED, 50002 OB_CLUSTER_OPS_NOT_ALLOWED, 50004 OB_ZONE_NAME_NOT_FOUND.
+obstop's own codes are 10100 and up.
+
+ControllerError                  500 10010  root: unexpected
+ +-- BadRequest                  400 10001  malformed input, unknown parameters, no such route
+ |    +-- TaskStateInvalid       400 20003  the task (or subtask) is not in a state that allows this
+ |    +-- ProhibitRollback       400 20004  the task can not be rolled back
+ +-- Unauthorized                401 30000  no credentials
+ |    +-- BadCredentials         401 30004  unknown user or wrong password
+ +-- Forbidden                   403 30014  the user lacks the role
+ +-- NotFound                    404 10002  no such cluster, zone, server
+ |    +-- TaskNotFound           404 20000  no such task or subtask
+ +-- Conflict                    409 10100  a unique key or a concurrent change said no
+ |    +-- ClusterOpsNotAllowed   409 50002  the cluster's status, or another task holding it, forbids this
+ +-- PayloadTooLarge             413 10101
+ +-- UnsupportedMediaType        415 10102
+ +-- TooManyAttempts             429 30007  too many failed logins: retry after `retry_after` seconds
+ +-- ConfigError                        a config or inventory file is wrong (refused at start)
+ +-- StepFailed                         a subtask's step failed; its message goes to the log and the API
 """
 
 from __future__ import annotations
@@ -15,7 +30,8 @@ from __future__ import annotations
 
 class ControllerError(Exception):
     status = 500
-    code = "INTERNAL_ERROR"
+    code = 10010
+    name = "COMMON_UNEXPECTED"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -23,33 +39,64 @@ class ControllerError(Exception):
 
 
 class BadRequest(ControllerError):
-    status = 400
-    code = "BAD_REQUEST"
+    status, code, name = 400, 10001, "COMMON_ILLEGAL_ARGUMENT"
+
+
+class TaskStateInvalid(BadRequest):
+    code, name = 20003, "TASK_STATE_INVALID"
+
+
+class ProhibitRollback(BadRequest):
+    code, name = 20004, "TASK_PROHIBIT_ROLLBACK"
 
 
 class Unauthorized(ControllerError):
-    status = 401
-    code = "UNAUTHORIZED"
+    status, code, name = 401, 30000, "IAM_USER_NOT_AUTHENTICATED"
+
+
+class BadCredentials(Unauthorized):
+    code, name = 30004, "IAM_BAD_CREDENTIALS"
 
 
 class Forbidden(ControllerError):
-    status = 403
-    code = "FORBIDDEN"
+    status, code, name = 403, 30014, "IAM_OPERATION_NOT_PERMITTED"
 
 
 class NotFound(ControllerError):
-    status = 404
-    code = "NOT_FOUND"
+    status, code, name = 404, 10002, "COMMON_NOT_FOUND"
+
+
+class TaskNotFound(NotFound):
+    code, name = 20000, "TASK_NOT_EXISTS"
 
 
 class Conflict(ControllerError):
-    status = 409
-    code = "CONFLICT"
+    status, code, name = 409, 10100, "CONFLICT"
+
+
+class ClusterOpsNotAllowed(Conflict):
+    code, name = 50002, "OB_CLUSTER_OPS_NOT_ALLOWED"
+
+
+class PayloadTooLarge(ControllerError):
+    status, code, name = 413, 10101, "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(ControllerError):
+    status, code, name = 415, 10102, "UNSUPPORTED_MEDIA_TYPE"
+
+
+class TooManyAttempts(ControllerError):
+    status, code, name = 429, 30007, "IAM_USER_LOGIN_BLOCKED"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ConfigError(ControllerError):
-    code = "CONFIG_ERROR"
+    name = "CONFIG_ERROR"
 
 
 class StepFailed(ControllerError):
-    code = "STEP_FAILED"
+    name = "STEP_FAILED"

@@ -53,7 +53,7 @@ def assert_error(r: Any, status: int, words: str) -> None:
         ("get", "/api/v2/tasks/instances/99", {}, 404, "no task with id 99"),
         ("get", "/api/v2/tasks/instances/99/subtasks/1/log", {}, 404, "no subtask"),
         ("post", "/api/v2/tasks/instances/99/retry", {}, 404, "no task"),
-        ("get", "/api/v2/nothing/here", {}, 404, "not found"),
+        ("get", "/api/v2/nothing/here", {}, 400, "no such route"),
         ("post", "/api/v2/ob/clusters/abc/stop", {}, 400, "id"),
         ("post", "/api/v2/ob/clusters/0/stop", {}, 400, "id"),
         ("post", "/api/v2/ob/clusters/1/stop", {"json": {"bogus": 1}}, 400, "bogus"),
@@ -93,13 +93,16 @@ async def test_conflicts(env: Env) -> None:
     task_id = first.json()["data"]["id"]
     before = await snapshot(env)
 
-    assert_error(await env.stop(), 409, f"held by task {task_id}")
+    held = await env.stop()
+    assert_error(held, 409, f"held by task {task_id}")
+    assert held.json()["error"]["code"] == 50002
     r = await env.client.post(f"/api/v2/tasks/instances/{task_id}/retry", headers=ADMIN)
-    assert_error(r, 409, "only a FAILED task can be retried")
+    assert_error(r, 400, "only a FAILED task can be retried")
+    assert r.json()["error"]["code"] == 20003
     task = await env.get(f"/api/v2/tasks/instances/{task_id}")
     sub = task["tasks"][0]
     r = await env.client.post(f"/api/v2/tasks/instances/{task_id}/subtasks/{sub['id']}/retry", headers=ADMIN)
-    assert_error(r, 409, "only a FAILED one")
+    assert_error(r, 400, "only a FAILED one")
     assert (await snapshot(env))[:2] == before[:2]
 
 

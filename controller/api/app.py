@@ -1,7 +1,10 @@
 """The FastAPI application: the routers, the trace middleware, and the one place where errors become
-OCP's envelope (never ad hoc in routes)."""
+OCP's envelope (never ad hoc in routes): every answer that is not a success, 500 included, carries OCP's
+integer code and HTTP status."""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,7 +13,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from obstop.controller.api import clusters, ops, tasks
 from obstop.controller.api.deps import Controller
 from obstop.controller.api.envelope import JSONResponse, TraceMiddleware, envelope
-from obstop.controller.errors import BadRequest, ControllerError
+from obstop.controller.errors import (
+    BadRequest,
+    ControllerError,
+    PayloadTooLarge,
+    TooManyAttempts,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger("obstop.api")
 
 
 async def domain_error(request: Request, exc: Exception) -> JSONResponse:
@@ -18,6 +29,8 @@ async def domain_error(request: Request, exc: Exception) -> JSONResponse:
     resp = envelope(request, None, exc.status, {"code": exc.code, "message": exc.message})
     if exc.status == 401:
         resp.headers["WWW-Authenticate"] = 'Basic realm="obstop"'
+    if isinstance(exc, TooManyAttempts):
+        resp.headers["Retry-After"] = str(exc.retry_after)
     return resp
 
 
@@ -32,9 +45,30 @@ async def bad_input(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-    error = {"code": codes.get(exc.status_code, "HTTP_ERROR"), "message": str(exc.detail)}
-    return envelope(request, None, exc.status_code, error)
+    route = f"{request.method} {request.url.path}"
+    error: ControllerError
+    match exc.status_code:
+        case 404:  # OCP answers an unknown route with 400
+            error = BadRequest(f"no such route: {route}")
+        case 405:
+            error = BadRequest(f"method not allowed: {route}")
+        case 413:
+            error = PayloadTooLarge(str(exc.detail))
+        case 415:
+            error = UnsupportedMediaType(str(exc.detail))
+        case status if 400 <= status < 500:
+            error = BadRequest(str(exc.detail))
+        case _:
+            error = ControllerError(str(exc.detail))
+    return await domain_error(request, error)
+
+
+async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error answering %s %s", request.method, request.url.path, exc_info=exc)
+    trace = getattr(request.state, "trace_id", "?")
+    return await domain_error(
+        request, ControllerError(f"unexpected error (traceId {trace}); see the controller log")
+    )
 
 
 def create_app(controller: Controller) -> FastAPI:
@@ -44,6 +78,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.add_exception_handler(ControllerError, domain_error)
     app.add_exception_handler(RequestValidationError, bad_input)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
     for module in (ops, clusters, tasks):
         app.include_router(module.router)
     return app

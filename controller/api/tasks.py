@@ -10,7 +10,7 @@ from obstop.controller import views
 from obstop.controller.api.deps import Ctl, Id, User, role
 from obstop.controller.api.envelope import JSONResponse, envelope
 from obstop.controller.config import Role
-from obstop.controller.errors import NotFound
+from obstop.controller.errors import TaskNotFound
 from obstop.controller.states.task import TaskStatus
 
 router = APIRouter(tags=["tasks"])
@@ -66,5 +66,5 @@ async def retry_subtask(
     _task, _cluster, subtasks = await ctl.service.task(id)
     sub = next((s for s in subtasks if s.id == sid), None)
     if sub is None:
-        raise NotFound(f"task {id} has no subtask {sid}")
+        raise TaskNotFound(f"task {id} has no subtask {sid}")
     return envelope(request, views.subtask_view(sub))

@@ -20,11 +20,11 @@ Log = Callable[[str], Awaitable[None]]
 class SQLUnavailable(ControllerError):
     """No server of the cluster answered SQL (or every one refused our credentials)."""
 
-    code = "SQL_UNAVAILABLE"
+    name = "SQL_UNAVAILABLE"
 
 
 class SQLFailed(ControllerError):
-    code = "SQL_FAILED"
+    name = "SQL_FAILED"
 
 
 class ClusterSQL:

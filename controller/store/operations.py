@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from obstop.controller.errors import Conflict, NotFound
+from obstop.controller.errors import TaskNotFound, TaskStateInvalid
 from obstop.controller.states.subtask import RETRY, Operation
 from obstop.controller.states.task import RESUME, TaskStatus
 from obstop.controller.store.db import Database
@@ -23,19 +23,19 @@ class Operations:
         async with self.db.tx() as s:
             task = await s.get(Task, task_id)
             if task is None:
-                raise NotFound(f"no task with id {task_id}")
+                raise TaskNotFound(f"no task with id {task_id}")
             q = sa.select(Subtask.id).where(Subtask.task_id == task_id, Subtask.status == frm)
             if subtask_id is not None:
                 sub = await s.get(Subtask, subtask_id)
                 if sub is None or sub.task_id != task_id:
-                    raise NotFound(f"task {task_id} has no subtask {subtask_id}")
+                    raise TaskNotFound(f"task {task_id} has no subtask {subtask_id}")
                 if sub.status != frm:
-                    raise Conflict(
+                    raise TaskStateInvalid(
                         f"subtask {subtask_id} ({sub.name}) is {sub.status}: only a FAILED one can be retried"
                     )
                 q = q.where(Subtask.id == subtask_id)
             elif task.status != TaskStatus.FAILED:
-                raise Conflict(f"task {task_id} is {task.status}: only a FAILED task can be retried")
+                raise TaskStateInvalid(f"task {task_id} is {task.status}: only a FAILED task can be retried")
             ids = list(
                 (
                     await s.scalars(

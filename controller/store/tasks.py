@@ -9,7 +9,7 @@ from typing import Any, Protocol, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from obstop.controller.errors import Conflict, NotFound
+from obstop.controller.errors import ClusterOpsNotAllowed, NotFound, TaskNotFound
 from obstop.controller.states.subtask import Operation, SubtaskStatus
 from obstop.controller.states.task import TaskStatus
 from obstop.controller.store.db import Database
@@ -58,7 +58,7 @@ class Tasks:
             async with self.db.tx() as s:
                 holder = await s.scalar(sa.select(Task).where(Task.holds_cluster == cluster_id))
                 if holder is not None:
-                    raise Conflict(
+                    raise ClusterOpsNotAllowed(
                         f"cluster {cluster_id} is held by task {holder.id} ({holder.name}, {holder.status}); "
                         "retry or roll back that task first"
                     )
@@ -66,7 +66,7 @@ class Tasks:
                 if cluster is None:
                     raise NotFound(f"no cluster with id {cluster_id}")
                 if cluster.status not in require:
-                    raise Conflict(
+                    raise ClusterOpsNotAllowed(
                         f"cluster {cluster_id} ({cluster.name}) is {cluster.status}: "
                         f"this needs it {' or '.join(sorted(require))}"
                     )
@@ -90,7 +90,7 @@ class Tasks:
                 )
                 return t, cluster, [SimpleNamespace(**r) for r in rows]
         except sa.exc.IntegrityError as exc:
-            raise Conflict(f"cluster {cluster_id} is already held by another task") from exc
+            raise ClusterOpsNotAllowed(f"cluster {cluster_id} is already held by another task") from exc
 
     async def _insert_dag(
         self, s: AsyncSession, task_id: int, nodes: Sequence[NodeLike]
@@ -142,7 +142,7 @@ class Tasks:
         async with self.db.tx() as s:
             t = await s.get(Task, task_id)
             if t is None:
-                raise NotFound(f"no task with id {task_id}")
+                raise TaskNotFound(f"no task with id {task_id}")
             subs = (
                 await s.scalars(sa.select(Subtask).where(Subtask.task_id == task_id).order_by(Subtask.id))
             ).all()
@@ -165,7 +165,7 @@ class Tasks:
         async with self.db.tx() as s:
             status = await s.scalar(sa.select(Task.status).where(Task.id == task_id))
         if status is None:
-            raise NotFound(f"no task with id {task_id}")
+            raise TaskNotFound(f"no task with id {task_id}")
         return TaskStatus(status)
 
     async def header(self, task_id: int) -> tuple[int, dict[str, Any]]:
@@ -175,14 +175,14 @@ class Tasks:
                 await s.execute(sa.select(Task.cluster_id, Task.context).where(Task.id == task_id))
             ).first()
         if row is None:
-            raise NotFound(f"no task with id {task_id}")
+            raise TaskNotFound(f"no task with id {task_id}")
         return int(row[0]), dict(row[1])
 
     async def log(self, task_id: int, subtask_id: int) -> str:
         async with self.db.tx() as s:
             sub = await s.get(Subtask, subtask_id)
             if sub is None or sub.task_id != task_id:
-                raise NotFound(f"task {task_id} has no subtask {subtask_id}")
+                raise TaskNotFound(f"task {task_id} has no subtask {subtask_id}")
             lines = (
                 await s.scalars(
                     sa.select(SubtaskLog.line)
