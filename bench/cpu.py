@@ -1,19 +1,30 @@
 """CPU counters per process: user+sys seconds before and after a measured stop, by named group.
 
 A group's CPU is that of its processes and every descendant, alive or already reaped: for each process
-alive in the tree, its own user+sys plus what it has reaped of its children (cutime+cstime), so an sshd
-listener counts the sessions it forked and the commands they ran. Other processes' counters come from
-/proc/PID/stat in clock ticks (10 ms here): each delta is within ±10 ms per process, without bias, so
-sums over 30 agents stay meaningful over a few runs. The benchmark's own process (the client) is read
-with getrusage, to the microsecond, and includes the children it waited for (a script, Ansible).
+alive in the tree, its own CPU plus what it has reaped of its children (cutime+cstime), so an sshd listener
+counts the sessions it forked and the commands they ran. A live process's own CPU is read from its
+process CPU clock (clock_gettime on the clock id Linux derives from its pid: every thread, to the
+nanosecond); only reaped children's time comes in /proc's clock ticks (10 ms here, each delta within
+±10 ms per process, without bias). The benchmark's own process (the client) is read with getrusage and
+includes the children it waited for (a script, Ansible).
 """
 
 from __future__ import annotations
 
 import resource
+import time
 from collections.abc import Iterable, Mapping
 
 import psutil
+
+
+def own_cpu(p: psutil.Process) -> float:
+    """All threads of a live process, to the nanosecond (Linux: CPUCLOCK_SCHED of the process's clock)."""
+    try:
+        return time.clock_gettime((~p.pid << 3) | 2)
+    except OSError:  # gone or a zombie: /proc's ticks
+        t = p.cpu_times()
+        return t.user + t.system
 
 
 def tree_cpu(pid: int) -> float:
@@ -27,9 +38,9 @@ def tree_cpu(pid: int) -> float:
     for p in procs:
         try:
             t = p.cpu_times()
+            total += own_cpu(p) + t.children_user + t.children_system
         except psutil.Error:
             continue  # gone between the listing and the read: its time is now its parent's cutime
-        total += t.user + t.system + t.children_user + t.children_system
     return total
 
 

@@ -4,8 +4,9 @@ through the same stack, the agent's procedure alone, and the local no-network fl
 For each N: the time from the stop API call to SUCCESSFUL (freeze off), several runs, each on a fresh
 controller store with the fake observers started again; CPU seconds per process (controller, with and
 without the benchmark's own polls; agents summed and per command; Mosquitto; the client); where the time
-goes per stage (from the subtasks' start and finish times; per run and the median over runs). Then the
-floor (bench/floor.py) on the same observers. `--profile DIR` adds `--profile-runs` more runs per N, not
+goes per stage (from the subtasks' start and finish times; per run and the median over runs); each idle
+agent's RSS once online, before any command; and, run for run, the floor (bench/floor.py) on the same
+observers. `--profile DIR` adds `--profile-runs` more runs per N, not
 counted in the times, with py-spy on the controller (and with `--profile-agent` on agent h1) from the stop
 call to SUCCESSFUL: DIR/controller-N-RUN.txt, DIR/agent-h1-N-RUN.txt, summarized into the JSON and printed
 (bench/profsum.py: busy samples only, by our frames and by leaf).
@@ -23,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench import floor, profsum, spy, stages
 from bench.common import Broker, mosquitto, restart_observers, summary, zones_for
@@ -64,6 +67,9 @@ def run_n(
     zones, per_zone = zones_for(n)
     fleet = fakehosts.up(d, zones=zones, servers_per_zone=per_zone, broker=broker.url, first_ip=free_block(n))
     groups = {"agents": [h.agent_pid for h in fleet.hosts if h.agent_pid], "mosquitto": [broker.pid]}
+    idle_rss = [
+        psutil.Process(p).memory_info().rss / 2**20 for p in groups["agents"]
+    ]  # online, no command yet
     rows: list[dict[str, Any]] = []
     floors: list[float] = []
     prof: dict[str, Any] = {}
@@ -105,6 +111,7 @@ def run_n(
         "cpu_s_median": cpu,
         "agent_cpu_ms_per_command_median": statistics.median(r["agent_cpu_ms_per_command"] for r in rows),
         "commands": rows[0]["commands"],
+        "idle_agent_rss_mb": summary(idle_rss),
         "stages_median": stages.median_timeline(timelines),
         "runs": rows,
     }
