@@ -48,7 +48,7 @@ class Setup:
             "sshd": self.ssh.pids,
         }
 
-    def timed(self, body: Callable[[], dict[str, int]]) -> dict[str, Any]:
+    def timed(self, body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         meter = Meter(self.groups())
         t0 = time.monotonic()
         counts = body()
@@ -93,12 +93,12 @@ def bare_process(s: Setup) -> Run:
     spec = s.work / "bare-spec.json"
     spec.write_text(json.dumps(s.spec()))
 
-    def body() -> dict[str, int]:
+    def body() -> dict[str, Any]:
         res = subprocess.run(
             [sys.executable, bare_ssh.__file__, str(spec)], capture_output=True, text=True, check=False
         )
         if res.returncode != 0:
-            return {"failed": len(s.fleet.hosts), "unreachable": 0}
+            return {"failed": len(s.fleet.hosts), "unreachable": 0, "error": res.stderr[-400:]}
         counts: dict[str, int] = json.loads(res.stdout)
         return counts
 
@@ -157,7 +157,7 @@ def ansible(s: Setup, exe: str) -> Run:
     cmd = bare_ssh.SCRIPT.replace("{home}", "{{ home }}").replace("{hexip}", "{{ hexip }}")
     env = {"ANSIBLE_CONFIG": str(cfg), "ANSIBLE_LOCAL_TEMP": str(s.work / "ansible-tmp")}
 
-    def body() -> dict[str, int]:
+    def body() -> dict[str, Any]:
         res = subprocess.run(
             [exe, "fleet", "-i", str(inv), "-f", "30", "-m", "shell", "-a", cmd],
             capture_output=True,
@@ -165,7 +165,13 @@ def ansible(s: Setup, exe: str) -> Run:
             env={**os.environ, **env},
             check=False,
         )
-        return {"failed": res.stdout.count("| FAILED"), "unreachable": res.stdout.count("| UNREACHABLE")}
+        out: dict[str, Any] = {
+            "failed": res.stdout.count("| FAILED"),
+            "unreachable": res.stdout.count("| UNREACHABLE"),
+        }
+        if res.returncode != 0:
+            out["error"] = (res.stdout + res.stderr)[-400:]
+        return out
 
     return lambda i: s.timed(body)
 

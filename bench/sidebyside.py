@@ -101,7 +101,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "max_s": max(secs),
         "cold_s": secs[0],
         "warm_s": summary(secs[1:]) if len(secs) > 1 else None,
-        "clean_runs": sum(1 for r in rows if r["clean"] and not r["failed"] and not r["unreachable"]),
+        "clean_runs": sum(
+            1 for r in rows if r["clean"] and not r["failed"] and not r["unreachable"] and "error" not in r
+        ),
         "runs_total": len(rows),
         "cpu_s_median": cpu,
         "runs": rows,
