@@ -1,7 +1,10 @@
 """Controller scale: a stop of 100 / 1,000 / 5,000 servers answered by a simulated agent swarm.
 
-Measures, per store (SQLite, PostgreSQL) and size: time for the stop call to answer, end-to-end time
-(call to SUCCESSFUL), time per server, the controller's peak RSS, and the store's size.
+Measures, per store (SQLite, PostgreSQL) and size: the first stop call after the controller's start (a
+one-server cluster), then for the big one: time for the stop call to answer, end-to-end time (call to
+SUCCESSFUL), time per server, CPU seconds of the controller, the swarm, Mosquitto and the client (and the
+controller's per server), the controller's peak RSS, the store's size, and the stage timeline.
+`--profile DIR` samples the controller with py-spy (DIR/STORE-N.txt; `python -m bench.profsum FILE`).
 
     python -m bench.scale --servers 100 1000 5000 --stores sqlite postgres --out bench/results/scale.json
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +27,10 @@ from typing import Any
 import httpx
 import tomli_w
 
+from bench import stages
 from bench.common import RssSampler, controller, mosquitto
+from bench.cpu import Meter
+from bench.spy import py_spy
 from obstop.agent import signing
 from obstop.controller.auth import hash_password
 from obstop.fakes.net import free_port
@@ -110,7 +117,7 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
                         ],
                     },
                     "store": {"url": url},
-                    "mqtt": {"url": broker},
+                    "mqtt": {"url": broker.url},
                     "signing": {"private_key": "keys/command-signing.key", "command_ttl_seconds": 3600},
                     "stop": {"subtask_timeout": 1200, "resend_interval": 30},
                     "engine": {"max_concurrency": 1024},
@@ -123,7 +130,7 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
                 "-m",
                 "bench.swarm",
                 "--broker",
-                broker,
+                broker.url,
                 "--public-key",
                 str(work / "keys" / signing.PUBLIC_NAME),
                 "--delay",
@@ -136,28 +143,11 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
             with (
                 controller(work / "controller.toml", work / "controller.log", port) as proc,
                 RssSampler(proc.pid) as rss,
+                contextlib.ExitStack() as spies,
+                httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=("admin", "b"), timeout=120) as http,
             ):
-                spy = None
                 if profile is not None:  # py-spy samples the controller for the whole stop
-                    profile.mkdir(parents=True, exist_ok=True)
-                    spy = subprocess.Popen(
-                        [
-                            "py-spy",
-                            "record",
-                            "--pid",
-                            str(proc.pid),
-                            "--format",
-                            "raw",
-                            "--rate",
-                            "200",
-                            "-o",
-                            str(profile / f"{store}-{n}.txt"),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                    time.sleep(0.5)
-                http = httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=("admin", "b"), timeout=120)
+                    spies.enter_context(py_spy(proc.pid, profile / f"{store}-{n}.txt"))
                 t0 = time.monotonic()
                 cold = http.post("/api/v2/ob/clusters/2/stop", json={"freeze": False})
                 first_call = time.monotonic() - t0
@@ -167,6 +157,7 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
                     == "RUNNING"
                 ):
                     time.sleep(0.05)
+                meter = Meter({"controller": [proc.pid], "swarm": [swarm.pid], "mosquitto": [broker.pid]})
                 t0 = time.monotonic()
                 r = http.post("/api/v2/ob/clusters/1/stop", json={"freeze": False})
                 answered = time.monotonic() - t0
@@ -179,12 +170,10 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
                         "status"
                     ]
                 total = time.monotonic() - t0
+                cpu = meter.delta()
                 assert status == "SUCCESSFUL", status
                 final = http.get(f"/api/v2/tasks/instances/{task_id}").json()["data"]
-                stages = stage_timeline(final)
-                if spy is not None:
-                    spy.send_signal(2)
-                    spy.wait(30)
+                timeline = stages.timeline(final)
         finally:
             swarm.terminate()
             swarm.wait(10)
@@ -207,33 +196,10 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
         "per_server_ms": total * 1000 / n,
         "peak_rss_mb": rss.peak / 2**20,
         "store_mb": size / 2**20,
-        "stages": stages,
+        "cpu_s": cpu,
+        "controller_cpu_ms_per_server": round(1000 * cpu["controller"] / n, 3),
+        "stages": timeline,
     }
-
-
-def stage_timeline(task: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per stage (in DAG order): when its first subtask started and its last finished, from the task start."""
-    from datetime import datetime
-
-    t0 = datetime.fromisoformat(task["startTime"])
-    order: dict[str, dict[str, Any]] = {}
-    for s in task["tasks"]:
-        key = s["name"] if s["name"] != "Wait node" else f"Wait node {s['id']}"
-        st = (datetime.fromisoformat(s["startTime"]) - t0).total_seconds()
-        fi = (datetime.fromisoformat(s["finishTime"]) - t0).total_seconds()
-        e = order.setdefault(
-            key, {"stage": key, "count": 0, "first_start_s": st, "last_finish_s": fi, "sum_s": 0.0}
-        )
-        e["count"] += 1
-        e["first_start_s"] = min(e["first_start_s"], st)
-        e["last_finish_s"] = max(e["last_finish_s"], fi)
-        e["sum_s"] += fi - st
-    out = sorted(order.values(), key=lambda e: e["first_start_s"])
-    for e in out:
-        e["mean_ms"] = round(1000 * e.pop("sum_s") / e["count"], 1)
-        e["first_start_s"] = round(e["first_start_s"], 3)
-        e["last_finish_s"] = round(e["last_finish_s"], 3)
-    return out
 
 
 def main() -> None:
@@ -259,8 +225,7 @@ def main() -> None:
                     ),
                     flush=True,
                 )
-                for stage in res["stages"]:
-                    print("   ", stage, flush=True)
+                print(stages.render(res["stages"], res["answer_ms"] / 1000), flush=True)
                 results.append(res)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2))

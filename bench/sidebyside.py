@@ -1,269 +1,184 @@
-"""Side by side on the same 30 fake hosts: obstop through agents, obstop agentless over SSH, Ansible ad-hoc
-(forks=30), and a serial SSH loop doing what OBD's stop plugin does (one server after another).
+"""Side by side on the same fake hosts, in one run: obstop through agents, obstop agentless over SSH, a bare
+asyncssh script (as a process and in-process), Ansible ad-hoc (forks=30), an OBD-style serial SSH loop, and
+the local no-network floor.
 
-Every fake host is reachable over SSH at its own loopback address (one OpenSSH sshd listening on all of
-them; MaxStartups and MaxSessions raised to 100 so that 30 parallel logins are not dropped). Each system
-runs several times on freshly started observers; the first run is "cold", the rest "warm". The end state
-is checked the same way for all: every observer process gone, both ports free, pid file removed.
+Each fake host is a fake observer, an agent, and its own OpenSSH sshd on the host's own loopback address
+(127.0.X.i:22). By default the sshds' sessions skip root's heavy ~/.bashrc (a light login shell, as on a
+typical server: bench/sshfleet.py); `--heavy-rc` runs it, for the second, labelled table. Runs go round
+robin (every method once, then again), each on freshly started observers, and every run is checked the
+same way: every observer gone, both ports free, pid file removed. Run 0 is "cold" (Ansible has no
+ControlPersist connection yet), the others "warm". CPU seconds per process group are in every run.
 
-    python -m bench.sidebyside --runs 3 --out bench/results/sidebyside.json [--ansible VENV/bin/ansible]
+    python -m bench.sidebyside --hosts 1 10 30 --runs 3 [--ansible /tmp/ansible-venv/bin/ansible]
+                               [--heavy-rc] [--methods agents floor ...] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import ipaddress
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
+import statistics
 import tempfile
-import time
-import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-import httpx
-import psutil
-import tomli_w
-
-from bench.common import controller, mosquitto, summary, wait_port
-from bench.parallel import restart_observers
+from bench import methods, sshfleet
+from bench.common import Broker, end_state, host_block, mosquitto, restart_observers, summary, zones_for
 from obstop.fakes import hosts as fakehosts
-from obstop.fakes.net import free_block, free_port
 
-# the same check, signal and waits as the agent, as a POSIX one-liner (for Ansible and the serial loop)
-ONE_LINER = (
-    "h={home}; f=$h/run/observer.pid; p=$(cat $f 2>/dev/null) || exit 0; "
-    '[ -d /proc/$p ] && [ "$(readlink /proc/$p/cwd)" = "$h" ] && '
-    'tr "\\000" " " < /proc/$p/cmdline | grep -q "$h/bin/observer" && kill $p; '
-    "while [ -d /proc/$p ] && ! grep -q '^State:.*Z' /proc/$p/status 2>/dev/null; do sleep 0.05; done; "
-    'while awk \'$4=="0A" && ($2=="{hexip}:0B41" || $2=="{hexip}:0B42")\' /proc/net/tcp | grep -q .; '
-    "do sleep 0.05; done; rm -f $f"
-)
-
-
-def hexip(ip: str) -> str:
-    return ipaddress.IPv4Address(ip).packed[::-1].hex().upper()
+AGENTS = "obstop via agents"
+NAMES = {
+    "agents": AGENTS,
+    "agentless": "obstop agentless over SSH",
+    "bare": "bare asyncssh, parallel (process: interpreter start included)",
+    "bare-inproc": "bare asyncssh, parallel (in-process)",
+    "ansible": "Ansible ad-hoc, forks=30",
+    "serial": "OBD-style serial SSH",
+    "floor": "local, no network: SIGTERM all, poll /proc (the floor)",
+}
 
 
-def start_sshd(root: Path) -> tuple[subprocess.Popen[bytes], int, Path, Path]:
-    root.mkdir(parents=True)
-    for name in ("host", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
-    (root / "authorized_keys").write_text((root / "client.pub").read_text())
-    port = free_port()
-    (root / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 0.0.0.0\nHostKey {root / 'host'}\n"
-        f"AuthorizedKeysFile {root / 'authorized_keys'}\n"
-        f"PidFile {root / 'sshd.pid'}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nMaxStartups 100:30:200\n"
-        "MaxSessions 100\nLogLevel ERROR\nSubsystem sftp internal-sftp\n"
-    )
-    Path("/run/sshd").mkdir(exist_ok=True)
-    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(root / "sshd_config")], stderr=subprocess.DEVNULL)
-    wait_port(port)
-    key = (root / "host.pub").read_text().split()
-    known = root / "known_hosts"
-    known.write_text(f"[127.*]:{port} {key[0]} {key[1]}\n")
-    return proc, port, root / "client", known
-
-
-def end_state(fleet: fakehosts.Fleet) -> dict[str, int]:
-    alive = ports = pidfiles = 0
-    for h in fleet.hosts:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            alive += psutil.Process(h.observer_pid).status() != psutil.STATUS_ZOMBIE
-        for port in (2881, 2882):
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind((h.ip, port))
-                except OSError:
-                    ports += 1
-        pidfiles += (Path(h.home) / "run" / "observer.pid").exists()
-    return {"alive": alive, "ports_held": ports, "pid_files_left": pidfiles}
-
-
-def via_controller(config: Path, d: Path, label: str) -> Callable[[int], dict[str, Any]]:
-    cfg = tomllib.loads(config.read_text())
-    port = int(cfg["api"]["listen"].rsplit(":", 1)[1])
-    password = (d / "admin.password").read_text().strip()
-
-    def run(i: int) -> dict[str, Any]:
-        os.environ["OBSTOP_STORE__URL"] = f"sqlite:///{d}/state/{label}-{i}.db"
-        try:
-            with controller(config, d / f"{label}-{i}.log", port):
-                http = httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=("admin", password), timeout=60)
-                t0 = time.monotonic()
-                http.post("/api/v2/ob/clusters/1/stop", json={"freeze": False})
-                while (task := http.get("/api/v2/tasks/instances?clusterId=1").json()["data"]["contents"][0])[
-                    "status"
-                ] == "RUNNING":
-                    time.sleep(0.005)
-                took = time.monotonic() - t0
-                full = http.get(f"/api/v2/tasks/instances/{task['id']}").json()["data"]
-                failed = sum(1 for s in full["tasks"] if s["status"] == "FAILED")
-        finally:
-            del os.environ["OBSTOP_STORE__URL"]
-        return {"seconds": took, "failed": failed, "unreachable": 0}
-
-    return run
-
-
-def via_ansible(
-    ansible: str, fleet: fakehosts.Fleet, port: int, key: Path, known: Path, d: Path
-) -> Callable[[int], dict[str, Any]]:
-    inv = d / "ansible-inventory.ini"
-    inv.write_text(
-        "[fleet]\n"
-        + "".join(
-            f"{h.host} ansible_host={h.ip} ansible_port={port} ansible_user=root "
-            f"ansible_ssh_private_key_file={key} "
-            f"home={h.home} hexip={hexip(h.ip)}\n"
-            for h in fleet.hosts
-        )
-    )
-    cfg = d / "ansible.cfg"
-    cfg.write_text(
-        f"[defaults]\nforks = 30\nhost_key_checking = True\ninterpreter_python = {sys.executable}\n"
-        f"[ssh_connection]\nssh_args = -o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
-        "-o ControlMaster=auto -o ControlPersist=60s\n"
-    )
-    cmd = ONE_LINER.replace("{home}", "{{ home }}").replace("{hexip}", "{{ hexip }}")
-
-    def run(i: int) -> dict[str, Any]:
-        env = {**os.environ, "ANSIBLE_CONFIG": str(cfg), "ANSIBLE_LOCAL_TEMP": str(d / "ansible-tmp")}
-        t0 = time.monotonic()
-        res = subprocess.run(
-            [ansible, "fleet", "-i", str(inv), "-f", "30", "-m", "shell", "-a", cmd],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        took = time.monotonic() - t0
-        return {
-            "seconds": took,
-            "failed": res.stdout.count("| FAILED"),
-            "unreachable": res.stdout.count("| UNREACHABLE"),
-        }
-
-    return run
-
-
-def via_serial_ssh(
-    fleet: fakehosts.Fleet, port: int, key: Path, known: Path
-) -> Callable[[int], dict[str, Any]]:
-    async def stop_all() -> tuple[int, int]:
-        failed = unreachable = 0
-        for h in fleet.hosts:  # one server after another, a new connection each, as OBD's stop plugin does
-            try:
-                async with asyncssh.connect(
-                    h.ip,
-                    port,
-                    username="root",
-                    client_keys=[str(key)],
-                    known_hosts=str(known),
-                    config=None,
-                    agent_path=None,
-                ) as conn:
-                    res = await conn.run(ONE_LINER.format(home=h.home, hexip=hexip(h.ip)), check=False)
-                    failed += res.exit_status != 0
-            except (OSError, asyncssh.Error):
-                unreachable += 1
-        return failed, unreachable
-
-    def run(i: int) -> dict[str, Any]:
-        t0 = time.monotonic()
-        failed, unreachable = asyncio.run(stop_all())
-        return {"seconds": time.monotonic() - t0, "failed": failed, "unreachable": unreachable}
-
-    return run
+def build(key: str, s: methods.Setup, ansible: str | None) -> methods.Run:
+    if key == "ansible":
+        assert ansible is not None
+        return methods.ansible(s, ansible)
+    return {
+        "agents": methods.via_agents,
+        "agentless": methods.agentless_ssh,
+        "bare": methods.bare_process,
+        "bare-inproc": methods.bare_inprocess,
+        "serial": methods.serial_ssh,
+        "floor": methods.local_floor,
+    }[key](s)
 
 
 def run_fleet(
-    n: int, runs: int, work: Path, broker: str, ssh: tuple[int, Path, Path], ansible: str
+    n: int, runs: int, work: Path, broker: Broker, keys: list[str], heavy_rc: bool, ansible: str | None
 ) -> dict[str, Any]:
-    port, key, known = ssh
+    first = host_block(n)
+    ips = [str(ipaddress.IPv4Address(first) + i) for i in range(n)]
     d = work / f"fleet-{n}"
-    zones = 3 if n % 3 == 0 else 1
-    fleet = fakehosts.up(d, zones=zones, servers_per_zone=n // zones, broker=broker, first_ip=free_block(n))
-    systems_out: dict[str, Any] = {}
+    ssh = sshfleet.start(work / f"ssh-{n}", ips, heavy_rc)
+    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
     try:
-        agentless = tomllib.loads((d / "controller.toml").read_text())
-        agentless.pop("mqtt")
-        agentless["agentless"] = {
-            "ssh": [
-                {
-                    "host": h.host,
-                    "address": h.ip,
-                    "port": port,
-                    "user": "root",
-                    "identity": str(key),
-                    "known_hosts": str(known),
-                }
-                for h in fleet.hosts
-            ]
-        }
-        (d / "controller-ssh.toml").write_text(tomli_w.dumps(agentless))
-        systems = {
-            "obstop via agents": via_controller(d / "controller.toml", d, "agents"),
-            "obstop agentless over SSH": via_controller(d / "controller-ssh.toml", d, "ssh"),
-            "Ansible ad-hoc (forks=30)": via_ansible(ansible, fleet, port, key, known, d),
-            "serial SSH loop (OBD-style)": via_serial_ssh(fleet, port, key, known),
-        }
-        for name, run in systems.items():
-            rows = []
+        login = sshfleet.login_check(ssh, ips[0])
+        print(json.dumps({"hosts": n, "login": login}), flush=True)
+        zones, per_zone = zones_for(n)
+        fleet = fakehosts.up(d, zones=zones, servers_per_zone=per_zone, broker=broker.url, first_ip=first)
+        try:
+            setup = methods.Setup(fleet, d, ssh, broker)
+            built = {k: build(k, setup, ansible) for k in keys}
             for i in range(runs):
-                restart_observers(fleet, d)
-                row = run(i) | end_state(fleet)
-                rows.append(row)
-                print(json.dumps({"hosts": n, "system": name, "run": i, **row}), flush=True)
-            systems_out[name] = {
-                "cold_s": rows[0]["seconds"],
-                "warm_s": summary([r["seconds"] for r in rows[1:]]) if len(rows) > 1 else None,
-                "runs": rows,
-            }
+                for k in keys:
+                    restart_observers(fleet, d)
+                    row = built[k](i) | end_state(fleet)
+                    rows[k].append(row)
+                    brief = {x: v for x, v in row.items() if x != "timeline"}
+                    print(json.dumps({"hosts": n, "method": NAMES[k], "run": i, **brief}), flush=True)
+        finally:
+            fakehosts.down(d)
     finally:
-        fakehosts.down(d)
-    base = systems_out["obstop via agents"]
-    for s in systems_out.values():
-        s["ratio_to_obstop_agents_cold"] = s["cold_s"] / base["cold_s"]
-        if s["warm_s"] and base["warm_s"]:
-            s["ratio_to_obstop_agents_warm"] = s["warm_s"]["median"] / base["warm_s"]["median"]
-    return systems_out
+        ssh.stop()
+    out = {NAMES[k]: summarize(rows[k]) for k in keys}
+    if AGENTS in out:
+        base = out[AGENTS]
+        for m in out.values():
+            m["ratio_to_obstop_agents"] = m["median_s"] / base["median_s"]
+            m["ratio_to_obstop_agents_cold"] = m["cold_s"] / base["cold_s"]
+            if m["warm_s"] and base["warm_s"]:
+                m["ratio_to_obstop_agents_warm"] = m["warm_s"]["median"] / base["warm_s"]["median"]
+    return {"login": login, "methods": out}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    secs = [r["seconds"] for r in rows]
+    cpu = {g: statistics.median(r["cpu_s"][g] for r in rows) for g in rows[0]["cpu_s"]}
+    out: dict[str, Any] = {
+        "median_s": statistics.median(secs),
+        "min_s": min(secs),
+        "max_s": max(secs),
+        "cold_s": secs[0],
+        "warm_s": summary(secs[1:]) if len(secs) > 1 else None,
+        "clean_runs": sum(
+            1 for r in rows if r["clean"] and not r["failed"] and not r["unreachable"] and "error" not in r
+        ),
+        "runs_total": len(rows),
+        "cpu_s_median": cpu,
+        "runs": rows,
+    }
+    per_command = [r["agent_cpu_ms_per_command"] for r in rows if "agent_cpu_ms_per_command" in r]
+    if per_command:
+        out["agent_cpu_ms_per_command_median"] = statistics.median(per_command)
+    return out
+
+
+def tables(results: dict[str, Any]) -> str:
+    """The markdown tables RESULTS.md shows: times with the ratio to obstop via agents, then CPU."""
+    by = results["by_hosts"]
+    ns = sorted(by, key=int)
+    names = list(by[ns[-1]]["methods"])
+    head = " | ".join(f"N={n}" for n in ns)
+    lines = [f"| method | {head} | ÷ obstop via agents (N={ns[-1]}) |", "|---" * (len(ns) + 2) + "|"]
+    for name in names:
+        cells = []
+        for n in ns:
+            m = by[n]["methods"].get(name)
+            cells.append("" if m is None else _cell(name, m))
+        last = by[ns[-1]]["methods"][name]
+        ratio = last.get("ratio_to_obstop_agents")
+        r = "" if ratio is None else f"{ratio:.2f}"
+        if name.startswith("Ansible") and "ratio_to_obstop_agents_warm" in last:
+            r = f"{last['ratio_to_obstop_agents_warm']:.2f} / {last['ratio_to_obstop_agents_cold']:.2f}"
+        lines.append(f"| {name} | {' | '.join(cells)} | {r} |")
+    groups = ["controller", "controller_net", "agents", "mosquitto", "sshd", "client"]
+    lines += ["", f"CPU seconds per stop, N={ns[-1]} (median of runs):", ""]
+    lines += [f"| method | {' | '.join(groups)} | agent ms per command |", "|---" * (len(groups) + 2) + "|"]
+    for name in names:
+        m = by[ns[-1]]["methods"][name]
+        cpu = m["cpu_s_median"]
+        cells = [f"{cpu[g]:.3f}" if g in cpu else "" for g in groups]
+        per = m.get("agent_cpu_ms_per_command_median")
+        lines.append(f"| {name} | {' | '.join(cells)} | {'' if per is None else f'{per:.1f}'} |")
+    return "\n".join(lines)
+
+
+def _cell(name: str, m: dict[str, Any]) -> str:
+    """Median of all runs; Ansible's warm (ControlPersist) / cold apart. Any run not clean is said."""
+    clean = "" if m["clean_runs"] == m["runs_total"] else f" ({m['runs_total'] - m['clean_runs']} not clean)"
+    if name.startswith("Ansible") and m["warm_s"]:
+        return f"{m['warm_s']['median']:.2f} / {m['cold_s']:.2f} s{clean}"
+    return f"{m['median_s']:.2f} s{clean}"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description="side by side stop benchmark")
+    p = argparse.ArgumentParser(description="side by side stop benchmark on the same fake hosts")
     p.add_argument("--hosts", type=int, nargs="+", default=[1, 10, 30])
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--ansible", default=shutil.which("ansible") or "/tmp/ansible-venv/bin/ansible")
-    p.add_argument("--out", type=Path, default=Path("bench/results/sidebyside.json"))
+    p.add_argument("--methods", nargs="+", choices=list(NAMES), default=list(NAMES))
+    p.add_argument("--ansible", default=shutil.which("ansible"), help="ansible executable (skipped if none)")
+    p.add_argument("--heavy-rc", action="store_true", help="sessions run root's ~/.bashrc (second table)")
+    p.add_argument("--out", type=Path, default=None, help="default bench/results/sidebyside[-heavy-rc].json")
     a = p.parse_args()
-    results: dict[str, Any] = {"by_hosts": {}}
+    keys = [k for k in a.methods if k != "ansible" or a.ansible]
+    if "ansible" in a.methods and not a.ansible:
+        print("Ansible skipped: no ansible on PATH and no --ansible given", flush=True)
+    out = a.out or Path(f"bench/results/sidebyside{'-heavy-rc' if a.heavy_rc else ''}.json")
+    results: dict[str, Any] = {
+        "login_shell": "heavy: root's ~/.bashrc" if a.heavy_rc else "light: SetEnv SHLVL=1",
+        "runs": a.runs,
+        "methods": [NAMES[k] for k in keys],
+        "by_hosts": {},
+    }
     with tempfile.TemporaryDirectory(prefix="obstop-bench-sbs-") as tmp:
         work = Path(tmp)
-        sshd, port, key, known = start_sshd(work / "sshd")
-        try:
-            with mosquitto(work / "mqtt") as broker:
-                for n in a.hosts:
-                    results["by_hosts"][str(n)] = run_fleet(
-                        n, a.runs, work, broker, (port, key, known), a.ansible
-                    )
-        finally:
-            sshd.terminate()
-            sshd.wait(10)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=2))
+        with mosquitto(work / "mqtt") as broker:
+            for n in a.hosts:
+                results["by_hosts"][str(n)] = run_fleet(n, a.runs, work, broker, keys, a.heavy_rc, a.ansible)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(tables(results))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 from pathlib import Path
 
@@ -121,6 +122,8 @@ def main() -> None:
         "--no-verify", action="store_true", help="skip signature checks (measure the controller only)"
     )
     a = p.parse_args()
+    # it publishes thousands at once on purpose: aiomqtt's "N pending publish calls" warnings are noise here
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
     asyncio.run(run(a.broker, a.public_key, a.delay, a.hosts, not a.no_verify))
 
 
