@@ -148,7 +148,8 @@ def describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(x) for x in err["loc"]) or "(top)"
-        parts.append(f"{where}: {' '.join(str(err['msg']).split())}")
+        what = " ".join(str(err["msg"]).split()).removeprefix("Value error, ")
+        parts.append(f"{where}: {what}")
     return "; ".join(parts)
 
 

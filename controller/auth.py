@@ -4,8 +4,9 @@ Passwords are stored as salted PBKDF2-SHA256 hashes (`obstop passwd`: 600,000 it
 advice). Logins cost the same for unknown and known users (an unknown user is checked against a dummy hash
 of the same cost), run off the event loop, and a few at a time. Failed logins are limited per client
 address and per user (429 with Retry-After). The cost is paid once per client session: a verified login is
-remembered for a few minutes as a keyed digest (HMAC) of user, password and stored hash, never in clear,
-so `obstop stop --watch` polling stays cheap and a changed password or hash is not remembered.
+remembered for a few minutes as a keyed digest (HMAC) of user, password, stored hash and client address,
+never in clear, so `obstop stop --watch` polling stays cheap and a changed password or hash is not
+remembered.
 """
 
 from __future__ import annotations
@@ -108,13 +109,20 @@ class Authenticator:
         name, password = _credentials(authorization)
         entry = self._users.get(name)
         stored = entry[1].password_hash if entry is not None else self._dummy
-        token = hmac.new(self._key, f"{name}\0{password}\0{stored}".encode(), "sha256").digest()
+        # bound to the client's address too: a right guess from elsewhere is not waved through by another
+        # client's session, it meets the limits like any guess
+        secret = f"{name}\0{password}\0{stored}\0{client}".encode()
+        token = hmac.new(self._key, secret, "sha256").digest()
         if entry is not None and self._remembered(token):
             return Caller(entry[0], name, frozenset(entry[1].roles))
-        for key, limit in ((f"address {client}", self._per_address), (f"user {name}", self._per_user)):
+        limits = (
+            (f"address {client}", self._per_address, "from this address"),
+            (f"user {name}", self._per_user, "as this user"),
+        )
+        for key, limit, which in limits:
             wait = self._failed.retry_after(key, limit)
             if wait is not None:
-                raise TooManyAttempts(f"too many failed logins from this {key.split()[0]}", wait)
+                raise TooManyAttempts(f"too many failed logins {which}; retry after {wait}s", wait)
         async with self._kdf:
             ok = await asyncio.to_thread(verify_password, password, stored)
         if entry is None or not ok:

@@ -196,7 +196,7 @@ def check_config(config: ControllerConfig, path: Path) -> None:
     try:
         inventory = load_inventory(config.inventory)
     except ConfigError as exc:
-        raise fail("inventory", str(exc)) from exc
+        raise fail("inventory", str(exc).removeprefix("inventory ")) from exc
     if config.mqtt.url:
         if config.signing.private_key is None:
             raise fail("signing.private_key", "required with [mqtt] url: agents act only on signed commands")

@@ -95,8 +95,8 @@ async def open_store(url: str) -> Store:
     try:
         return await Store.open(url)
     except (OSError, SQLAlchemyError) as exc:
-        where = url.split("@")[-1]  # never the credentials
-        raise ConfigError(f"[store] url ...{where}: cannot open the store: {one_line(exc)}") from exc
+        where = url.split("://")[0] + "://..." + url.split("@")[-1] if "@" in url else url  # no credentials
+        raise ConfigError(f"store.url: cannot open the store at {where}: {one_line(exc)}") from exc
 
 
 async def build(config: ControllerConfig) -> Parts:

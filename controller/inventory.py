@@ -148,4 +148,4 @@ def load_inventory(path: Path) -> Inventory:
     try:
         return Inventory.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"inventory {path}: {describe(exc)}") from exc
+        raise ConfigError(f"inventory {path}: {describe(exc).removeprefix('(top): ')}") from exc

@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
             setup(cfg.log_level)
             asyncio.run(serve(cfg))
         except ConfigError as exc:
-            typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+            message = " ".join(str(exc).split())  # one line, always naming the file
+            typer.echo(f"error: {message if str(config) in message else f'{config}: {message}'}", err=True)
             sys.exit(2)
 
     @app.command("passwd")
