@@ -161,7 +161,8 @@ class MqttDispatcher:
         )
 
     def _on_event(self, agent_id: str, payload: bytes) -> None:
-        """The one intake of agent events: verified and bound, or refused."""
+        """The one intake of agent events: verified and bound, or refused. Cheap checks come first, so a
+        flood of forgeries costs no signature work."""
         try:
             event = parse_event(payload)
         except ValueError as exc:
@@ -170,13 +171,8 @@ class MqttDispatcher:
         if event.agent_id != agent_id:
             self._refuse(agent_id, "wrong agent", "it claims to come from agent %s", event.agent_id)
             return
-        why = self.agent_keys.verify(event, agent_id)
-        if why is not None:
-            self._refuse(agent_id, "signature", "%s", why)
-            return
-        self._refused.pop(agent_id, None)
         if event.command_id is None:
-            if isinstance(event, RejectedEvent):
+            if self._verified(event, agent_id) and isinstance(event, RejectedEvent):
                 self.session.throttle.warn(
                     f"unauthenticated:{agent_id}",
                     "agent %s refused a command it could not authenticate: %s (someone else writes to its "
@@ -186,7 +182,7 @@ class MqttDispatcher:
                 )
             return
         waiter = self._waiters.get(event.command_id)
-        if waiter is None:
+        if waiter is None:  # a late copy of an answer already taken, or a guess: nothing awaits it
             logger.debug("agent %s: event for command %s, which no step awaits", agent_id, event.command_id)
             return
         if waiter.agent_id != agent_id:
@@ -201,10 +197,20 @@ class MqttDispatcher:
         if event.command_digest != waiter.digest:
             self._refuse(agent_id, "digest", "it answers another command than %s", event.command_id)
             return
+        if not self._verified(event, agent_id):
+            return
         if isinstance(event, RejectedEvent) and event.issued_at != waiter.issued_at:
             self._refuse(agent_id, "stale copy", "it rejects another copy of command %s", event.command_id)
             return
         waiter.events.put_nowait(event)
+
+    def _verified(self, event: AnyEvent, agent_id: str) -> bool:
+        why = self.agent_keys.verify(event, agent_id)
+        if why is not None:
+            self._refuse(agent_id, "signature", "%s", why)
+            return False
+        self._refused.pop(agent_id, None)
+        return True
 
     def presence(self, agent_id: str) -> str:
         seen = self._presence.get(agent_id)
