@@ -46,7 +46,7 @@ def test_a_home_path_without_bin_observer_is_an_error(tmp_path: Path, command: s
 
 def test_an_installed_but_stopped_observer_is_still_stopped(tmp_path: Path) -> None:
     install(tmp_path / "home")
-    res = obstop("observer", "probe", "--home-path", str(tmp_path / "home"))
+    res = obstop("observer", "probe", "--home-path", str(tmp_path / "home"), "--ip", fresh_ip())
     assert res.returncode == 0 and res.stdout.startswith("STOPPED"), res
 
 
