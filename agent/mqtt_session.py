@@ -114,6 +114,10 @@ class _Throttle:
         self._last: dict[str, float] = {}
         self._dropped: dict[str, int] = {}
 
+    def due(self, cause: str) -> bool:
+        """Whether a warning for cause would be logged now (work only for a log line can be skipped)."""
+        return time.monotonic() - self._last.get(cause, -self.interval) >= self.interval
+
     def warn(self, cause: str, message: str, *args: object) -> None:
         now = time.monotonic()
         if now - self._last.get(cause, -self.interval) >= self.interval:

@@ -170,13 +170,15 @@ class _Known:
 class AgentKeys:
     """The agents' public keys: `directory`/ID.pub, read when first needed and again when missing or when
     a signature fails, at most every `recheck` seconds per agent (a forger cannot make us read files in a
-    loop). Unknown ids are remembered too, up to `max_entries`."""
+    loop). Keys found are kept (one per real agent); ids without a key are remembered too, but only the
+    last `max_unknown` of them (topics can name any id)."""
 
-    def __init__(self, directory: Path, recheck: float = 5.0, max_entries: int = 4096) -> None:
+    def __init__(self, directory: Path, recheck: float = 5.0, max_unknown: int = 4096) -> None:
         self.directory = directory
         self.recheck = recheck
-        self.max_entries = max_entries
-        self._known: OrderedDict[str, _Known] = OrderedDict()
+        self.max_unknown = max_unknown
+        self._known: dict[str, _Known] = {}
+        self._unknown: OrderedDict[str, _Known] = OrderedDict()
 
     def path(self, agent_id: str) -> Path:
         return self.directory / f"{agent_id}.pub"
@@ -196,20 +198,24 @@ class AgentKeys:
     def _read(self, agent_id: str) -> _Known:
         now = time.monotonic()
         if not valid_agent_id(agent_id):
-            known = _Known(None, f"{agent_id!r} is not an agent id", now)
+            found = _Known(None, f"{agent_id!r} is not an agent id", now)
         else:
             try:
-                known = _Known(load_public(self.path(agent_id)), None, now)
+                found = _Known(load_public(self.path(agent_id)), None, now)
             except ConfigError as exc:
-                known = _Known(None, str(exc), now)
-        self._known[agent_id] = known
-        self._known.move_to_end(agent_id)
-        while len(self._known) > self.max_entries:
-            self._known.popitem(last=False)
-        return known
+                found = _Known(None, str(exc), now)
+        self._known.pop(agent_id, None)
+        self._unknown.pop(agent_id, None)
+        if found.key is not None:
+            self._known[agent_id] = found
+        else:
+            self._unknown[agent_id] = found
+            while len(self._unknown) > self.max_unknown:
+                self._unknown.popitem(last=False)
+        return found
 
     def _get(self, agent_id: str, stale: bool) -> _Known:
-        known = self._known.get(agent_id)
+        known = self._known.get(agent_id) or self._unknown.get(agent_id)
         if known is None:
             return self._read(agent_id)
         if (stale or known.key is None) and time.monotonic() - known.read_at >= self.recheck:

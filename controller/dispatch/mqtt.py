@@ -172,9 +172,12 @@ class MqttDispatcher:
             self._refuse(agent_id, "wrong agent", "it claims to come from agent %s", event.agent_id)
             return
         if event.command_id is None:
+            cause = f"unauthenticated:{agent_id}"
+            if isinstance(event, RejectedEvent) and not self.session.throttle.due(cause):
+                return  # it would only make a log line, and that line was written this minute
             if self._verified(event, agent_id) and isinstance(event, RejectedEvent):
                 self.session.throttle.warn(
-                    f"unauthenticated:{agent_id}",
+                    cause,
                     "agent %s refused a command it could not authenticate: %s (someone else writes to its "
                     "commands topic?)",
                     agent_id,
