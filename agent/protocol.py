@@ -22,6 +22,7 @@ import json
 import posixpath
 import re
 import signal
+import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -79,7 +80,7 @@ def canonical(body: Any) -> bytes:
 def check_home_path(v: str) -> str:
     """An observer's home path as the inventory and the agent take it: absolute, normalized, not `/`, no
     control characters (it goes into paths, shell words and logs)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in v):
+    if any(unicodedata.category(c) == "Cc" for c in v):
         raise ValueError("home_path must not contain control characters")
     if not v.startswith("/"):
         raise ValueError("home_path must be absolute")

@@ -254,8 +254,10 @@ class Agent:
 
 
 def _first_error(exc: ValidationError) -> str:
+    """The first error, bounded and printable: its location may be any key a sender chose."""
     err = exc.errors()[0]
-    return f"{'.'.join(str(x) for x in err['loc']) or 'payload'}: {err['msg']}"
+    text = f"{'.'.join(str(x) for x in err['loc']) or 'payload'}: {err['msg']}"
+    return "".join(c if c.isprintable() else "?" for c in text[:200])
 
 
 async def serve(config: AgentConfig) -> None:
