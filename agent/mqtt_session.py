@@ -45,6 +45,12 @@ def parse_url(url: str) -> BrokerAddress:
     return BrokerAddress(u.hostname, u.port or (8883 if tls else 1883), tls)
 
 
+def client_id(prefix: str, role: str, name: str) -> str:
+    """A client id unique per deployment: two deployments on one broker never take each other's session
+    (a broker drops the older connection of a repeated id, and both would reconnect forever)."""
+    return f"{prefix}-{role}-{name}"
+
+
 def read_secret(path: Path | None) -> str | None:
     return None if path is None else path.read_text().strip()
 
@@ -76,7 +82,7 @@ class Broker:
             password=read_secret(self.password_file),
             clean_session=False,
             will=will,
-            keepalive=15,
+            keepalive=keepalive,
             tls_context=tls,
             protocol=aiomqtt.ProtocolVersion.V311,
             timeout=10,
@@ -107,6 +113,10 @@ class _Throttle:
         self.interval = interval
         self._last: dict[str, float] = {}
         self._dropped: dict[str, int] = {}
+
+    def due(self, cause: str) -> bool:
+        """Whether a warning for cause would be logged now (work only for a log line can be skipped)."""
+        return time.monotonic() - self._last.get(cause, -self.interval) >= self.interval
 
     def warn(self, cause: str, message: str, *args: object) -> None:
         now = time.monotonic()

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from obstop.agent.executors.host import Host, PidFile, ProcessFacts, Resolved, parse_pid
+from obstop.agent.executors.procfs import WILDCARDS
 from obstop.agent.identity import prove
 from obstop.agent.protocol import ObserverState, ObserverTarget, ProbeReport, StopOptions, StopReport
 
@@ -65,6 +66,10 @@ async def _probe(host: Host, target: ObserverTarget) -> _Probe:
     def refused(reason: str) -> _Probe:
         return _Probe(report(ObserverState.REFUSED, reason=reason), resolved, pid_file)
 
+    if not resolved.home_exists:
+        return refused(f"home path {target.home_path} does not exist on {host.name}")
+    if not resolved.binary_exists:
+        return refused(f"{target.binary} does not exist: {target.home_path} is not an observer's home path")
     if pid_file.error:
         return refused(f"cannot read {pid_file.path}: {pid_file.error}")
     if pid_file.is_symlink:
@@ -92,12 +97,25 @@ async def probe(host: Host, target: ObserverTarget) -> ProbeReport:
     return (await _probe(host, target)).report
 
 
-async def _wait_ports_free(host: Host, target: ObserverTarget, timeout: float) -> str | None:
-    """None once no socket listens on the ports; else what still holds them at the deadline."""
+def watched_addresses(target: ObserverTarget, facts: ProcessFacts | None) -> list[str]:
+    """Where the ports must be free after a stop: the target's address; or, when the target names any
+    address (0.0.0.0: `observer stop` without --ip), the addresses the proven observer itself listened on,
+    so another process on the same port elsewhere does not fail a stop that succeeded."""
+    if target.ip not in WILDCARDS or facts is None:
+        return [target.ip]
+    own = sorted({ip for ip, port in facts.listeners if port in target.ports})
+    return own or [target.ip]
+
+
+async def _wait_ports_free(
+    host: Host, target: ObserverTarget, timeout: float, addresses: list[str]
+) -> str | None:
+    """None once no socket listens on the ports at addresses; else what still holds them at the deadline."""
     deadline = time.monotonic() + timeout
     delay = 0.002
     while True:
-        held = await host.listeners(target.ip, target.ports)
+        found = [x for ip in addresses for x in await host.listeners(ip, target.ports)]
+        held = list({(x.ip, x.port, x.inode): x for x in found}.values())
         if not held:
             return None
         if time.monotonic() >= deadline:
@@ -175,7 +193,8 @@ async def stop(
         time_to_exit = time.monotonic() - started
         await progress(f"pid {pid} exited after {time_to_exit * 1000:.0f} ms")
 
-    still_held = await _wait_ports_free(host, target, opts.port_timeout)
+    addresses = watched_addresses(target, found.facts)
+    still_held = await _wait_ports_free(host, target, opts.port_timeout, addresses)
     if still_held:
         return result(False, pid=pid, time_to_exit_s=time_to_exit, reason=still_held)
     ports_free = time.monotonic() - started

@@ -4,35 +4,92 @@ Shared by both sides: the controller imports this module, nothing here imports t
 Everything the protocol needs (ids, expiry, signature) lives in the JSON payload, never in MQTT 5
 properties, so it works over MQTT 3.1.1 brokers too.
 
-    Command  (controller -> agent, signed)  kind = probe_observer | stop_observer
-    Event    (agent -> controller)          kind = accepted | progress | result | rejected
+    Command  (controller -> agent, signed by the controller)  kind = probe_observer | stop_observer
+    Event    (agent -> controller, signed by the agent)        kind = accepted | progress | result | rejected
+
+Topics live under a per-deployment prefix (`[mqtt] topic_prefix`, default "obstop"), so several
+deployments share one broker: `{prefix}/v1/agents/{agent_id}/commands|events|presence`.
+
+An event names its agent and the digest of the command it answers (`Command.digest()`: what the command
+means, not its timestamps, so a re-sent command is answered by the same digest), and is signed by the
+agent's own key. Untrusted bytes are parsed by pydantic's JSON parser only (it bounds nesting).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import posixpath
+import re
 import signal
+import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 PROTOCOL_VERSION: Literal[1] = 1
-TOPIC_PREFIX = "obstop/v1/agents"
+DEFAULT_TOPIC_PREFIX = "obstop"
+# MQTT topic levels without wildcards, empty levels or anything a shell or a log would mangle
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+AGENT_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
+_AGENT_ID = re.compile(AGENT_ID_PATTERN)
 
 
-def commands_topic(agent_id: str) -> str:
-    return f"{TOPIC_PREFIX}/{agent_id}/commands"
+def agents_root(prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    return f"{prefix}/v1/agents"
 
 
-def events_topic(agent_id: str) -> str:
-    return f"{TOPIC_PREFIX}/{agent_id}/events"
+TOPIC_PREFIX = agents_root()  # the default deployment's root, for tools that know no prefix
 
 
-def presence_topic(agent_id: str) -> str:
-    return f"{TOPIC_PREFIX}/{agent_id}/presence"
+def commands_topic(agent_id: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    return f"{agents_root(prefix)}/{agent_id}/commands"
+
+
+def events_topic(agent_id: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    return f"{agents_root(prefix)}/{agent_id}/events"
+
+
+def presence_topic(agent_id: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    return f"{agents_root(prefix)}/{agent_id}/presence"
+
+
+def valid_agent_id(agent_id: str) -> bool:
+    return len(agent_id) <= 128 and agent_id not in (".", "..") and bool(_AGENT_ID.match(agent_id))
+
+
+def parse_topic(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[str, str] | None:
+    """(agent_id, "commands" | "events" | "presence" | other) of a topic under prefix, or None."""
+    root = agents_root(prefix) + "/"
+    if not topic.startswith(root):
+        return None
+    agent_id, sep, kind = topic[len(root) :].partition("/")
+    if not sep or "/" in kind or not valid_agent_id(agent_id):
+        return None
+    return agent_id, kind
+
+
+def canonical(body: Any) -> bytes:
+    """The bytes a signature covers: sorted keys, no spaces, ASCII."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def check_home_path(v: str) -> str:
+    """An observer's home path as the inventory and the agent take it: absolute, normalized, not `/`, no
+    control characters (it goes into paths, shell words and logs)."""
+    if any(unicodedata.category(c) == "Cc" for c in v):
+        raise ValueError("home_path must not contain control characters")
+    if not v.startswith("/"):
+        raise ValueError("home_path must be absolute")
+    if v.strip("/") == "":
+        raise ValueError("home_path must not be /")
+    normal = posixpath.normpath(v)
+    if normal != v or "//" in v:
+        raise ValueError(f"home_path must be normalized (no //, /./ or /../): write {normal!r}")
+    return v
 
 
 def utcnow() -> datetime:
@@ -48,16 +105,14 @@ class ObserverTarget(_Model):
 
     host: str = Field(min_length=1, description="host name as in the inventory")
     ip: str = Field(min_length=1)
-    home_path: str = Field(min_length=1)
+    home_path: str = Field(min_length=1, max_length=4096)
     sql_port: int = Field(default=2881, ge=1, le=65535)
     rpc_port: int = Field(default=2882, ge=1, le=65535)
 
     @field_validator("home_path")
     @classmethod
     def _absolute(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("home_path must be absolute")
-        return v.rstrip("/") or "/"
+        return check_home_path(v.rstrip("/") if v.strip("/") else v)
 
     @property
     def pid_file(self) -> str:
@@ -153,8 +208,14 @@ class Command(_Model):
 
     def signing_payload(self) -> bytes:
         """Canonical JSON of everything but the signature: sorted keys, no spaces, UTC times."""
-        body = self.model_dump(mode="json", exclude={"signature"})
-        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+        return canonical(self.model_dump(mode="json", exclude={"signature"}))
+
+    def digest(self) -> str:
+        """What an event answering this command names: a hash of its meaning (id, target agent, kind,
+        arguments), not of its timestamps, so the answer to a re-sent copy names the same digest."""
+        body = {"v": self.v, "command_id": self.command_id, "agent_id": self.agent_id}
+        body |= {"kind": str(self.kind), "args": self.args}
+        return hashlib.sha256(canonical(body)).hexdigest()
 
     def meaning(self) -> tuple[str, str, str]:
         """What the command asks for. A re-send (same id, new timestamps and signature, e.g. from a restarted
@@ -196,9 +257,16 @@ class EventKind(StrEnum):
 
 class _EventBase(_Model):
     v: Literal[1] = PROTOCOL_VERSION
-    agent_id: str
-    command_id: str | None
+    agent_id: str = Field(max_length=128, pattern=AGENT_ID_PATTERN)
+    command_id: str | None = Field(max_length=128)
+    command_digest: str | None = Field(
+        default=None, max_length=64, description="Command.digest() of the command this event answers"
+    )
     at: datetime = Field(default_factory=utcnow)
+    signature: str | None = Field(default=None, max_length=256, description="by the agent's own key")
+
+    def signing_payload(self) -> bytes:
+        return canonical(self.model_dump(mode="json", exclude={"signature"}))
 
 
 class AcceptedEvent(_EventBase):
@@ -219,22 +287,33 @@ class ResultEvent(_EventBase):
 
 
 class RejectedEvent(_EventBase):
+    """A command refused. One the agent could not authenticate names no command (command_id None): its id
+    is the sender's word only. One it authenticated names the id, digest and issue time of that copy."""
+
     kind: Literal[EventKind.REJECTED] = EventKind.REJECTED
     reason: str
+    issued_at: datetime | None = Field(default=None, description="of the refused copy of the command")
 
 
 AnyEvent = AcceptedEvent | ProgressEvent | ResultEvent | RejectedEvent
 Event = Annotated[AnyEvent, Field(discriminator="kind")]
 
 
-class EventEnvelope(BaseModel):
-    """Parses any event by its kind."""
+_EVENTS: TypeAdapter[AnyEvent] = TypeAdapter(Event)
 
-    event: Event
 
-    @classmethod
-    def parse(cls, raw: bytes | str) -> AcceptedEvent | ProgressEvent | ResultEvent | RejectedEvent:
-        return cls.model_validate({"event": json.loads(raw)}).event
+def parse_event(raw: bytes | str) -> AnyEvent:
+    """Any event by its kind; raises pydantic's ValidationError (a ValueError) on anything else, however
+    deep, malformed or not UTF-8 the input is: pydantic's parser bounds nesting, json.loads does not."""
+    return _EVENTS.validate_json(raw)
+
+
+class EventEnvelope:
+    """Parses any event by its kind (see parse_event)."""
+
+    @staticmethod
+    def parse(raw: bytes | str) -> AnyEvent:
+        return parse_event(raw)
 
 
 class Presence(StrEnum):

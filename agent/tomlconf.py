@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, get_args
+from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
 
@@ -42,6 +44,51 @@ def _relative_to_file(value: Path, info: ValidationInfo) -> Path:
 
 ConfigPath = Annotated[Path, AfterValidator(_relative_to_file)]
 """A path in a config file: relative paths are relative to the file itself."""
+
+
+def _mqtt_url(v: str) -> str:
+    u = urlparse(v)
+    try:
+        port = u.port
+    except ValueError:
+        port = -1
+    if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname or port == -1:
+        raise ValueError(f"expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], not {v!r}")
+    return v
+
+
+MqttUrl = Annotated[str, AfterValidator(_mqtt_url)]
+"""A broker URL: mqtt://HOST[:PORT] or mqtts://HOST[:PORT]."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (config errors are one line each)."""
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+Fail = Callable[[str, str], Exception]  # (key, what is wrong) -> the error to raise
+
+
+def check_readable(path: Path | None, key: str, fail: Fail) -> None:
+    """A file the daemon will need later must be readable now, not when it is first used."""
+    if path is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except FileNotFoundError:
+        raise fail(key, f"{path}: no such file") from None
+    except OSError as exc:
+        raise fail(key, f"cannot read {path}: {one_line(exc)}") from None
+
+
+def check_ca_file(path: Path | None, key: str, fail: Fail) -> None:
+    check_readable(path, key, fail)
+    if path is not None:
+        try:
+            ssl.create_default_context(cafile=str(path))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise fail(key, f"{path} holds no usable CA certificate: {one_line(exc)}") from None
 
 
 def _section_type(annotation: Any) -> type[BaseModel] | None:
@@ -97,10 +144,12 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe(exc: ValidationError) -> str:
+    """The first errors of a validation, on one line: `key.path: what is wrong; ...`."""
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(x) for x in err["loc"]) or "(top)"
-        parts.append(f"{where}: {err['msg']}")
+        what = " ".join(str(err["msg"]).split()).removeprefix("Value error, ")
+        parts.append(f"{where}: {what}")
     return "; ".join(parts)
 
 
@@ -111,7 +160,7 @@ def load(model: type[M], path: Path, error: type[Exception], env: Mapping[str, s
     except FileNotFoundError as exc:
         raise error(f"{path}: no such file") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise error(f"{path}: {exc}") from exc
+        raise error(f"{path}: {one_line(exc)}") from exc
     data = merge(data, env_overrides(model, os.environ if env is None else env))
     try:
         return model.model_validate(data, context={"base_dir": path.parent.resolve()})

@@ -90,6 +90,11 @@ async def _pg_size(name: str) -> int:
 def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None = None) -> dict[str, Any]:
     work.mkdir(parents=True)
     signing.generate(work / "keys")
+    # the swarm signs every agent's events with one key: each agent's .pub is a copy of it
+    signing.generate(work / "keys", agent="swarm")
+    (work / "keys" / "agents").mkdir()
+    for i in range(1, n + 2):
+        shutil.copyfile(work / "keys" / "swarm.pub", work / "keys" / "agents" / f"h{i}.pub")
     (work / "inventory.toml").write_text(tomli_w.dumps(inventory(n)))
     port = free_port()
     db_name = f"obstop_bench_{n}_{int(time.time())}"
@@ -118,7 +123,11 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
                     },
                     "store": {"url": url},
                     "mqtt": {"url": broker.url},
-                    "signing": {"private_key": "keys/command-signing.key", "command_ttl_seconds": 3600},
+                    "signing": {
+                        "private_key": "keys/command-signing.key",
+                        "agent_keys_dir": "keys/agents",
+                        "command_ttl_seconds": 3600,
+                    },
                     "stop": {"subtask_timeout": 1200, "resend_interval": 30},
                     "engine": {"max_concurrency": 1024},
                 }
@@ -133,6 +142,8 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
                 broker.url,
                 "--public-key",
                 str(work / "keys" / signing.PUBLIC_NAME),
+                "--agent-key",
+                str(work / "keys" / "swarm.key"),
                 "--delay",
                 str(delay),
                 "--hosts",

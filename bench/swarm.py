@@ -1,10 +1,12 @@
 """A simulated agent swarm: one process that answers the agent protocol for many agent ids.
 
 It subscribes to every agent's commands topic, checks each command's signature (as a real agent does),
-waits a configurable per-command delay, and answers with accepted and result events, journalling ids so a
-re-sent command gets the same answer. It stops no process: it exists to load the controller.
+waits a configurable per-command delay, and answers with accepted and result events, signed (as a real
+agent signs them) with one key that stands for every agent's, journalling ids so a re-sent command gets
+the same answer. It stops no process: it exists to load the controller.
 
-    python -m bench.swarm --broker mqtt://127.0.0.1:1883 --public-key keys/command-signing.pub --delay 0.05
+    python -m bench.swarm --broker mqtt://127.0.0.1:1883 --public-key keys/command-signing.pub \
+        --agent-key keys/swarm.key --delay 0.05
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import aiomqtt
 
 from obstop.agent.protocol import (
-    TOPIC_PREFIX,
+    DEFAULT_TOPIC_PREFIX,
     AcceptedEvent,
     Command,
     CommandKind,
@@ -27,13 +29,14 @@ from obstop.agent.protocol import (
     ProbeReport,
     ResultEvent,
     StopReport,
+    agents_root,
     events_topic,
 )
-from obstop.agent.signing import Rejected, load_public, verify
+from obstop.agent.signing import Rejected, load_private, load_public, sign, verify
 
 
 def _result(cmd: Command) -> ResultEvent:
-    base = {"agent_id": cmd.agent_id, "command_id": cmd.command_id}
+    base = {"agent_id": cmd.agent_id, "command_id": cmd.command_id, "command_digest": cmd.digest()}
     if cmd.kind is CommandKind.PROBE_OBSERVER:
         t = cmd.probe_args().target
         return ResultEvent(
@@ -64,11 +67,21 @@ def _result(cmd: Command) -> ResultEvent:
     )
 
 
-async def run(broker: str, public_key: Path, delay: float, hosts: int, verify_signatures: bool) -> None:
+async def run(
+    broker: str,
+    public_key: Path,
+    agent_key: Path,
+    delay: float,
+    hosts: int,
+    verify_signatures: bool,
+    prefix: str = DEFAULT_TOPIC_PREFIX,
+) -> None:
     from obstop.agent.mqtt_session import parse_url
 
     addr = parse_url(broker)
     key = load_public(public_key)
+    signer = load_private(agent_key)
+    root = agents_root(prefix)
     answered: dict[str, str] = {}
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -77,9 +90,9 @@ async def run(broker: str, public_key: Path, delay: float, hosts: int, verify_si
     async with aiomqtt.Client(
         addr.host, addr.port, identifier="obstop-bench-swarm", max_queued_outgoing_messages=0
     ) as c:
-        await c.subscribe(f"{TOPIC_PREFIX}/+/commands", qos=1)
+        await c.subscribe(f"{root}/+/commands", qos=1)
         for i in range(1, hosts + 1):
-            await c.publish(f"{TOPIC_PREFIX}/h{i}/presence", Presence.ONLINE.value, qos=1, retain=True)
+            await c.publish(f"{root}/h{i}/presence", Presence.ONLINE.value, qos=1, retain=True)
         limit = asyncio.Semaphore(256)
 
         async def answer(payload: bytes) -> None:
@@ -90,15 +103,15 @@ async def run(broker: str, public_key: Path, delay: float, hosts: int, verify_si
                 except Rejected:
                     return
             async with limit:
+                topic = events_topic(cmd.agent_id, prefix)
                 if cmd.command_id not in answered:
-                    await c.publish(
-                        events_topic(cmd.agent_id),
-                        AcceptedEvent(agent_id=cmd.agent_id, command_id=cmd.command_id).model_dump_json(),
-                        qos=1,
+                    accepted = AcceptedEvent(
+                        agent_id=cmd.agent_id, command_id=cmd.command_id, command_digest=cmd.digest()
                     )
+                    await c.publish(topic, sign(accepted, signer).model_dump_json(), qos=1)
                     await asyncio.sleep(delay)
-                    answered[cmd.command_id] = _result(cmd).model_dump_json()
-                await c.publish(events_topic(cmd.agent_id), answered[cmd.command_id], qos=1)
+                    answered[cmd.command_id] = sign(_result(cmd), signer).model_dump_json()
+                await c.publish(topic, answered[cmd.command_id], qos=1)
 
         async with asyncio.TaskGroup() as tg:
 
@@ -116,6 +129,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--broker", required=True)
     p.add_argument("--public-key", type=Path, required=True)
+    p.add_argument("--agent-key", type=Path, required=True, help="signs every agent's events")
+    p.add_argument("--topic-prefix", default=DEFAULT_TOPIC_PREFIX)
     p.add_argument("--delay", type=float, default=0.05, help="seconds each command takes")
     p.add_argument("--hosts", type=int, default=0, help="publish presence online for h1..hN")
     p.add_argument(
@@ -124,7 +139,7 @@ def main() -> None:
     a = p.parse_args()
     # it publishes thousands at once on purpose: aiomqtt's "N pending publish calls" warnings are noise here
     logging.getLogger("mqtt").setLevel(logging.ERROR)
-    asyncio.run(run(a.broker, a.public_key, a.delay, a.hosts, not a.no_verify))
+    asyncio.run(run(a.broker, a.public_key, a.agent_key, a.delay, a.hosts, not a.no_verify, a.topic_prefix))
 
 
 if __name__ == "__main__":

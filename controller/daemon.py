@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy.exc import SQLAlchemyError
 
 from obstop.agent import sdnotify
+from obstop.agent.tomlconf import one_line
 from obstop.controller.api import Controller, create_app
 from obstop.controller.auth import Authenticator
 from obstop.controller.config import ControllerConfig
@@ -25,6 +27,7 @@ from obstop.controller.dispatch import Dispatcher, Router
 from obstop.controller.dispatch.agentless import AgentlessDispatcher
 from obstop.controller.engine.runner import Engine
 from obstop.controller.engine.service import Service
+from obstop.controller.errors import ConfigError
 from obstop.controller.inventory import load_inventory
 from obstop.controller.steps.freeze import SQLPreparation
 from obstop.controller.steps.stop import StopSteps
@@ -87,10 +90,19 @@ def dispatchers_for(config: ControllerConfig, store: Store) -> list[Dispatcher]:
     return found
 
 
+async def open_store(url: str) -> Store:
+    """The store, or a ConfigError in one line saying why it cannot be opened (never a traceback)."""
+    try:
+        return await Store.open(url)
+    except (OSError, SQLAlchemyError) as exc:
+        where = url.split("://")[0] + "://..." + url.split("@")[-1] if "@" in url else url  # no credentials
+        raise ConfigError(f"store.url: cannot open the store at {where}: {one_line(exc)}") from exc
+
+
 async def build(config: ControllerConfig) -> Parts:
     """Open the store (migrating it), sync the inventory, and wire engine, dispatch and API."""
     inventory = load_inventory(config.inventory)
-    store = await Store.open(config.store.url)
+    store = await open_store(config.store.url)
     try:
         await store.clusters.sync(inventory)
         router = Router(*dispatchers_for(config, store))
@@ -108,7 +120,7 @@ async def build(config: ControllerConfig) -> Parts:
     registry = CollectorRegistry()
     created = Counter("obstop_tasks_created", "tasks created", registry=registry)
     service = Service(config, store, engine, created)
-    app = create_app(Controller(config, store, service, Authenticator(config.api.users), registry))
+    app = create_app(Controller(config, store, service, Authenticator(config.api), registry))
     return Parts(config, store, router, engine, service, app)
 
 
@@ -128,6 +140,7 @@ async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.
         """READY once the API listens; watchdog pings only while the store answers."""
         while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag only
             await asyncio.sleep(0.02)
+        log.info("obstop controller %s listening on http://%s:%d", config.engine.controller_id, host, port)
         if ready is not None:
             ready.set()
         sdnotify.notify("READY=1")
@@ -145,9 +158,6 @@ async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.
             tg.create_task(server.serve(), name="api")
             tg.create_task(stop_server(), name="api-stopper")
             tg.create_task(health(), name="health")
-            log.info(
-                "obstop controller %s listening on http://%s:%d", config.engine.controller_id, host, port
-            )
     finally:
         await parts.close()
     log.info("controller stopped")

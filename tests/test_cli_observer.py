@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from obstop.fakes.install import install
 from tests.conftest import Fakes
 from tests.support import Sshd, alive
 
@@ -36,7 +37,7 @@ def test_probe_and_stop_locally(fakes: Fakes) -> None:
 def test_refusal_exits_non_zero_with_one_line(tmp_path: Path, fakes: Fakes) -> None:
     _other, other_pid = fakes.start()
     home = tmp_path / "mine"
-    (home / "run").mkdir(parents=True)
+    install(home)  # a real home path: its pid file names another deployment's observer
     (home / "run" / "observer.pid").write_text(f"{other_pid}\n")
 
     res = obstop("observer", "stop", "--home-path", str(home))

@@ -3,15 +3,21 @@
 One reader of `client.messages` hands each command to a task of the daemon's TaskGroup. Every command
 is verified (signature, address, expiry), journalled before it runs, and answered from the journal when
 its id comes again. Commands cut off by a crash are finished at the next start, without signalling twice.
+
+Every event goes out through `_publish`, which names the command it answers by id and digest and signs it
+with this agent's own key (made at first start when the config names none). A command that cannot be
+authenticated (malformed, unsigned, badly signed) is rejected without naming any id taken from it: only
+the controller's signature makes an id worth echoing. Whatever one message does, the agent logs it and
+reads the next.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 from pydantic import ValidationError
@@ -22,7 +28,7 @@ from obstop.agent.daemon.journal import CommandMarks, Journal
 from obstop.agent.errors import ExecutorError
 from obstop.agent.executors.host import Host
 from obstop.agent.executors.local import LocalHost
-from obstop.agent.mqtt_session import Broker, Session
+from obstop.agent.mqtt_session import Broker, Session, client_id
 from obstop.agent.protocol import (
     AcceptedEvent,
     AnyEvent,
@@ -36,9 +42,12 @@ from obstop.agent.protocol import (
     events_topic,
     presence_topic,
 )
-from obstop.agent.signing import Rejected, load_public, verify
+from obstop.agent.signing import Rejected, load_or_create, load_public, sign, verify
 
 log = logging.getLogger("obstop.agent")
+
+MAX_PROGRESS_LINES = 100  # per command: the procedure says a handful
+MAX_PROGRESS_CHARS = 500
 
 
 class Agent:
@@ -46,18 +55,33 @@ class Agent:
         self.config = config
         self.id = config.agent_id
         self.key = load_public(config.controller_public_key)
+        self.signing_key, public, made = load_or_create(config.key_path)
+        if made:
+            log.warning(
+                "agent %s made its event-signing key %s; give the controller its public key: copy %s to "
+                "the controller's [signing] agent_keys_dir as %s.pub",
+                self.id,
+                config.key_path,
+                public,
+                self.id,
+            )
+        else:
+            log.info("agent %s signs its events with %s (public key %s)", self.id, config.key_path, public)
         self.journal = Journal(Path(config.state_dir) / "journal.db")
         self.hosts: dict[str, Host] = {config.local_name: LocalHost(config.local_name)}
         handshakes = asyncio.Semaphore(8)
         for h in config.ssh:
             self.hosts[h.host] = h.open(handshakes)
         cfg = config.mqtt
+        self.prefix = cfg.topic_prefix
+        self.presence_topic = presence_topic(self.id, self.prefix)
+        self.events_topic = events_topic(self.id, self.prefix)
         self.session = Session(
             Broker(cfg.url, cfg.username or self.id, cfg.password_file, cfg.ca_file),
-            client_id=f"obstop-agent-{self.id}",
-            subscriptions=[commands_topic(self.id)],
+            client_id=client_id(self.prefix, "agent", self.id),
+            subscriptions=[commands_topic(self.id, self.prefix)],
             on_message=self._on_message,
-            will=aiomqtt.Will(presence_topic(self.id), Presence.OFFLINE.value, qos=1, retain=True),
+            will=aiomqtt.Will(self.presence_topic, Presence.OFFLINE.value, qos=1, retain=True),
             on_connect=self._online,
             on_close=self._offline,
             loops=[("watchdog", self._watchdog)],
@@ -92,12 +116,12 @@ class Agent:
             self.journal.close()
 
     async def _online(self, client: aiomqtt.Client) -> None:
-        await client.publish(presence_topic(self.id), Presence.ONLINE.value, qos=1, retain=True)
+        await client.publish(self.presence_topic, Presence.ONLINE.value, qos=1, retain=True)
         log.info("agent %s online; serving %s", self.id, ", ".join(sorted(self.hosts)))
         sdnotify.notify("READY=1")
 
     async def _offline(self, client: aiomqtt.Client) -> None:
-        await client.publish(presence_topic(self.id), Presence.OFFLINE.value, qos=1, retain=True)
+        await client.publish(self.presence_topic, Presence.OFFLINE.value, qos=1, retain=True)
 
     async def _watchdog(self, client: aiomqtt.Client) -> None:
         """Pings systemd only after the broker acknowledged a publish: proof the link is healthy."""
@@ -106,44 +130,52 @@ class Agent:
             return
         while True:
             await client.publish(
-                presence_topic(self.id), Presence.ONLINE.value, qos=1, retain=True, timeout=interval
+                self.presence_topic, Presence.ONLINE.value, qos=1, retain=True, timeout=interval
             )
             sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         assert self._tg is not None
-        self._tg.create_task(self._handle(payload), name="command")
+        self._tg.create_task(self._guarded(payload), name="command")
+
+    async def _guarded(self, payload: bytes) -> None:
+        """One command's handling, whatever it raises, never ends the daemon."""
+        try:
+            await self._handle(payload)
+        except Exception as exc:
+            self.session.throttle.warn("handle", "a command could not be handled: %r", exc)
 
     # --- commands --------------------------------------------------------------------------------
 
     async def _handle(self, payload: bytes) -> None:
         try:
-            cmd = Command.model_validate_json(payload)
+            cmd = Command.model_validate_json(payload)  # pydantic's parser: nesting bounded
         except ValidationError as exc:
-            await self._reject(_command_id_of(payload), f"malformed command: {_first_error(exc)}")
+            await self._reject(None, f"malformed command: {_first_error(exc)}")
             return
         try:
             verify(cmd, self.key, self.id, skew=self.config.clock_skew_seconds)
         except Rejected as exc:
-            await self._reject(cmd.command_id, str(exc))
+            # an id is echoed only from a command the controller signed: anyone can write any id
+            await self._reject(cmd if exc.authenticated else None, str(exc))
             return
         canonical = cmd.model_dump_json()
         entry = await self.journal.begin(cmd.command_id, canonical)
         if entry is None:
             log.info("command %s: %s accepted", cmd.command_id, cmd.kind)
-            await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id))
+            await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id), cmd)
             self._spawn(cmd)
         elif Command.model_validate_json(entry.payload).meaning() != cmd.meaning():
-            await self._reject(cmd.command_id, "command id reused for a different command")
+            await self._reject(cmd, "command id reused for a different command")
         elif entry.result is not None:
             log.info(
                 "command %s seen again: answering the recorded result, not running it again", cmd.command_id
             )
             recorded = ResultEvent.model_validate(entry.result).model_copy(update={"replayed": True})
-            await self._publish(recorded)
+            await self._publish(recorded, cmd)
         elif cmd.command_id in self._inflight:
-            await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id))
+            await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id), cmd)
         else:
             self._spawn(cmd)
 
@@ -158,20 +190,24 @@ class Agent:
             async with self._work:
                 result = await self._run_command(cmd)
             await asyncio.shield(self.journal.finish(cmd.command_id, result.model_dump(mode="json")))
-            await self._publish(result)
+            await self._publish(result, cmd)
         finally:
             self._inflight.pop(cmd.command_id, None)
 
     async def _run_command(self, cmd: Command) -> ResultEvent:
-        base = {"agent_id": self.id, "command_id": cmd.command_id}
+        base: dict[str, Any] = {"agent_id": self.id, "command_id": cmd.command_id}
         try:
             if cmd.kind is CommandKind.PROBE_OBSERVER:
                 target = cmd.probe_args().target
                 return ResultEvent(**base, probe=await procedure.probe(self._host(target.host), target))
             args = cmd.stop_args()
+            sent = 0
 
             async def progress(line: str) -> None:
-                await self._publish(ProgressEvent(**base, message=line))
+                nonlocal sent
+                sent += 1
+                if sent <= MAX_PROGRESS_LINES:
+                    await self._publish(ProgressEvent(**base, message=line[:MAX_PROGRESS_CHARS]), cmd)
 
             report = await procedure.stop(
                 self._host(args.target.host),
@@ -191,27 +227,37 @@ class Agent:
             raise KeyError(f"agent {self.id} does not serve host {name!r} (it serves {sorted(self.hosts)})")
         return self.hosts[name]
 
-    async def _reject(self, command_id: str | None, reason: str) -> None:
-        log.warning("rejected command %s: %s", command_id or "?", reason)
-        await self._publish(RejectedEvent(agent_id=self.id, command_id=command_id, reason=reason))
+    async def _reject(self, cmd: Command | None, reason: str) -> None:
+        """cmd: the authenticated command refused, or None when the payload could not be authenticated."""
+        if cmd is None:
+            cause = reason.split(":")[0]
+            self.session.throttle.warn(
+                f"reject:{cause}", "rejected command ? (not authenticated): %s", reason
+            )
+            await self._publish(RejectedEvent(agent_id=self.id, command_id=None, reason=reason))
+            return
+        log.warning("rejected command %s: %s", cmd.command_id, reason)
+        event = RejectedEvent(
+            agent_id=self.id, command_id=cmd.command_id, reason=reason, issued_at=cmd.issued_at
+        )
+        await self._publish(event, cmd)
 
-    async def _publish(self, event: AnyEvent) -> None:
-        """Best effort: a result is in the journal, and the controller re-sends until it has one."""
-        await self.session.publish(events_topic(self.id), event.model_dump_json())
-
-
-def _command_id_of(payload: bytes) -> str | None:
-    try:
-        raw = json.loads(payload)
-    except ValueError:
-        return None
-    cid = raw.get("command_id") if isinstance(raw, dict) else None
-    return cid if isinstance(cid, str) and len(cid) <= 128 else None
+    async def _publish(self, event: AnyEvent, cmd: Command | None = None) -> None:
+        """The one way out for events: each names this agent and, when it answers a command, that command's
+        id and digest, and is signed with this agent's key. Best effort: a result is in the journal, and the
+        controller re-sends until it has one."""
+        update: dict[str, Any] = {"agent_id": self.id}
+        if cmd is not None:
+            update |= {"command_id": cmd.command_id, "command_digest": cmd.digest()}
+        signed = sign(event.model_copy(update=update), self.signing_key)
+        await self.session.publish(self.events_topic, signed.model_dump_json())
 
 
 def _first_error(exc: ValidationError) -> str:
+    """The first error, bounded and printable: its location may be any key a sender chose."""
     err = exc.errors()[0]
-    return f"{'.'.join(str(x) for x in err['loc']) or 'payload'}: {err['msg']}"
+    text = f"{'.'.join(str(x) for x in err['loc']) or 'payload'}: {err['msg']}"
+    return "".join(c if c.isprintable() else "?" for c in text[:200])
 
 
 async def serve(config: AgentConfig) -> None:

@@ -47,10 +47,13 @@ class ProcessFacts:
 
 @dataclass(frozen=True)
 class Resolved:
-    """The home path and binary as the host resolves them (symlinks followed)."""
+    """The home path and binary as the host resolves them (symlinks followed), and whether they exist (a
+    mistyped home path is an error, never "stopped")."""
 
     home: str
     binary: str
+    home_exists: bool = True
+    binary_exists: bool = True
 
 
 _MAX_PID = 4_194_304  # kernel pid_max ceiling on 64-bit Linux

@@ -73,7 +73,8 @@ class LocalHost:
 
 def _facts(home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
     home = os.path.realpath(home_path)
-    resolved = Resolved(home, os.path.realpath(os.path.join(home, "bin", "observer")))
+    binary = os.path.realpath(os.path.join(home, "bin", "observer"))
+    resolved = Resolved(home, binary, os.path.isdir(home), os.path.isfile(binary))
     found = _read_pid_file(pid_file)
     listeners = procfs.on_address(_listening(), ip, ports)
     readable = found.exists and not found.is_symlink and not found.error

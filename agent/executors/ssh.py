@@ -61,6 +61,8 @@ _FACTS = """h={home}; f={pid_file}
 echo @@RESOLVE
 (cd -- "$h" 2>/dev/null && pwd -P) || echo "$h"
 readlink -f "$h/bin/observer" 2>/dev/null || echo "$h/bin/observer"
+[ -d "$h" ] && echo HOME || echo NOHOME
+[ -f "$h/bin/observer" ] && echo BIN || echo NOBIN
 echo @@PIDFILE
 pidfile "$f"
 echo @@PROCESS
@@ -240,7 +242,8 @@ class SSHHost:
         pid = parse_pid(found.content or "") if found.content is not None else None
         process = self._parse_process(pid, out.get("PROCESS", ""), tcp) if pid else None
         listeners = procfs.on_address(procfs.parse_net_tcp(tcp), ip, ports)
-        return Facts(Resolved(resolve[0], resolve[1]), found, listeners, process)
+        resolved = Resolved(resolve[0], resolve[1], resolve[2:3] == ["HOME"], resolve[3:4] == ["BIN"])
+        return Facts(resolved, found, listeners, process)
 
     async def inspect(self, pid: int) -> ProcessFacts | None:
         out = await self._run(

@@ -1,37 +1,29 @@
-"""The FastAPI application: the routers, the trace middleware, and the one place where errors become
-OCP's envelope (never ad hoc in routes): every answer that is not a success, 500 included, carries OCP's
-integer code and HTTP status."""
+"""The FastAPI application: the trace middleware, the gate (authentication and the body cap, before
+anything is read), the routers, and the one place where errors become OCP's envelope (never ad hoc in
+routes): every answer that is not a success, 500 included, carries OCP's integer code and HTTP status,
+and the OpenAPI document lists each route's error answers with that envelope's schema."""
 
 from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from obstop.controller.api import clusters, ops, tasks
 from obstop.controller.api.deps import Controller
-from obstop.controller.api.envelope import JSONResponse, TraceMiddleware, envelope
-from obstop.controller.errors import (
-    BadRequest,
-    ControllerError,
-    PayloadTooLarge,
-    TooManyAttempts,
-    UnsupportedMediaType,
-)
+from obstop.controller.api.envelope import JSONResponse, TraceMiddleware, error_response
+from obstop.controller.api.gate import Gate, strict_parameters
+from obstop.controller.api.openapi import document
+from obstop.controller.errors import BadRequest, ControllerError, PayloadTooLarge, UnsupportedMediaType
 
 log = logging.getLogger("obstop.api")
 
 
 async def domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ControllerError)
-    resp = envelope(request, None, exc.status, {"code": exc.code, "message": exc.message})
-    if exc.status == 401:
-        resp.headers["WWW-Authenticate"] = 'Basic realm="obstop"'
-    if isinstance(exc, TooManyAttempts):
-        resp.headers["Retry-After"] = str(exc.retry_after)
-    return resp
+    return error_response(request, exc)
 
 
 async def bad_input(request: Request, exc: Exception) -> JSONResponse:
@@ -72,13 +64,20 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(controller: Controller) -> FastAPI:
-    app = FastAPI(title="obstop", version="1", summary="OceanBase cluster stop, OCP-compatible API")
+    app = FastAPI(
+        title="obstop",
+        version="1",
+        summary="OceanBase cluster stop, OCP-compatible API",
+        dependencies=[Depends(strict_parameters)],
+    )
     app.state.controller = controller
-    app.add_middleware(TraceMiddleware)
+    app.add_middleware(Gate, auth=controller.auth)
+    app.add_middleware(TraceMiddleware)  # added last: outermost, so the gate's answers carry a trace id
     app.add_exception_handler(ControllerError, domain_error)
     app.add_exception_handler(RequestValidationError, bad_input)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
     for module in (ops, clusters, tasks):
         app.include_router(module.router)
+    app.openapi = lambda: document(app)  # type: ignore[method-assign]
     return app

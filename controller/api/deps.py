@@ -8,10 +8,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 from prometheus_client import CollectorRegistry
 
-from obstop.controller.auth import Authenticator
+from obstop.controller.auth import Authenticator, Caller
 from obstop.controller.config import ControllerConfig, Role
 from obstop.controller.engine.service import Creator, Service
+from obstop.controller.errors import Unauthorized
 from obstop.controller.store import Store
+
+MAX_ID = 2**62  # ids, and anything multiplied into an offset, stay within SQL's BIGINT
 
 
 @dataclass
@@ -42,15 +45,19 @@ def get_controller(request: Request) -> Controller:
 
 
 def role(wanted: Role) -> Any:
-    """A dependency: the authenticated caller, who must hold the role."""
+    """A dependency: the caller, authenticated by the API's gate before anything was read (api/gate.py),
+    who must hold the role."""
 
     def check(request: Request) -> User:
-        uid, name, roles = get_controller(request).auth.authenticate(request.headers.get("authorization"))
-        Authenticator.require(roles, wanted, name)
-        return User(uid, name, roles)
+        caller: Caller | None = getattr(request.state, "caller", None)
+        if caller is None:
+            raise Unauthorized("authentication required: HTTP Basic credentials of a configured user")
+        Authenticator.require(caller.roles, wanted, caller.name)
+        return User(caller.id, caller.name, caller.roles)
 
+    check.role = wanted  # type: ignore[attr-defined]  # the OpenAPI document lists 401/403 for it
     return Depends(check)
 
 
 Ctl = Annotated[Controller, Depends(get_controller)]
-Id = Annotated[int, Path(ge=1, le=2**62)]
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]

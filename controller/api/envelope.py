@@ -1,4 +1,5 @@
-"""OCP's envelope around every answer, a trace id on every request, and JSON by orjson."""
+"""OCP's envelope around every answer (its schema, for the OpenAPI document), a trace id on every request,
+and JSON by orjson."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import socket
 import time
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from obstop.controller.errors import ControllerError, TooManyAttempts
 
 
 class JSONResponse(Response):
@@ -39,6 +43,34 @@ def envelope(
     if error is not None:
         body["error"] = error
     return JSONResponse(body, status_code=status)
+
+
+def error_response(request: Request, exc: ControllerError) -> JSONResponse:
+    """The envelope of an error, with the headers its status calls for."""
+    resp = envelope(request, None, exc.status, {"code": exc.code, "message": exc.message})
+    if exc.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Basic realm="obstop"'
+    if isinstance(exc, TooManyAttempts):
+        resp.headers["Retry-After"] = str(exc.retry_after)
+    return resp
+
+
+class ErrorDetail(BaseModel):
+    code: int = Field(description="OCP's error code (e.g. 10001, 20000, 30000)")
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    """What every error answer is: OCP's envelope with `error` and no data."""
+
+    data: None = None
+    successful: Literal[False] = False
+    timestamp: str = Field(description="ISO-8601 with offset")
+    duration: int = Field(description="milliseconds")
+    status: int = Field(description="the HTTP status, repeated")
+    traceId: str
+    server: str
+    error: ErrorDetail
 
 
 class TraceMiddleware:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from obstop.controller import views
-from obstop.controller.api.deps import Ctl, Id, User, role
+from obstop.controller.api.deps import MAX_ID, Ctl, Id, User, role
 from obstop.controller.api.envelope import JSONResponse, envelope
 from obstop.controller.config import Role
 from obstop.controller.errors import TaskNotFound
@@ -27,9 +27,9 @@ async def list_tasks(
     request: Request,
     ctl: Ctl,
     user: User = role(Role.TASK_VIEWER),
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_ID // 1000)] = 1,
     size: Annotated[int, Query(ge=1, le=1000)] = 20,
-    clusterId: Annotated[int | None, Query(ge=1)] = None,
+    clusterId: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     status: TaskStatus | None = None,
 ) -> JSONResponse:
     rows, total = await ctl.store.tasks.page(cluster_id=clusterId, status=status, page=page, size=size)

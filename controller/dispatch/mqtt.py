@@ -1,8 +1,13 @@
 """Commands to agents over MQTT: signed, QoS 1, re-sent with the same id until a result comes back.
 
-A QoS 1 acknowledgement only means the broker took the message: the answer is the agent's result event,
-matched by command id. Agents' presence (retained, with a last will) tells an operator why a command
-had no answer ("agent h3 offline since 12:03:04").
+A QoS 1 acknowledgement only means the broker took the message: the answer is the agent's result event.
+Every event is taken in by `_on_event`, the one intake: it is accepted only when it parses, is signed by
+the key of the agent named in its topic, names that agent, and, when it answers a command, answers the
+waiting command itself (addressed to that agent, with that command's digest; a rejection also names the
+copy that was sent). Anything else is logged (once per cause per minute) and changes nothing.
+
+Agents' presence (retained, with a last will) is unsigned and only advisory: it explains why a command had
+no answer ("agent h3 offline since 12:03:04") and never decides anything.
 """
 
 from __future__ import annotations
@@ -10,16 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from obstop.agent.mqtt_session import Broker, Session
+from obstop.agent.mqtt_session import Broker, Session, client_id
 from obstop.agent.protocol import (
-    TOPIC_PREFIX,
     AcceptedEvent,
     AnyEvent,
     CommandKind,
-    EventEnvelope,
     ObserverTarget,
     Presence,
     ProbeArgs,
@@ -30,15 +35,28 @@ from obstop.agent.protocol import (
     StopArgs,
     StopOptions,
     StopReport,
+    agents_root,
     commands_topic,
     new_command,
+    parse_event,
+    parse_topic,
 )
-from obstop.agent.signing import load_private, sign
+from obstop.agent.signing import AgentKeys, load_private, sign
 from obstop.controller.config import ControllerConfig
 from obstop.controller.dispatch import Log
 from obstop.controller.errors import ConfigError, StepFailed
 
 logger = logging.getLogger("obstop.mqtt")
+
+MAX_TEXT = 300  # characters of an agent's text (progress, reasons) that reach a log
+PROGRESS_BURST, PROGRESS_PER_SECOND, PROGRESS_TOTAL = 10, 2.0, 100  # per command
+MAX_PRESENCE = 10_000  # agents whose presence is remembered (topics name any id a client likes)
+
+
+def clean(text: str, limit: int = MAX_TEXT) -> str:
+    """An agent's text, fit for a log line and a terminal: no control or format characters, bounded."""
+    out = "".join("?" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text[: limit + 1])
+    return out if len(out) <= limit else out[:limit] + "..."
 
 
 @dataclass
@@ -49,7 +67,26 @@ class _Seen:
 
 @dataclass
 class _Waiter:
+    """A command sent and not yet answered: what an answer must match."""
+
+    agent_id: str
+    digest: str
+    issued_at: datetime
     events: asyncio.Queue[AnyEvent] = field(default_factory=asyncio.Queue)
+    progress: int = 0
+    tokens: float = PROGRESS_BURST
+    refilled: float = field(default_factory=time.monotonic)
+
+    def take_progress(self) -> bool:
+        """Whether one more progress line may be logged (a hostile agent cannot flood the log)."""
+        now = time.monotonic()
+        self.tokens = min(PROGRESS_BURST, self.tokens + (now - self.refilled) * PROGRESS_PER_SECOND)
+        self.refilled = now
+        self.progress += 1
+        if self.tokens < 1 or self.progress > PROGRESS_TOTAL:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class MqttDispatcher:
@@ -58,19 +95,28 @@ class MqttDispatcher:
             raise ConfigError(
                 "[mqtt] is set but [signing] private_key is not: agents accept only signed commands"
             )
+        if config.signing.agent_keys_dir is None:
+            raise ConfigError(
+                "[mqtt] is set but [signing] agent_keys_dir is not: results are accepted only when signed "
+                "by the agent's own key (AGENT_ID.pub in that directory)"
+            )
         self.config = config
         self.key = load_private(config.signing.private_key)
+        self.agent_keys = AgentKeys(config.signing.agent_keys_dir)
         self.routes = dict(config.agents.via)
         cfg = config.mqtt
         assert cfg.url is not None
+        self.prefix = cfg.topic_prefix
+        root = agents_root(self.prefix)
         self.session = Session(
             Broker(cfg.url, cfg.username, cfg.password_file, cfg.ca_file),
-            client_id=cfg.client_id or f"obstop-controller-{config.engine.controller_id}",
-            subscriptions=[f"{TOPIC_PREFIX}/+/events", f"{TOPIC_PREFIX}/+/presence"],
+            client_id=cfg.client_id or client_id(self.prefix, "controller", config.engine.controller_id),
+            subscriptions=[f"{root}/+/events", f"{root}/+/presence"],
             on_message=self._on_message,
         )
         self._waiters: dict[str, _Waiter] = {}
-        self._presence: dict[str, _Seen] = {}
+        self._presence: OrderedDict[str, _Seen] = OrderedDict()
+        self._refused: dict[str, str] = {}  # agent -> the last reason one of its events was refused
 
     def serves(self, host: str) -> bool:
         return True  # any host not agentless is served by the agent named after it (or routed in [agents])
@@ -84,10 +130,10 @@ class MqttDispatcher:
         await self.session.run(stopping)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
-        parts = topic.split("/")
-        if len(parts) != 5:
+        parsed = parse_topic(topic, self.prefix)
+        if parsed is None:
             return
-        agent_id, kind = parts[3], parts[4]
+        agent_id, kind = parsed
         if kind == "presence":
             self._on_presence(agent_id, payload)
         elif kind == "events":
@@ -101,31 +147,84 @@ class MqttDispatcher:
         prev = self._presence.get(agent_id)
         if prev is None or prev.state != state:
             self._presence[agent_id] = _Seen(state, datetime.now(UTC))
+            self._presence.move_to_end(agent_id)
+            while len(self._presence) > MAX_PRESENCE:
+                self._presence.popitem(last=False)
             logger.info("agent %s is %s", agent_id, state)
 
+    def _refuse(self, agent_id: str, cause: str, message: str, *args: object) -> None:
+        if len(self._refused) >= MAX_PRESENCE:
+            self._refused.clear()  # bounded: topics can name any agent id
+        self._refused[agent_id] = cause
+        self.session.throttle.warn(
+            f"refused:{cause}", "refused an event on agent %s's topic: " + message, agent_id, *args
+        )
+
     def _on_event(self, agent_id: str, payload: bytes) -> None:
+        """The one intake of agent events: verified and bound, or refused. Cheap checks come first, so a
+        flood of forgeries costs no signature work."""
         try:
-            event = EventEnvelope.parse(payload)
-        except ValueError:
-            logger.warning("unreadable event from agent %s", agent_id)
+            event = parse_event(payload)
+        except ValueError as exc:
+            self._refuse(agent_id, "unreadable", "unreadable (%s)", clean(str(exc).splitlines()[0], 120))
             return
         if event.agent_id != agent_id:
-            logger.warning("event on agent %s's topic claims agent %s; ignored", agent_id, event.agent_id)
+            self._refuse(agent_id, "wrong agent", "it claims to come from agent %s", event.agent_id)
             return
-        if isinstance(event, RejectedEvent):
-            logger.warning("agent %s rejected command %s: %s", agent_id, event.command_id, event.reason)
-        waiter = self._waiters.get(event.command_id or "")
-        if waiter is not None:
-            waiter.events.put_nowait(event)
+        if event.command_id is None:
+            cause = f"unauthenticated:{agent_id}"
+            if isinstance(event, RejectedEvent) and not self.session.throttle.due(cause):
+                return  # it would only make a log line, and that line was written this minute
+            if self._verified(event, agent_id) and isinstance(event, RejectedEvent):
+                self.session.throttle.warn(
+                    cause,
+                    "agent %s refused a command it could not authenticate: %s (someone else writes to its "
+                    "commands topic?)",
+                    agent_id,
+                    clean(event.reason),
+                )
+            return
+        waiter = self._waiters.get(event.command_id)
+        if waiter is None:  # a late copy of an answer already taken, or a guess: nothing awaits it
+            logger.debug("agent %s: event for command %s, which no step awaits", agent_id, event.command_id)
+            return
+        if waiter.agent_id != agent_id:
+            self._refuse(
+                agent_id,
+                "misrouted",
+                "it answers command %s, sent to agent %s",
+                event.command_id,
+                waiter.agent_id,
+            )
+            return
+        if event.command_digest != waiter.digest:
+            self._refuse(agent_id, "digest", "it answers another command than %s", event.command_id)
+            return
+        if not self._verified(event, agent_id):
+            return
+        if isinstance(event, RejectedEvent) and event.issued_at != waiter.issued_at:
+            self._refuse(agent_id, "stale copy", "it rejects another copy of command %s", event.command_id)
+            return
+        waiter.events.put_nowait(event)
+
+    def _verified(self, event: AnyEvent, agent_id: str) -> bool:
+        why = self.agent_keys.verify(event, agent_id)
+        if why is not None:
+            self._refuse(agent_id, "signature", "%s", why)
+            return False
+        self._refused.pop(agent_id, None)
+        return True
 
     def presence(self, agent_id: str) -> str:
         seen = self._presence.get(agent_id)
+        refused = self._refused.get(agent_id)
+        note = f"; events on its topic were refused ({refused}: see the controller log)" if refused else ""
         if seen is None:
-            return f"agent {agent_id} has not been seen since the controller started"
+            return f"agent {agent_id} has not been seen since the controller started{note}"
         stamp = seen.since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
         if seen.state is Presence.OFFLINE:
-            return f"agent {agent_id} offline since {stamp}"
-        return f"agent {agent_id} online since {stamp} but gave no answer"
+            return f"agent {agent_id} offline since {stamp}{note}"
+        return f"agent {agent_id} online since {stamp} but gave no answer{note}"
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -135,7 +234,7 @@ class MqttDispatcher:
         )
         if result.probe is None:
             raise StepFailed(f"agent answered command {command_id} without a probe report")
-        return result.probe
+        return _clean_probe(result.probe)
 
     async def stop(
         self, command_id: str, target: ObserverTarget, options: StopOptions, log: Log, deadline: float
@@ -150,7 +249,10 @@ class MqttDispatcher:
         )
         if result.stop is None:
             raise StepFailed(f"agent answered command {command_id} without a stop report")
-        return result.stop
+        report = result.stop
+        return report.model_copy(
+            update={"reason": report.reason and clean(report.reason), "probe": _clean_probe(report.probe)}
+        )
 
     async def _call(
         self,
@@ -165,7 +267,7 @@ class MqttDispatcher:
         ttl = max(self.config.signing.command_ttl_seconds, deadline - time.monotonic())
         command = sign(new_command(agent_id, kind, args, command_id=command_id, ttl=ttl), self.key)
         payload = command.model_dump_json()
-        waiter = self._waiters.setdefault(command_id, _Waiter())
+        waiter = self._waiters[command_id] = _Waiter(agent_id, command.digest(), command.issued_at)
         resend = self.config.stop.resend_interval
         sends = 0
         try:
@@ -191,21 +293,31 @@ class MqttDispatcher:
                         break
                     if isinstance(event, ResultEvent):
                         if event.error:
-                            raise StepFailed(f"agent {agent_id}: {event.error}")
+                            raise StepFailed(f"agent {agent_id}: {clean(event.error)}")
                         if event.replayed:
                             await log(f"agent {agent_id} answered command {command_id} from its journal")
                         return event
                     if isinstance(event, RejectedEvent):
-                        raise StepFailed(f"agent {agent_id} rejected command {command_id}: {event.reason}")
+                        raise StepFailed(
+                            f"agent {agent_id} rejected command {command_id}: {clean(event.reason)}"
+                        )
                     if isinstance(event, ProgressEvent):
-                        await log(f"[{agent_id}] {event.message}")
+                        if waiter.take_progress():
+                            await log(f"[{agent_id}] {clean(event.message)}")
+                        elif waiter.progress == PROGRESS_TOTAL + 1:
+                            await log(f"[{agent_id}] further progress of command {command_id} not logged")
                     elif isinstance(event, AcceptedEvent) and sends <= 1:
                         await log(f"agent {agent_id} accepted command {command_id}")
         finally:
-            self._waiters.pop(command_id, None)
+            if self._waiters.get(command_id) is waiter:
+                del self._waiters[command_id]
 
     async def _send(self, agent_id: str, payload: str) -> bool:
-        return await self.session.publish(commands_topic(agent_id), payload)
+        return await self.session.publish(commands_topic(agent_id, self.prefix), payload)
 
     async def close(self) -> None:
         return None
+
+
+def _clean_probe(report: ProbeReport) -> ProbeReport:
+    return report.model_copy(update={"reason": report.reason and clean(report.reason)})

@@ -185,6 +185,7 @@ class Engine:
                 task_context=facts.context,
                 deadline=deadline,
                 command_prefix=f"obstop-{self.store.id}",
+                command_secret=self.store.db.command_secret,
                 servers=facts.servers,
                 zones=facts.zones,
                 sink=self.sink,

@@ -7,6 +7,8 @@ run and committed by the engine with the subtask's finish, in one transaction.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,6 +92,7 @@ class StepRun:
     task_context: dict[str, Any]
     deadline: float  # time.monotonic() by which a remote call must have answered
     command_prefix: str  # unique to this store: a command id is never reused across stores
+    command_secret: bytes  # the store's secret: keys the unguessable part of command ids
     servers: Mapping[int, ServerFacts]
     zones: Mapping[str, int]
     sink: StepSink
@@ -126,5 +129,9 @@ class StepRun:
 
     @property
     def command_id(self) -> str:
-        # stable across controller restarts within one run; a retry (a new run) gets a new id
-        return f"{self.command_prefix}-t{self.task_id}-s{self.subtask_id}-r{self.run_time}"
+        # stable across controller restarts within one run; a retry (a new run) gets a new id. The MAC
+        # keeps ids unguessable (an agent cannot compute another's from its own), results are bound by
+        # signatures and digests anyway
+        run = f"t{self.task_id}-s{self.subtask_id}-r{self.run_time}"
+        mac = hmac.new(self.command_secret, run.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{self.command_prefix}-{run}-{mac}"

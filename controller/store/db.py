@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -43,6 +44,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.id = ""  # the store's own random id, set by open()
+        self.command_secret = b""  # keys the unguessable part of command ids, set by open()
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any]
         if self.is_sqlite:
@@ -62,17 +64,19 @@ class Database:
 
     async def open(self) -> None:
         await self.migrate()
-        self.id = await self._store_id()
+        self.id = await self._made_once("store_id", uuid.uuid4().hex[:12])
+        self.command_secret = bytes.fromhex(await self._made_once("command_secret", secrets.token_hex(32)))
 
-    async def _store_id(self) -> str:
-        """A random id made once per store: command ids carry it, so a new store never repeats one."""
+    async def _made_once(self, key: str, value: str) -> str:
+        """A random value made once per store. store_id: command ids carry it, so a new store never
+        repeats one; command_secret: keys their unguessable part, the same after a restart."""
         async with self.tx() as s:
-            found = await s.get(Meta, "store_id")
+            found = await s.get(Meta, key)
             if found is not None:
                 return found.value
-            s.add(Meta(key="store_id", value=uuid.uuid4().hex[:12]))
+            s.add(Meta(key=key, value=value))
         async with self.tx() as s:  # another controller may have written it first: read what won
-            return str(await s.scalar(sa.select(Meta.value).where(Meta.key == "store_id")))
+            return str(await s.scalar(sa.select(Meta.value).where(Meta.key == key)))
 
     async def migrate(self) -> None:
         def upgrade(conn: sa.Connection) -> None:

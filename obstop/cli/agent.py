@@ -24,26 +24,41 @@ def register(app: typer.Typer) -> None:
         from obstop.logs import setup
 
         try:
-            cfg = load_agent_config(config)
+            cfg = load_agent_config(config)  # the whole file checked before anything starts
             setup(cfg.log_level)
             asyncio.run(serve(cfg))
         except ConfigError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            message = " ".join(str(exc).split())  # one line, always naming the file
+            typer.echo(f"error: {message if str(config) in message else f'{config}: {message}'}", err=True)
             sys.exit(2)
 
-    keys = typer.Typer(help="Ed25519 keys for command signing.", no_args_is_help=True)
+    keys = typer.Typer(
+        help="Ed25519 keys: the controller's for commands, an agent's for its events.", no_args_is_help=True
+    )
     app.add_typer(keys, name="keys")
 
     @keys.command("generate")
-    def generate(directory: Annotated[Path, typer.Argument(help="where to write the key pair")]) -> None:
-        """Write DIR/command-signing.key (private, 0600, the controller's) and DIR/command-signing.pub."""
+    def generate(
+        directory: Annotated[Path, typer.Argument(help="where to write the key pair")],
+        agent: Annotated[
+            str | None,
+            typer.Option("--agent", help="an agent's pair, DIR/ID.key and DIR/ID.pub"),
+        ] = None,
+    ) -> None:
+        """Write DIR/command-signing.key (private, 0600, the controller's) and DIR/command-signing.pub; with
+        --agent ID, DIR/ID.key (the agent's private_key, 0600) and DIR/ID.pub (for the controller's
+        [signing] agent_keys_dir)."""
         from obstop.agent.errors import ConfigError
         from obstop.agent.signing import generate as gen
 
         try:
-            private, public = gen(directory)
-        except ConfigError as exc:
+            private, public = gen(directory, agent=agent)
+        except (ConfigError, OSError) as exc:
             typer.echo(f"error: {exc}", err=True)
             sys.exit(1)
-        typer.echo(f"private key (controller [signing] private_key): {private}")
-        typer.echo(f"public key (agents' controller_public_key):   {public}")
+        if agent is None:
+            typer.echo(f"private key (controller [signing] private_key): {private}")
+            typer.echo(f"public key (agents' controller_public_key):   {public}")
+        else:
+            typer.echo(f"private key (agent {agent}'s private_key): {private}")
+            typer.echo(f"public key (copy into the controller's [signing] agent_keys_dir): {public}")

@@ -19,17 +19,19 @@ def register(app: typer.Typer) -> None:
         ],
     ) -> None:
         """The controller daemon: API, durable engine, dispatch to agents."""
-        from obstop.controller.config import load_config
+        from obstop.controller.config import check_config, load_config
         from obstop.controller.daemon import serve
         from obstop.controller.errors import ConfigError
         from obstop.logs import setup
 
         try:
             cfg = load_config(config)
+            check_config(cfg, config)  # the whole file checked before anything starts
             setup(cfg.log_level)
             asyncio.run(serve(cfg))
         except ConfigError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            message = " ".join(str(exc).split())  # one line, always naming the file
+            typer.echo(f"error: {message if str(config) in message else f'{config}: {message}'}", err=True)
             sys.exit(2)
 
     @app.command("passwd")

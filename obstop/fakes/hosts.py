@@ -1,6 +1,8 @@
 """`obstop fakehosts up|down`: fake hosts on one machine, each with its own loopback address, a fake
 observer on ports 2881/2882 and (unless --no-agents) an agent process; plus what a controller needs to
-run against them: D/inventory.toml, D/controller.toml, D/admin.password, D/keys/.
+run against them: D/inventory.toml, D/controller.toml, D/admin.password, D/keys/ (the controller's
+command-signing pair, and in D/keys/agents/ each agent's public key; each agent's private key stays in
+its host's directory). Each fleet has its own MQTT topic prefix, so fleets sharing a broker never meet.
 
 `down` stops observers through the agent's own safe procedure, stops the agents, and leaves no process.
 """
@@ -12,6 +14,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,13 +28,14 @@ import tomli_w
 from obstop.agent import procedure, signing
 from obstop.agent.executors.local import LocalHost
 from obstop.agent.mqtt_session import parse_url
-from obstop.agent.protocol import ObserverTarget, Presence, presence_topic
+from obstop.agent.protocol import DEFAULT_TOPIC_PREFIX, ObserverTarget, Presence, presence_topic
 from obstop.controller.auth import hash_password
 from obstop.fakes.cluster import FakeCluster
 from obstop.fakes.install import FakeObserver, start
 from obstop.fakes.net import free_port
 
 STATE = "fakehosts.json"
+AGENT_KEYS = "keys/agents"  # the controller's [signing] agent_keys_dir, relative to D
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Fleet:
     broker: str | None
     api_url: str
     hosts: list[HostState] = field(default_factory=list)
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
 
     def save(self) -> None:
         Path(self.dir, STATE).write_text(json.dumps(asdict(self), indent=2))
@@ -58,7 +63,13 @@ class Fleet:
     @classmethod
     def load(cls, directory: Path) -> Fleet:
         raw = json.loads((directory / STATE).read_text())
-        return cls(raw["dir"], raw["broker"], raw["api_url"], [HostState(**h) for h in raw["hosts"]])
+        return cls(
+            raw["dir"],
+            raw["broker"],
+            raw["api_url"],
+            [HostState(**h) for h in raw["hosts"]],
+            raw.get("topic_prefix", DEFAULT_TOPIC_PREFIX),
+        )
 
 
 def _child_env() -> dict[str, str]:
@@ -97,7 +108,8 @@ def up(
     pw = directory / "sys.password"
     pw.write_text(sys_password + "\n")
     pw.chmod(0o600)
-    fleet = Fleet(str(directory), broker if agents else None, f"http://127.0.0.1:{port}")
+    prefix = f"obstop-fleet-{secrets.token_hex(4)}"  # unique per fleet: fleets on one broker never meet
+    fleet = Fleet(str(directory), broker if agents else None, f"http://127.0.0.1:{port}", topic_prefix=prefix)
     base = ipaddress.IPv4Address(first_ip)
     try:
         n = 0
@@ -117,7 +129,10 @@ def up(
                 fleet.hosts.append(HostState(name, ip, fake.zone, str(fake.home), pid))
                 fleet.save()
                 if agents:
-                    start_agent(fleet.hosts[-1], root, keys, broker or "mqtt://127.0.0.1:1883")
+                    _agent_key(name, root, directory / AGENT_KEYS)
+                    start_agent(
+                        fleet.hosts[-1], root, keys, broker or "mqtt://127.0.0.1:1883", topic_prefix=prefix
+                    )
                     fleet.save()
         if agents:
             asyncio.run(_await_presence(fleet, ready_timeout))
@@ -128,19 +143,32 @@ def up(
     return fleet
 
 
-def start_agent(h: HostState, root: Path, keys: Path, broker: str) -> None:
-    """Write the host's agent.toml (first time) and start its agent process, detached."""
+def _agent_key(name: str, root: Path, public_dir: Path) -> None:
+    """The agent's own key pair in its host's directory; its public key where the controller looks."""
+    if not (root / f"{name}.key").exists():
+        signing.generate(root, agent=name)
+    public_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(root / f"{name}.pub", public_dir / f"{name}.pub")
+
+
+def start_agent(
+    h: HostState, root: Path, keys: Path, broker: str, *, topic_prefix: str = DEFAULT_TOPIC_PREFIX
+) -> None:
+    """Write the host's agent.toml (the first time only: a restarted agent keeps its prefix and key) and
+    start its agent process, detached."""
     config = root / "agent.toml"
-    config.write_text(
-        tomli_w.dumps(
-            {
-                "agent_id": h.host,
-                "state_dir": "agent-state",
-                "controller_public_key": str(keys / signing.PUBLIC_NAME),
-                "mqtt": {"url": broker},
-            }
+    if not config.exists():
+        config.write_text(
+            tomli_w.dumps(
+                {
+                    "agent_id": h.host,
+                    "state_dir": "agent-state",
+                    "controller_public_key": str(keys / signing.PUBLIC_NAME),
+                    "private_key": f"{h.host}.key",
+                    "mqtt": {"url": broker, "topic_prefix": topic_prefix},
+                }
+            )
         )
-    )
     log = open(root / "agent.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         [sys.executable, "-m", "obstop", "agent", "--config", str(config)],
@@ -164,12 +192,12 @@ async def _await_presence(fleet: Fleet, timeout: float) -> None:
         addr.host, addr.port, identifier=f"obstop-fakehosts-{secrets.token_hex(4)}"
     ) as c:
         for h in want:
-            await c.subscribe(presence_topic(h), qos=1)
+            await c.subscribe(presence_topic(h, fleet.topic_prefix), qos=1)
         try:
             async with asyncio.timeout(timeout):
                 async for m in c.messages:
                     if m.payload in (Presence.ONLINE.value.encode(), Presence.ONLINE.value):
-                        want.discard(m.topic.value.split("/")[3])
+                        want.discard(m.topic.value.split("/")[-2])
                     if not want:
                         return
         except TimeoutError:
@@ -218,7 +246,8 @@ def _write_controller_files(fleet: Fleet, directory: Path, port: int, agents: bo
         "cluster_sql": [{"cluster_id": 1, "user": "root@sys", "password_file": "sys.password"}],
     }
     if agents:
-        config["mqtt"] = {"url": fleet.broker}
+        config["mqtt"] = {"url": fleet.broker, "topic_prefix": fleet.topic_prefix}
+        config["signing"] = {"private_key": f"keys/{signing.PRIVATE_NAME}", "agent_keys_dir": AGENT_KEYS}
     else:
         config["agentless"] = {"local_hosts": [h.host for h in fleet.hosts]}
     (directory / "controller.toml").write_text(tomli_w.dumps(config))
