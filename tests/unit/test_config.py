@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 NOT_KEYS = {
     "OBSTOP_URL": "http://127.0.0.1:8080",
     "OBSTOP_USER": "admin",
+    "OBSTOP_PASSWORD": "secret",
     "OBSTOP_PASSWORD_FILE": "/home/ops/.obstop-password",
     "OBSTOP_AGENT_CONFIG": "/etc/obstop/agent.toml",
     "OBSTOP_CONFIG": "/etc/obstop/controller.toml",
