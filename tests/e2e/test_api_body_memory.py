@@ -17,9 +17,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import Fakes
-from tests.ctl import start_cluster, write_config
-from tests.support import free_port, wait_port
+from obstop.fakes.net import free_port
+from tests.support.controller import write_config
+from tests.support.fakes import Fakes, start_cluster
+from tests.support.processes import wait_port
 
 TEN_MB = 10 * 1024 * 1024
 

@@ -20,7 +20,7 @@ import tomli_w
 
 from obstop.agent import signing
 from obstop.controller.auth import hash_password
-from tests.support import free_port
+from obstop.fakes.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 Edit = Callable[[Path, dict[str, Any]], None]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from obstop.fakes.install import install
-from tests.conftest import Fakes
-from tests.support import alive, fresh_ip, wait_port
+from tests.support.fakes import Fakes, fresh_ip
+from tests.support.processes import alive, wait_port
 
 
 def obstop(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from obstop.controller.auth import hash_password
 from obstop.controller.store.models import Task
-from tests.conftest import Fakes
-from tests.ctl import ADMIN, Env, basic, running, start_cluster, write_config
+from tests.support.controller import ADMIN, Env, basic, running, write_config
+from tests.support.fakes import Fakes, start_cluster
 
 BIG = 2**64
 

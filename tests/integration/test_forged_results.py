@@ -41,9 +41,10 @@ from obstop.agent.protocol import (
     new_command,
     presence_topic,
 )
-from tests.conftest import Fakes
-from tests.ctl import Cluster, Env, running, start_cluster, write_config
-from tests.support import Mosquitto, alive
+from tests.support.controller import Env, running, write_config
+from tests.support.fakes import Cluster, Fakes, start_cluster
+from tests.support.mosquitto import Mosquitto
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.mqtt
 ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "obstop.acl"

@@ -26,9 +26,9 @@ from obstop.agent.protocol import (
     commands_topic,
     events_topic,
 )
-from tests.conftest import Fakes
-from tests.ctl import Env, running, start_cluster, write_config
-from tests.support import Mosquitto
+from tests.support.controller import Env, running, write_config
+from tests.support.fakes import Fakes, start_cluster
+from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.mqtt
 NASTY = "\x1b[2J\x1b[31mred\rback\nnewline\x00nul\u202eevil" + "x" * 1000

@@ -18,8 +18,9 @@ import pytest
 from obstop.agent.protocol import Presence, agents_root, presence_topic
 from obstop.fakes import hosts as fakehosts
 from obstop.fakes.net import free_block
-from tests.ctl import Env, amend_config, running
-from tests.support import Mosquitto, alive, wait_dead
+from tests.support.controller import Env, amend_config, running
+from tests.support.mosquitto import Mosquitto
+from tests.support.processes import alive, wait_dead
 
 pytestmark = pytest.mark.mqtt
 

@@ -12,8 +12,9 @@ import pytest
 
 from obstop.fakes import hosts as fakehosts
 from obstop.fakes.net import free_block
-from tests.ctl import Env, amend_config, running
-from tests.support import Mosquitto, alive
+from tests.support.controller import Env, amend_config, running
+from tests.support.mosquitto import Mosquitto
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.mqtt
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,28 +30,16 @@ from obstop.agent.protocol import (
 )
 from obstop.fakes import hosts as fakehosts
 from obstop.fakes.install import FakeObserver, start
-from obstop.fakes.net import free_block
-from tests.support import Mosquitto, alive
+from tests.support.fleet import Fleets, agent_log
+from tests.support.mosquitto import Mosquitto
+from tests.support.processes import alive
 
-pytestmark = pytest.mark.mqtt
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    m = Mosquitto(tmp_path / "mosquitto").start()
-    yield m
-    m.stop()
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 
 
 @pytest.fixture
-async def one_host(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[fakehosts.Fleet]:
-    d = tmp_path / "fleet"
-    fleet = await asyncio.to_thread(
-        fakehosts.up, d, zones=1, servers_per_zone=1, broker=broker.url, first_ip=free_block(1)
-    )
-    yield fleet
-    await asyncio.to_thread(fakehosts.down, d)
+async def one_host(fleets: Fleets) -> fakehosts.Fleet:
+    return await fleets.up(zones=1, per_zone=1)
 
 
 class Probe:
@@ -126,7 +114,7 @@ async def test_forged_unsigned_expired_misaddressed_malformed_are_rejected(
         answer = await probe.next_answer(None)
         assert isinstance(answer, RejectedEvent) and "malformed command" in answer.reason
     assert alive(pid)
-    log = (Path(fleet.dir) / "hosts" / "h1" / "agent.log").read_text()
+    log = agent_log(fleet, fleet.hosts[0])
     # the two authenticated rejections each; the unauthenticated ones once per cause per minute
     assert log.count("rejected command") == 5, log
 
@@ -174,18 +162,14 @@ async def test_replay_is_answered_from_the_journal_and_never_executed_again(
 
 
 @pytest.fixture
-def secured(tmp_path: Path) -> Iterator[Mosquitto]:
+def secured(tmp_path: Path, mosquitto: Callable[..., Mosquitto]) -> Mosquitto:
     passwd = tmp_path / "passwd"
     for user in ("h1", "h2", "obstop-controller"):
         flags = ["-b", "-c"] if not passwd.exists() else ["-b"]
         subprocess.run(["mosquitto_passwd", *flags, str(passwd), user, f"{user}-pw"], check=True)
-    m = Mosquitto(
-        tmp_path / "secured",
-        anonymous=False,
-        extra=f"password_file {passwd}\nacl_file {DEPLOY / 'obstop.acl'}\n",
-    ).start()
-    yield m
-    m.stop()
+    return mosquitto(
+        "secured", anonymous=False, extra=f"password_file {passwd}\nacl_file {DEPLOY / 'obstop.acl'}\n"
+    )
 
 
 def as_user(m: Mosquitto, user: str) -> aiomqtt.Client:

@@ -4,43 +4,16 @@ fakehosts down; and `obstop demo` on the embedded broker."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
 
-from obstop.fakes.net import free_block
-from tests.support import Mosquitto, wait_port
-
-pytestmark = pytest.mark.mqtt
-
-
-def obstop(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run(
-        ["obstop", *args], capture_output=True, text=True, timeout=timeout, check=False, env=env
-    )
-
-
-def processes_under(d: Path) -> list[int]:
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.cwd().startswith(str(d.resolve())) or any(str(d.resolve()) in a for a in p.cmdline()):
-                found.append(p.pid)
-        except psutil.Error:
-            continue
-    return found
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    m = Mosquitto(tmp_path / "mosquitto").start()
-    yield m
-    m.stop()
+from tests.support.cli import obstop
+from tests.support.controller_process import api_port
+from tests.support.fakes import fresh_block
+from tests.support.mosquitto import Mosquitto
+from tests.support.processes import obstop_argv, processes_under, wait_port
 
 
 def test_operator_flow_through_the_cli(tmp_path: Path, broker: Mosquitto) -> None:
@@ -51,26 +24,25 @@ def test_operator_flow_through_the_cli(tmp_path: Path, broker: Mosquitto) -> Non
         "--dir",
         str(d),
         "--zones",
-        "2",
+        "1",
         "--servers-per-zone",
         "2",
         "--broker",
         broker.url,
         "--first-ip",
-        free_block(4),
+        fresh_block(2),
     )
     assert up.returncode == 0, up.stderr
     for name in ("inventory.toml", "controller.toml", "admin.password"):
         assert (d / name).exists()
-    controller = subprocess.Popen(
-        ["obstop", "controller", "--config", str(d / "controller.toml")],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "controller.log", "w"),
-    )
+    with open(tmp_path / "controller.log", "w") as log:
+        controller = subprocess.Popen(
+            obstop_argv("controller", "--config", str(d / "controller.toml")),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     try:
-        import tomllib
-
-        port = int(tomllib.loads((d / "controller.toml").read_text())["api"]["listen"].rsplit(":", 1)[1])
+        port = api_port(d / "controller.toml")
         wait_port("127.0.0.1", port)
         cfg = ["--config", str(d / "controller.toml")]
 
@@ -81,7 +53,7 @@ def test_operator_flow_through_the_cli(tmp_path: Path, broker: Mosquitto) -> Non
         as_json = json.loads(obstop("task", "show", "1", "--format", "json", *cfg).stdout)
         assert (
             as_json["status"] == "SUCCESSFUL"
-            and len(as_json["tasks"]) == 1 + 2 + 1 + 4 + 1 + 4 + 1 + 4 + 1 + 2 + 1
+            and len(as_json["tasks"]) == 1 + 1 + 1 + 2 + 1 + 2 + 1 + 2 + 1 + 1 + 1
         )
         dot = obstop("task", "show", "1", "--format", "dot", *cfg).stdout
         assert dot.startswith('digraph "task 1"') and "->" in dot
@@ -117,7 +89,7 @@ def test_demo_runs_on_the_embedded_broker() -> None:
 def test_fakehosts_down_spares_other_processes_in_its_directory(tmp_path: Path) -> None:
     d = tmp_path / "fleet"
     up = obstop(
-        "fakehosts", "up", "--dir", str(d), "--zones", "1", "--no-agents", "--first-ip", free_block(1)
+        "fakehosts", "up", "--dir", str(d), "--zones", "1", "--no-agents", "--first-ip", fresh_block(1)
     )
     assert up.returncode == 0, up.stderr
     operator_shell = subprocess.Popen(["sleep", "300"], cwd=d)  # someone working in the fleet's directory

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 from obstop.fakes.install import install
-from tests.conftest import Fakes
-from tests.support import Sshd, alive
-
-
-def obstop(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "300", "NO_COLOR": "1"}
-    return subprocess.run(["obstop", *args], capture_output=True, text=True, timeout=60, check=False, env=env)
+from tests.support.cli import obstop
+from tests.support.fakes import Fakes
+from tests.support.processes import alive
+from tests.support.sshd import Sshd
 
 
 def test_probe_and_stop_locally(fakes: Fakes) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -11,8 +11,10 @@ from obstop.agent.errors import HostKeyMismatch, HostUnreachable, LoginRefused
 from obstop.agent.executors.ssh import SSHHost
 from obstop.agent.executors.ssh_config import SSHHostConfig
 from obstop.agent.protocol import ObserverTarget
-from tests.conftest import Fakes
-from tests.support import Sshd, alive, free_port
+from obstop.fakes.net import free_port
+from tests.support.fakes import Fakes
+from tests.support.processes import alive
+from tests.support.sshd import Sshd
 
 
 def ssh_host(sshd: Sshd, **changes: object) -> SSHHost:
@@ -28,25 +30,24 @@ def ssh_host(sshd: Sshd, **changes: object) -> SSHHost:
     return SSHHostConfig.model_validate({"host": "h", **fields}).open()
 
 
+# each case: what differs from a good login, given the test sshd
+Changes = Callable[[Sshd], dict[str, object]]
+
+
 @pytest.mark.parametrize(
     ("changes", "error", "words"),
     [
-        ({"port": 0}, HostUnreachable, "cannot reach"),
-        ({"known_hosts": "wrong"}, HostKeyMismatch, "host key"),
-        ({"identity": "bad"}, LoginRefused, "refused"),
+        (lambda sshd: {"port": free_port()}, HostUnreachable, "cannot reach"),
+        (lambda sshd: {"known_hosts": str(sshd.wrong_known_hosts)}, HostKeyMismatch, "host key"),
+        (lambda sshd: {"identity": str(sshd.bad_identity)}, LoginRefused, "refused"),
     ],
     ids=["unreachable", "wrong-host-key", "login-refused"],
 )
 async def test_ssh_failure_is_distinct_and_signals_nothing(
-    sshd: Sshd, fakes: Fakes, changes: dict[str, object], error: type[Exception], words: str
+    sshd: Sshd, fakes: Fakes, changes: Changes, error: type[Exception], words: str
 ) -> None:
     fake, pid = fakes.start()
-    resolved = {
-        "port": free_port() if "port" in changes else sshd.port,
-        "known_hosts": str(sshd.wrong_known_hosts) if "known_hosts" in changes else str(sshd.known_hosts),
-        "identity": str(sshd.bad_identity) if "identity" in changes else str(sshd.identity),
-    }
-    host = ssh_host(sshd, **resolved)
+    host = ssh_host(sshd, **changes(sshd))
     t = ObserverTarget(host="h", ip=fake.ip, home_path=str(fake.home))
     with pytest.raises(error, match=words):
         await procedure.stop(host, t)
@@ -54,12 +55,16 @@ async def test_ssh_failure_is_distinct_and_signals_nothing(
     assert alive(pid)
 
 
-async def test_connection_is_reused(sshd: Sshd, fakes: Fakes, tmp_path: Path) -> None:
-    host = ssh_host(sshd)
-    fake, _ = fakes.start()
+async def test_one_connection_serves_every_step(sshd: Sshd, fakes: Fakes) -> None:
+    """A probe then a whole stop (facts, signal, waits, ports, pid file) log in to sshd once."""
+    fake, pid = fakes.start()
     t = ObserverTarget(host="h", ip=fake.ip, home_path=str(fake.home))
-    await procedure.probe(host, t)
-    first = host._conn
-    await procedure.stop(host, t)
-    assert host._conn is first
-    await host.close()
+    before = sshd.logins()
+    host = ssh_host(sshd)
+    try:
+        assert (await procedure.probe(host, t)).pid == pid
+        report = await procedure.stop(host, t)
+        assert report.ok, report.reason
+        assert sshd.logins() - before == 1, sshd.log.read_text()[-2000:]
+    finally:
+        await host.close()

@@ -1,4 +1,4 @@
-"""Every API error answers OCP's envelope with the right status, and changes nothing in the store."""
+"""Every API error answers OCP's envelope with the right status; a refused POST changes nothing in the store."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from obstop.controller.store.models import HistoryEvent, Subtask, Task
-from tests.conftest import Fakes
-from tests.ctl import ADMIN, Env, basic, running, start_cluster, write_config
+from obstop.controller.store import models as m
+from obstop.fakes.install import FakeObserver
+from tests.support.controller import ADMIN, Env, basic, running, write_config
+from tests.support.fakes import Cluster, Fakes, fresh_ip, start_cluster
 
 
 @pytest.fixture
 async def env(tmp_path: Path, fakes: Fakes) -> AsyncIterator[Env]:
+    """A controller of one cluster whose observer takes 30 s to exit: a stop stays RUNNING meanwhile."""
     cluster = start_cluster(fakes, zones=1, per_zone=1, misbehave={0: ["--exit-delay", "30"]})
     async with running(
         write_config(tmp_path, cluster, f"sqlite:///{tmp_path}/c.db", stop={"term_timeout": 60})
@@ -23,11 +25,28 @@ async def env(tmp_path: Path, fakes: Fakes) -> AsyncIterator[Env]:
         yield e
 
 
-async def snapshot(env: Env) -> tuple[int, int, int]:
+@pytest.fixture
+async def idle(tmp_path: Path) -> AsyncIterator[Env]:
+    """A controller of one cluster whose observer is not running: enough for calls that must be refused
+    (a stop that got through would still write its task)."""
+    cluster = Cluster()
+    cluster.add(FakeObserver(tmp_path / "ob", fresh_ip()), 0, "zone1")
+    async with running(write_config(tmp_path, cluster, f"sqlite:///{tmp_path}/c.db")) as e:
+        yield e
+
+
+async def snapshot(env: Env) -> tuple[object, ...]:
+    """What a stop or a retry would change: rows of tasks, subtasks, history, commands; every status."""
     async with env.store.db.tx() as s:
-        return tuple(
-            [await s.scalar(sa.select(sa.func.count()).select_from(m)) for m in (Task, Subtask, HistoryEvent)]
-        )
+        counts = [
+            await s.scalar(sa.select(sa.func.count()).select_from(t))
+            for t in (m.Task, m.Subtask, m.HistoryEvent, m.CommandRecord)
+        ]
+        statuses = [
+            sorted((await s.execute(sa.select(t.status))).scalars())
+            for t in (m.Cluster, m.Zone, m.Server, m.Subtask)
+        ]
+        return (*counts, *statuses)
 
 
 def assert_error(r: Any, status: int, words: str) -> None:
@@ -75,16 +94,17 @@ def assert_error(r: Any, status: int, words: str) -> None:
         ("get", "/api/v2/tasks/instances?status=NOPE", {}, 400, "status"),
     ],
 )
-async def test_error_answers_envelope_and_changes_nothing(
-    env: Env, method: str, path: str, kw: dict[str, Any], status: int, words: str
+async def test_error_answers_envelope_and_a_refused_post_changes_nothing(
+    idle: Env, method: str, path: str, kw: dict[str, Any], status: int, words: str
 ) -> None:
-    before = await snapshot(env)
+    before = await snapshot(idle)
     kw = {"headers": ADMIN, **kw}
-    r = await env.client.request(method.upper(), path, **kw)
+    r = await idle.client.request(method.upper(), path, **kw)
     assert_error(r, status, words)
     if status == 401:
         assert r.headers["www-authenticate"].startswith("Basic")
-    assert await snapshot(env) == before
+    if method == "post":  # a stop or a retry that got through would have written rows or moved a status
+        assert await snapshot(idle) == before
 
 
 async def test_conflicts(env: Env) -> None:
@@ -103,7 +123,7 @@ async def test_conflicts(env: Env) -> None:
     sub = task["tasks"][0]
     r = await env.client.post(f"/api/v2/tasks/instances/{task_id}/subtasks/{sub['id']}/retry", headers=ADMIN)
     assert_error(r, 400, "only a FAILED one")
-    assert (await snapshot(env))[:2] == before[:2]
+    assert (await snapshot(env))[:2] == before[:2]  # no new task, no new subtask
 
 
 async def test_reads(env: Env) -> None:

@@ -7,24 +7,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import tomli_w
 
 from obstop.agent import signing
-from tests.support import Mosquitto
-
-pytestmark = pytest.mark.mqtt
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    m = Mosquitto(tmp_path / "mosquitto").start()
-    yield m
-    m.stop()
+from tests.support.mosquitto import Mosquitto
+from tests.support.processes import obstop_argv
 
 
 def test_ready_watchdog_and_clean_stop(tmp_path: Path, broker: Mosquitto) -> None:
@@ -45,7 +34,7 @@ def test_ready_watchdog_and_clean_stop(tmp_path: Path, broker: Mosquitto) -> Non
     sock.bind(str(notify))
     sock.settimeout(20)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "obstop", "agent", "--config", str(config)],
+        obstop_argv("agent", "--config", str(config)),
         env={**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "200000"},
     )
     try:

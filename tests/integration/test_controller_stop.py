@@ -3,25 +3,18 @@ Every test runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-import pytest
-
-from tests.conftest import Fakes
-from tests.ctl import ADMIN, database, running, start_cluster, write_config
-from tests.support import alive, kill_tree_under
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    async with database(request.param, tmp_path) as url:
-        yield url
+from tests.support.controller import ADMIN, running, write_config
+from tests.support.fakes import Fakes, start_cluster
+from tests.support.processes import alive, kill_tree_under
 
 
-def by_name(task: dict) -> dict[int, str]:  # type: ignore[type-arg]
+def by_name(task: dict[str, Any]) -> dict[int, str]:
     return {s["id"]: s["name"] for s in task["tasks"]}
 
 
@@ -208,8 +201,6 @@ async def test_failed_subtask_retry(tmp_path: Path, fakes: Fakes, store_url: str
 
 async def test_writer_survives_a_caller_cancelled_while_waiting(tmp_path: Path, fakes: Fakes) -> None:
     """A step cancelled (timeout, drain) while its command record is being committed must not stop the writer."""
-    import asyncio
-
     cluster = start_cluster(fakes, zones=1, per_zone=1)
     async with running(write_config(tmp_path, cluster, f"sqlite:///{tmp_path}/c.db")) as env:
         writer = env.parts.engine.writer

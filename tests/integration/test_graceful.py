@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from obstop.fakes.cluster import FakeCluster
-from tests.conftest import Fakes
-from tests.ctl import Cluster, Env, running, write_config
-from tests.support import alive, fresh_ip
+from tests.support.controller import Env, running, write_config
+from tests.support.fakes import Cluster, Fakes
+from tests.support.processes import alive
 
 PASSWORD = "s3cret-sys"
 
@@ -29,16 +29,9 @@ def start(
     out = Cluster()
     for i in range(n):
         fake, pid = fakes.start(
-            *(misbehave or {}).get(i, []),
-            "--cluster-dir",
-            str(cluster_dir),
-            "--zone",
-            f"zone{i + 1}",
-            ip=fresh_ip(),
+            *(misbehave or {}).get(i, []), "--cluster-dir", str(cluster_dir), "--zone", f"zone{i + 1}"
         )
-        object.__setattr__(fake, "zone", f"zone{i + 1}")
-        out.fakes.append(fake)
-        out.pids.append(pid)
+        out.add(fake, pid, f"zone{i + 1}")
     return out
 
 

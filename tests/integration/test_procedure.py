@@ -15,8 +15,8 @@ from obstop.agent import procedure
 from obstop.agent.executors.host import Host
 from obstop.agent.protocol import ObserverState, ObserverTarget, StopOptions
 from obstop.fakes.install import FakeObserver, install
-from tests.conftest import Fakes
-from tests.support import alive, fresh_ip, wait_dead, wait_port
+from tests.support.fakes import Fakes, fresh_ip
+from tests.support.processes import alive, wait_dead, wait_port
 
 FAST = StopOptions(term_timeout=0.5, kill_timeout=5, port_timeout=5)
 
@@ -183,10 +183,10 @@ async def test_right_cwd_wrong_executable(host: Host, tmp_path: Path) -> None:
         impostor.wait()
 
 
-async def test_right_binary_without_lock_or_ports(host: Host, tmp_path: Path) -> None:
+async def test_right_binary_in_the_wrong_cwd(host: Host, tmp_path: Path) -> None:
     home = tmp_path / "ob"
     install(home)
-    # runs HOME/bin/observer in HOME's parent: cwd is wrong
+    # runs HOME/bin/observer, but in another folder: cwd is wrong
     other = tmp_path / "elsewhere"
     other.mkdir()
     ip = fresh_ip()
@@ -199,6 +199,56 @@ async def test_right_binary_without_lock_or_ports(host: Host, tmp_path: Path) ->
     finally:
         proc.kill()
         proc.wait()
+
+
+# the fourth rule: the process holds the lock on the pid file, or listens on the configured ports
+
+OTHER_PORTS = (3881, 3882)
+
+
+def unlock_pid_file(fake: FakeObserver) -> None:
+    """Replace the pid file by a copy: same pid, new inode, which the observer does not lock."""
+    copy = fake.pid_file.with_name("observer.pid.new")
+    copy.write_text(fake.pid_file.read_text())
+    os.replace(copy, fake.pid_file)
+
+
+def signalled(fake: FakeObserver) -> bool:
+    return "received SIGTERM" in (fake.home / "log" / "observer.log").read_text()
+
+
+async def test_neither_lock_nor_configured_ports_is_refused(host: Host, fakes: Fakes) -> None:
+    # HOME/bin/observer with cwd HOME, listening elsewhere than configured, and the pid file is not its lock
+    fake, pid = fakes.start(ports=OTHER_PORTS)
+    unlock_pid_file(fake)
+
+    await assert_refused(host, fake.home, fake.ip, f"pid {pid} neither holds the lock on")
+    report = await procedure.stop(host, target(fake, host), FAST)
+    assert report.reason and f"nor listens on {fake.ip}:2881/2882" in report.reason
+    assert alive(pid) and not signalled(fake)
+
+
+async def test_lock_held_without_the_configured_ports_is_accepted(host: Host, fakes: Fakes) -> None:
+    fake, pid = fakes.start(ports=OTHER_PORTS)
+    probe = await procedure.probe(host, target(fake, host))
+    assert probe.state is ObserverState.RUNNING and probe.pid == pid and probe.ports_held == []
+
+    report = await procedure.stop(host, target(fake, host), FAST)
+
+    assert report.ok and report.signals == ["SIGTERM"], report.reason
+    assert not alive(pid) and signalled(fake)
+
+
+async def test_configured_ports_without_the_lock_are_accepted(host: Host, fakes: Fakes) -> None:
+    fake, pid = fakes.start()
+    unlock_pid_file(fake)
+    probe = await procedure.probe(host, target(fake, host))
+    assert probe.state is ObserverState.RUNNING and probe.pid == pid and probe.ports_held == [2881, 2882]
+
+    report = await procedure.stop(host, target(fake, host), FAST)
+
+    assert report.ok and report.signals == ["SIGTERM"], report.reason
+    assert not alive(pid) and signalled(fake) and ports_free(fake)
 
 
 @pytest.mark.parametrize("content", ["", "garbage\n", "-1\n", "0\n", "99999999999999999999\n", "12 13\n"])

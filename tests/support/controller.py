@@ -1,14 +1,14 @@
-"""A controller for tests: real store (SQLite file or a fresh PostgreSQL database), real engine, real
-fake observers, the API through httpx's ASGI transport (no network, same app)."""
+"""The controller in the test's process: a real store (a SQLite file or a fresh PostgreSQL database), the
+real engine and dispatch, the API through httpx's ASGI transport (no network, the same app)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import tomllib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ from obstop.controller.auth import hash_password
 from obstop.controller.config import ControllerConfig, load_config
 from obstop.controller.daemon import Parts, build
 from obstop.controller.states.task import TaskStatus
-from obstop.fakes.install import FakeObserver
-from tests.conftest import Fakes
+from tests.support.fakes import Cluster
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 USERS = {
@@ -36,6 +35,14 @@ def basic(user: str, password: str | None = None) -> dict[str, str]:
 
 
 ADMIN = basic("admin")
+
+
+def api_users() -> list[dict[str, Any]]:
+    """USERS as controller.toml's [[api.users]] (a cheap KDF: tests log in often)."""
+    return [
+        {"name": n, "password_hash": hash_password(pw, iterations=1000), "roles": roles}
+        for n, (pw, roles) in USERS.items()
+    ]
 
 
 @asynccontextmanager
@@ -54,27 +61,6 @@ async def database(kind: str, tmp: Path) -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-
-
-@dataclass
-class Cluster:
-    fakes: list[FakeObserver] = field(default_factory=list)
-    pids: list[int] = field(default_factory=list)
-
-
-def start_cluster(
-    fakes: Fakes, zones: int, per_zone: int, misbehave: dict[int, list[str]] | None = None
-) -> Cluster:
-    out = Cluster()
-    n = 0
-    for z in range(1, zones + 1):
-        for _ in range(per_zone):
-            fake, pid = fakes.start(*(misbehave or {}).get(n, []))
-            object.__setattr__(fake, "zone", f"zone{z}")
-            out.fakes.append(fake)
-            out.pids.append(pid)
-            n += 1
-    return out
 
 
 def write_config(tmp: Path, cluster: Cluster, store_url: str, **overrides: Any) -> Path:
@@ -97,10 +83,7 @@ def write_config(tmp: Path, cluster: Cluster, store_url: str, **overrides: Any) 
         "inventory": "inventory.toml",
         "api": {
             "listen": "127.0.0.1:0",
-            "users": [
-                {"name": n, "password_hash": hash_password(pw, iterations=1000), "roles": roles}
-                for n, (pw, roles) in USERS.items()
-            ],
+            "users": api_users(),
         },
         "store": {"url": store_url},
         "agentless": {"local_hosts": [s["host"] for s in servers]},
@@ -151,14 +134,8 @@ class Env:
 
 def amend_config(path: Path, **overrides: Any) -> Path:
     """Merge overrides into a controller.toml (e.g. one `obstop fakehosts up` wrote), with the test users."""
-    import tomllib
-
     data = tomllib.loads(path.read_text())
-    users = [
-        {"name": n, "password_hash": hash_password(pw, iterations=1000), "roles": roles}
-        for n, (pw, roles) in USERS.items()
-    ]
-    data = merge(data, {"api": {"users": users}})
+    data = merge(data, {"api": {"users": api_users()}})
     path.write_text(tomli_w.dumps(merge(data, overrides)))
     return path
 
