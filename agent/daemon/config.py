@@ -92,7 +92,5 @@ def check_agent_config(config: AgentConfig, path: Path) -> None:
 
 
 def load_agent_config(path: Path) -> AgentConfig:
-    """Load, validate and check the agent's config: ConfigError (one line) on anything wrong."""
-    config = tomlconf.load(AgentConfig, path, ConfigError)
-    check_agent_config(config, path)
-    return config
+    """Load and validate (no file checks: see check_agent_config, which the daemon runs at start)."""
+    return tomlconf.load(AgentConfig, path, ConfigError)

@@ -19,12 +19,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The agent daemon: stops this host's observers (and those of hosts it reaches over SSH)."""
         from obstop.agent.daemon.agent import serve
-        from obstop.agent.daemon.config import load_agent_config
+        from obstop.agent.daemon.config import check_agent_config, load_agent_config
         from obstop.agent.errors import ConfigError
         from obstop.logs import setup
 
         try:
-            cfg = load_agent_config(config)  # the whole file checked before anything starts
+            cfg = load_agent_config(config)
+            check_agent_config(cfg, config)  # the whole file checked before anything starts
             setup(cfg.log_level)
             asyncio.run(serve(cfg))
         except ConfigError as exc:

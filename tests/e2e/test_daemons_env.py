@@ -61,6 +61,7 @@ def test_daemons_start_and_serve_with_the_readmes_exports(
     agent_process: Callable[[dict[str, str]], subprocess.Popen[bytes]],
 ) -> None:
     signing.generate(tmp_path / "keys")
+    signing.generate(tmp_path / "keys" / "agents", agent="h1")  # h1's own key; the controller knows its .pub
     cluster = Cluster()
     fake, pid = fakes.start()
     cluster.add(fake, pid, "zone1")
@@ -71,7 +72,7 @@ def test_daemons_start_and_serve_with_the_readmes_exports(
         "sqlite:///state/controller.db",
         api={"listen": f"127.0.0.1:{port}"},
         mqtt={"url": broker.url},
-        signing={"private_key": f"keys/{signing.PRIVATE_NAME}"},
+        signing={"private_key": f"keys/{signing.PRIVATE_NAME}", "agent_keys_dir": "keys/agents"},
         agentless={"local_hosts": []},  # h1 is served by its agent
     )
     agent_config = tmp_path / "agent.toml"
@@ -81,6 +82,7 @@ def test_daemons_start_and_serve_with_the_readmes_exports(
                 "agent_id": "h1",
                 "state_dir": "agent-state",
                 "controller_public_key": f"keys/{signing.PUBLIC_NAME}",
+                "private_key": "keys/agents/h1.key",
                 "mqtt": {"url": broker.url},
             }
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from obstop.agent import tomlconf
+from obstop.agent import signing, tomlconf
 from obstop.agent.daemon.config import AgentConfig, load_agent_config
 from obstop.agent.errors import ConfigError as AgentConfigError
 from obstop.controller.auth import hash_password
@@ -187,8 +187,11 @@ def test_the_controller_example_is_valid_once_its_password_hashes_are_filled_in(
 
 @pytest.fixture
 def agent_toml(tmp_path: Path) -> Path:
+    """An agent.toml whose relative paths name files that exist (loading checks them)."""
     path = tmp_path / "etc" / "agent.toml"
     path.parent.mkdir()
+    signing.generate(path.parent / "keys")
+    (path.parent / "mqtt.password").write_text("secret\n")
     path.write_text(
         'agent_id = "h1"\nstate_dir = "state"\ncontroller_public_key = "keys/command-signing.pub"\n'
         '[mqtt]\nurl = "mqtt://broker:1883"\npassword_file = "mqtt.password"\n'
