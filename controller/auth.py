@@ -35,6 +35,18 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(base64.b64encode(digest).decode().rstrip("="), expected)
 
 
+# OCP's CLUSTER_MANAGER holds TASK:*:* too: who may stop a cluster may read and operate its tasks
+IMPLIES: dict[Role, frozenset[Role]] = {
+    Role.CLUSTER_MANAGER: frozenset({Role.TASK_MANAGER, Role.TASK_VIEWER}),
+    Role.TASK_MANAGER: frozenset({Role.TASK_VIEWER}),
+}
+
+
+def implied(roles: frozenset[Role]) -> frozenset[Role]:
+    """The roles held, with those they imply."""
+    return roles.union(*(IMPLIES.get(r, frozenset()) for r in roles))
+
+
 class Authenticator:
     def __init__(self, users: list[UserConfig]) -> None:
         self._users = {u.name: (i, u) for i, u in enumerate(users, start=100)}
@@ -66,5 +78,5 @@ class Authenticator:
 
     @staticmethod
     def require(roles: frozenset[Role], role: Role, user: str) -> None:
-        if role not in roles:
+        if role not in implied(roles):
             raise Forbidden(f"user {user} lacks the role {role}")

@@ -4,6 +4,11 @@ Claimed subtasks are leases. On start the engine takes back every RUNNING subtas
 restarted) or whose lease expired (another controller died) and runs its step again: steps are
 idempotent, and the stop command keeps its id. Outcomes are written under `asyncio.shield`, so a
 shutdown cannot lose one that was decided.
+
+A subtask runs its step forward, or its rollback action (operation ROLLBACK); one an operator skipped
+(SKIP, ROLLBACK_SKIP) is completed without running anything. One an operator cancels (CANCELING) has its
+command cancelled where it runs, then its step is interrupted, and it ends FAILED (CANCEL). When a task
+ends, `on_task_end` is told its cluster (statuses are then reconciled with what the servers really are).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 from obstop.controller.engine.writer import Writer
 from obstop.controller.errors import StepFailed
+from obstop.controller.states.subtask import BACKWARD, SKIPPED, Operation, SubtaskStatus
 from obstop.controller.states.task import TaskStatus
 from obstop.controller.steps.run import ServerFacts, StepRun
 from obstop.controller.store import Claimed, FinishRequest, LeaseLost, Store
@@ -24,6 +30,15 @@ from obstop.controller.store import Claimed, FinishRequest, LeaseLost, Store
 log = logging.getLogger("obstop.engine")
 
 Runner = Callable[[StepRun], Awaitable[str]]
+Canceller = Callable[[StepRun], Awaitable[str]]
+CANCEL_BOUND = 15.0  # seconds the cancel of a command may take before the subtask ends anyway
+
+
+@dataclass
+class _Running:
+    run: StepRun
+    step: asyncio.Task[str] | None = None
+    cancel_line: str | None = None  # set once an operator's cancel has reached the step
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,7 @@ class Engine:
         store: Store,
         runner: Runner,
         *,
+        canceller: Canceller | None = None,
         owner: str,
         lease: float = 30.0,
         max_concurrency: int = 512,
@@ -72,6 +88,7 @@ class Engine:
     ) -> None:
         self.store = store
         self.runner = runner
+        self.canceller = canceller
         self.owner = owner
         self.lease = lease
         self.max_concurrency = max_concurrency
@@ -81,12 +98,40 @@ class Engine:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._task_events: dict[int, asyncio.Event] = {}
         self._tasks: dict[int, _TaskFacts] = {}
+        self._steps: dict[int, _Running] = {}
+        self._cancelling: set[asyncio.Task[None]] = set()
+        self.on_task_end: Callable[[int], None] | None = None  # told the cluster of a task that ended
         self.writer = Writer(store)
         self.sink = _Sink(store, self.writer)
         self.started = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
+
+    def cancel(self, subtask_id: int) -> bool:
+        """An operator cancelled this subtask (it is CANCELING in the store): interrupt it, if it runs here.
+        Another controller's running subtask is found by its own heartbeat."""
+        entry = self._steps.get(subtask_id)
+        if entry is None or entry.cancel_line is not None:
+            return False
+        entry.cancel_line = "cancelled by the operator"
+        task = asyncio.get_running_loop().create_task(self._interrupt(entry), name=f"cancel-{subtask_id}")
+        self._cancelling.add(task)
+        task.add_done_callback(self._cancelling.discard)
+        return True
+
+    async def _interrupt(self, entry: _Running) -> None:
+        # the command is cancelled where it runs first (journalled there: no signal after it), then the
+        # step stops waiting for it
+        if self.canceller is not None:
+            try:
+                async with asyncio.timeout(CANCEL_BOUND):
+                    entry.cancel_line = await self.canceller(entry.run)
+            except Exception as exc:
+                log.warning("cancelling subtask %s: %r", entry.run.subtask_id, exc)
+                entry.cancel_line = f"cancelled by the operator (cancelling its command failed: {exc!r})"
+        if entry.step is not None:
+            entry.step.cancel()
 
     async def wait_task(self, task_id: int, timeout: float = 60.0) -> TaskStatus:
         """Until the task is no longer RUNNING (for tests and the demo: no polling sleeps)."""
@@ -144,7 +189,8 @@ class Engine:
         next_reclaim = time.monotonic() + self.lease
         while True:
             await asyncio.sleep(self.lease / 3)
-            await self.store.leases.renew(self.owner, list(self._running), self.lease)
+            for sid in await self.store.leases.renew(self.owner, list(self._running), self.lease):
+                self.cancel(sid)  # cancelled through another controller's API
             if time.monotonic() >= next_reclaim:
                 next_reclaim = time.monotonic() + self.lease
                 self.wake()  # leases of other controllers may have expired, and other writers may exist
@@ -174,6 +220,7 @@ class Engine:
             deadline = time.monotonic() + claimed.timeout - margin
             facts = await self._task_of(claimed.task_id)
             run = StepRun(
+                previous=claimed.result,
                 subtask_id=claimed.id,
                 task_id=claimed.task_id,
                 node=claimed.node,
@@ -189,19 +236,8 @@ class Engine:
                 zones=facts.zones,
                 sink=self.sink,
             )
-            ok, line = True, ""
-            try:
-                async with asyncio.timeout(claimed.timeout):
-                    line = await self.runner(run)
-            except StepFailed as exc:
-                ok, line = False, exc.message
-            except TimeoutError:
-                ok, line = False, f"timed out after {claimed.timeout}s"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)
-                ok, line = False, f"internal error: {exc!r}"
+            entry = self._steps[claimed.id] = _Running(run)
+            ok, line = await self._outcome(claimed, run, entry)
             try:
                 request = FinishRequest(
                     run.subtask_id,
@@ -211,6 +247,7 @@ class Engine:
                     run.result,
                     tuple(run.moves) if ok else (),
                     run.command_result,
+                    backward=claimed.operation in BACKWARD,
                 )
                 done = await asyncio.shield(self.writer.finish(request))
             except LeaseLost as exc:
@@ -221,6 +258,8 @@ class Engine:
             if done.task_status is not None and done.task_status != TaskStatus.RUNNING:
                 log.info("task %s %s", done.task_id, done.task_status)
                 self._tasks.pop(done.task_id, None)  # read again if it is retried
+                if self.on_task_end is not None:
+                    self.on_task_end(facts.cluster_id)
                 if event := self._task_events.pop(done.task_id, None):
                     event.set()  # every waiter holds this event; the next wait makes a new one
             if not ok:
@@ -229,4 +268,30 @@ class Engine:
                 )
         finally:
             self._running.pop(claimed.id, None)
+            self._steps.pop(claimed.id, None)
             self.wake()  # a slot is free: READY subtasks beyond max_concurrency may be waiting for it
+
+    async def _outcome(self, claimed: Claimed, run: StepRun, entry: _Running) -> tuple[bool, str]:
+        """Run the step (or not: a skip, a cancel found on resume); (ok, the line that closes its log)."""
+        if claimed.operation in SKIPPED:
+            what = "its rollback" if claimed.operation == Operation.ROLLBACK_SKIP else "it"
+            return True, f"skipped by the operator: {what} was not run"
+        if claimed.status == SubtaskStatus.CANCELING:  # cancelled while no controller ran it
+            entry.cancel_line = "cancelled by the operator"
+            await self._interrupt(entry)
+            return False, entry.cancel_line
+        entry.step = asyncio.ensure_future(self.runner(run))
+        try:
+            async with asyncio.timeout(claimed.timeout):
+                return True, await entry.step
+        except StepFailed as exc:
+            return False, exc.message
+        except TimeoutError:
+            return False, f"timed out after {claimed.timeout}s"
+        except asyncio.CancelledError:
+            if entry.cancel_line is None or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # a shutdown: it stays RUNNING under our lease, resumed at the next start
+            return False, entry.cancel_line
+        except Exception as exc:
+            log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)
+            return False, f"internal error: {exc!r}"

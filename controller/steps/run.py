@@ -93,6 +93,7 @@ class StepRun:
     servers: Mapping[int, ServerFacts]
     zones: Mapping[str, int]
     sink: StepSink
+    previous: dict[str, Any] | None = None  # what earlier runs of this subtask recorded (a rollback reads it)
     # committed with the subtask's finish, in the same transaction
     result: dict[str, Any] | None = None
     moves: list[tuple[str, int, str]] = field(default_factory=list)  # (cluster | zone | server, id, status)
@@ -116,6 +117,14 @@ class StepRun:
 
     def ctx(self, key: str) -> Any:
         return self.context.get(key)
+
+    def task_string(self, key: str) -> str | None:
+        value = self.task_context.get("stringMap", {}).get(key)
+        return None if value is None else str(value)
+
+    def record(self, **found: Any) -> None:
+        """Add to what this subtask records (kept across its runs: a rollback reads the forward run's)."""
+        self.result = {**(self.previous or {}), **(self.result or {}), **found}
 
     def move(self, entity: str, ident: int, status: str) -> None:
         self.moves.append((entity, ident, status))

@@ -1,0 +1,126 @@
+"""What rolling back each subtask does (OCP: the DAG is walked backwards, each subtask undoing its own
+effect once everything after it is undone). Status moves go back to what the task recorded
+(`former_cluster_status`, and each zone's and server's `former_*_status`); a process goes back to how
+this task found it: an observer this task stopped is started again, one it launched is stopped again,
+and one it did not touch is left alone. Each action is idempotent (a probe first; commands by id), so a
+rollback resumed after a crash never acts twice.
+"""
+
+from __future__ import annotations
+
+from obstop.agent.protocol import ObserverState, StartReport, StopReport
+from obstop.controller.errors import StepFailed
+from obstop.controller.states.server import ServerStatus
+from obstop.controller.steps.dag import Step, node_of
+from obstop.controller.steps.process import Processes, describe_start, describe_stop
+from obstop.controller.steps.run import ServerFacts, StepRun
+
+
+class RollbackSteps:
+    def __init__(self, processes: Processes) -> None:
+        self.processes = processes
+
+    async def run(self, run: StepRun) -> str:
+        match Step(run.step):
+            case Step.PREPARE_CLUSTER | Step.PREPARE_START_CLUSTER:
+                former = run.task_string("former_cluster_status")
+                if former is None:
+                    return "no former cluster status recorded; nothing to restore"
+                run.move("cluster", run.cluster_id, former)
+                return f"cluster {run.cluster_id} -> {former} (its status before this task)"
+            case Step.PREPARE_ZONE:
+                return self._zone_back(run)
+            case Step.PREPARE_START_ZONE:
+                return await self._start_zone_back(run)
+            case Step.PREPARE_OBSERVER:
+                srv = run.server(int(run.ctx("server_id")))
+                former = run.ctx("former_server_status")
+                if former is None:
+                    return "no former server status recorded; nothing to restore"
+                run.move("server", srv.id, str(former))
+                return f"server {srv.key} -> {former} (its status before this task)"
+            case Step.STOP_PROCESS:
+                return await self._start_again(run)
+            case Step.START_PROCESS:
+                return await self._stop_again(run)
+            case _:
+                return "nothing to undo here (statuses go back with the stages before it)"
+
+    def _zone_back(self, run: StepRun) -> str:
+        zone = str(run.ctx("zone_name"))
+        former = run.ctx("former_zone_status")
+        if former is None:
+            return "no former zone status recorded; nothing to restore"
+        run.move("zone", run.zone_id(zone), str(former))
+        return f"zone {zone} -> {former} (its status before this task)"
+
+    async def _start_zone_back(self, run: StepRun) -> str:
+        line = self._zone_back(run)
+        moved: dict[str, str] = (run.previous or {}).get("moved", {})
+        statuses = await run.sink.server_statuses(run.cluster_id)
+        back = [
+            (int(sid), old) for sid, old in moved.items() if statuses.get(int(sid)) == ServerStatus.STARTING
+        ]
+        for sid, old in back:
+            run.move("server", sid, old)
+        return line + (f"; {len(back)} server(s) back to their former status" if back else "")
+
+    async def _start_again(self, run: StepRun) -> str:
+        """Undo a stop: start the observer again, only if this task stopped it."""
+        srv = run.server(int(run.ctx("server_id")))
+        found = (run.previous or {}).get("stop")
+        if found is not None:
+            stop = StopReport.model_validate(found)
+            if not stop.signals:
+                why = "it was already stopped" if stop.already_stopped else "no signal was sent to it"
+                return f"observer on {srv.host} not started: this task did not stop it ({why})"
+            await run.log(
+                f"this task stopped pid {stop.pid} ({' then '.join(stop.signals)}); starting it again"
+            )
+        else:
+            # no outcome recorded (an agent lost, a cancel): it is ours if it ran when this task began
+            prepared = await run.sink.node_result(run.task_id, node_of(run.node, "prepare_observer"))
+            if ((prepared or {}).get("probe") or {}).get("state") != ObserverState.RUNNING:
+                return f"observer on {srv.host} not started: it was not running when this task began"
+            await run.log("this stop has no recorded outcome, and the observer ran when the task began")
+        # the start probes first: an observer running again (started by someone, or by this very run
+        # before a crash: same command id) is not launched twice
+        started = await self.processes.start(run, srv)
+        if not started.ok:
+            raise StepFailed(f"observer {srv.key} on {srv.host} did not start again: {started.reason}")
+        run.move("server", srv.id, ServerStatus.RUNNING)
+        return "started again: " + describe_start(started)
+
+    async def _stop_again(self, run: StepRun) -> str:
+        """Undo a start: stop the observer again, only if this task launched it."""
+        srv = run.server(int(run.ctx("server_id")))
+        former = str(run.ctx("former_server_status") or ServerStatus.PROCESS_STOPPED)
+        found = (run.previous or {}).get("start")
+        ours: bool
+        if found is not None:
+            ours = StartReport.model_validate(found).launched
+        else:
+            ours = former != ServerStatus.RUNNING  # no outcome recorded: it did not run before this task
+        if not ours:
+            state = await self._probe(run, srv)
+            observed = (
+                ServerStatus.RUNNING if state == ObserverState.RUNNING else ServerStatus.PROCESS_STOPPED
+            )
+            run.move("server", srv.id, observed)
+            return f"observer on {srv.host} not stopped: this task did not launch it"
+        stopped = await self.processes.stop(run, srv)  # a stopped one is reported already stopped
+        if not stopped.ok:
+            raise StepFailed(f"observer {srv.key} on {srv.host} did not stop again: {stopped.reason}")
+        run.move("server", srv.id, ServerStatus.PROCESS_STOPPED)
+        return "stopped again: " + describe_stop(stopped)
+
+    async def _probe(self, run: StepRun, srv: ServerFacts) -> ObserverState:
+        report = await self.processes.probe(run, srv)
+        await run.log(
+            f"probe of {srv.host}:{srv.home_path}: {report.state}"
+            + (f" pid {report.pid}" if report.pid else "")
+            + (f" ({report.reason})" if report.reason else "")
+        )
+        if report.state is ObserverState.REFUSED:
+            raise StepFailed(f"observer {srv.key} on {srv.host} refused: {report.reason}")
+        return report.state
