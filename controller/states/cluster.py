@@ -3,9 +3,11 @@ reconciliation with what the servers report make."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 from obstop.controller.states.machine import Machine
+from obstop.controller.states.server import ServerStatus
 
 
 class ClusterStatus(StrEnum):
@@ -30,3 +32,14 @@ MACHINE = Machine("cluster", ClusterStatus, TRANSITIONS)
 STOPPABLE = frozenset({C.RUNNING, C.UNAVAILABLE})
 STARTABLE = frozenset({C.STOPPED, C.UNAVAILABLE})
 TRANSIENT = frozenset({C.STOPPING, C.STARTING})
+
+
+def of_servers(statuses: Iterable[str]) -> ClusterStatus:
+    """A zone's or a cluster's status as its servers say: all running, all stopped, or neither (the
+    zone machine has the same three)."""
+    seen = set(statuses)
+    if seen == {ServerStatus.RUNNING}:
+        return C.RUNNING
+    if seen == {ServerStatus.PROCESS_STOPPED}:
+        return C.STOPPED
+    return C.UNAVAILABLE

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from obstop.agent.protocol import ObserverState, StartReport, StopReport
 from obstop.controller.errors import StepFailed
+from obstop.controller.states.cluster import of_servers
 from obstop.controller.states.server import ServerStatus
 from obstop.controller.steps.dag import Step, node_of
 from obstop.controller.steps.process import Processes, describe_start, describe_stop
@@ -23,22 +24,21 @@ class RollbackSteps:
     async def run(self, run: StepRun) -> str:
         match Step(run.step):
             case Step.PREPARE_CLUSTER | Step.PREPARE_START_CLUSTER:
-                former = run.task_string("former_cluster_status")
-                if former is None:
-                    return "no former cluster status recorded; nothing to restore"
-                run.move("cluster", run.cluster_id, former)
-                return f"cluster {run.cluster_id} -> {former} (its status before this task)"
+                now = str(of_servers((await run.sink.server_statuses(run.cluster_id)).values()))
+                return self._back(
+                    run, "cluster", run.cluster_id, run.task_string("former_cluster_status"), now
+                )
             case Step.PREPARE_ZONE:
-                return self._zone_back(run)
+                return await self._zone_back(run)
             case Step.PREPARE_START_ZONE:
                 return await self._start_zone_back(run)
             case Step.PREPARE_OBSERVER:
                 srv = run.server(int(run.ctx("server_id")))
-                former = run.ctx("former_server_status")
-                if former is None:
-                    return "no former server status recorded; nothing to restore"
-                run.move("server", srv.id, str(former))
-                return f"server {srv.key} -> {former} (its status before this task)"
+                state = await self._probe(run, srv)  # this step never touched the process: say what it is
+                found = (
+                    ServerStatus.RUNNING if state is ObserverState.RUNNING else ServerStatus.PROCESS_STOPPED
+                )
+                return self._back(run, "server", srv.id, run.ctx("former_server_status"), found)
             case Step.STOP_PROCESS:
                 return await self._start_again(run)
             case Step.START_PROCESS:
@@ -46,23 +46,31 @@ class RollbackSteps:
             case _:
                 return "nothing to undo here (statuses go back with the stages before it)"
 
-    def _zone_back(self, run: StepRun) -> str:
+    def _back(self, run: StepRun, entity: str, ident: int, former: object, now: str) -> str:
+        """Back to the former status when what is found now agrees; else what is found (it changed
+        outside obstop meanwhile): a rollback never makes a status claim more than is true."""
+        wanted = str(former) if former is not None and str(former) == now else now
+        run.move(entity, ident, wanted)
+        if wanted == str(former):
+            return f"{entity} {ident} -> {wanted} (its status before this task)"
+        return f"{entity} {ident} -> {wanted} (it was {former} before this task, but is {now} now)"
+
+    async def _zone_back(self, run: StepRun, changed: dict[int, str] | None = None) -> str:
         zone = str(run.ctx("zone_name"))
-        former = run.ctx("former_zone_status")
-        if former is None:
-            return "no former zone status recorded; nothing to restore"
-        run.move("zone", run.zone_id(zone), str(former))
-        return f"zone {zone} -> {former} (its status before this task)"
+        statuses = {**(await run.sink.server_statuses(run.cluster_id)), **(changed or {})}
+        now = str(of_servers(statuses.get(s.id, "") for s in run.servers.values() if s.zone == zone))
+        return self._back(run, "zone", run.zone_id(zone), run.ctx("former_zone_status"), now)
 
     async def _start_zone_back(self, run: StepRun) -> str:
-        line = self._zone_back(run)
+        # servers this zone's preparation moved to STARTING whose start never ran: back as they were
         moved: dict[str, str] = (run.previous or {}).get("moved", {})
         statuses = await run.sink.server_statuses(run.cluster_id)
-        back = [
-            (int(sid), old) for sid, old in moved.items() if statuses.get(int(sid)) == ServerStatus.STARTING
-        ]
-        for sid, old in back:
+        back = {
+            int(sid): old for sid, old in moved.items() if statuses.get(int(sid)) == ServerStatus.STARTING
+        }
+        for sid, old in back.items():
             run.move("server", sid, old)
+        line = await self._zone_back(run, back)
         return line + (f"; {len(back)} server(s) back to their former status" if back else "")
 
     async def _start_again(self, run: StepRun) -> str:

@@ -31,13 +31,7 @@ class Layout:
 
 
 def derived(statuses: Iterable[str]) -> str:
-    """A zone's or cluster's status from its servers': all running, all stopped, or neither."""
-    seen = set(statuses)
-    if seen == {ServerStatus.RUNNING}:
-        return "RUNNING"
-    if seen == {ServerStatus.PROCESS_STOPPED}:
-        return "STOPPED"
-    return "UNAVAILABLE"
+    return str(cluster_states.of_servers(statuses))
 
 
 ClusterRows = tuple[Cluster, list[Zone], list[Server]]

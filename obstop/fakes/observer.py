@@ -38,6 +38,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--exit-delay", type=float, default=0.0, help="seconds between SIGTERM and exit")
     p.add_argument(
+        "--start-delay",
+        type=float,
+        default=0.0,
+        help="seconds between detaching (pid file written) and listening, like a slow restart",
+    )
+    p.add_argument(
         "--linger-child",
         type=float,
         default=0.0,
@@ -202,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"another observer holds {home}/run/observer.pid")
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
+    _log(f"observer starting in {home}")
+    if args.start_delay > 0:
+        # a slow restart (replaying its log): the launcher returns now, the ports come later
+        if ready >= 0:
+            os.write(ready, b"OK")
+            os.close(ready)
+            ready = -1
+        time.sleep(args.start_delay)
     try:
         sql, rpc = _listen(args.ip, args.sql_port), _listen(args.ip, args.rpc_port)
     except OSError as exc:
