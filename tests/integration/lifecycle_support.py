@@ -70,12 +70,18 @@ def subtasks(t: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 
 async def until_subtask(
-    env: Env, task_id: int, name: str, status: str, timeout: float = 30
+    env: Env, task_id: int, name: str, status: str, timeout: float = 30, server: int | None = None
 ) -> dict[str, Any]:
+    """The first subtask of that name (of that server, if given) to be seen in that status."""
     found: dict[str, Any] = {}
+    mine = f"server_id={server}," if server is not None else ""
 
     async def there() -> bool:
-        subs = [s for s in subtasks(await task(env, task_id), name) if s["status"] == status]
+        subs = [
+            s
+            for s in subtasks(await task(env, task_id), name)
+            if s["status"] == status and mine in s["context"]
+        ]
         if subs:
             found.update(subs[0])
         return bool(subs)
