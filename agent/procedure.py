@@ -29,6 +29,12 @@ class SignalJournal(Protocol):
         ...
 
 
+class CommandJournal(SignalJournal, Protocol):
+    """A command's marks, read back too (a launch, a cancel)."""
+
+    async def marks(self) -> list[str]: ...
+
+
 async def _quiet(_: str) -> None:
     return None
 

@@ -16,7 +16,7 @@ import time
 from obstop.agent.cancel import Cancelled, CancelToken, acting, to_the_end
 from obstop.agent.errors import LaunchRefused
 from obstop.agent.executors.host import Host
-from obstop.agent.procedure import Progress, SignalJournal, _probe, _quiet
+from obstop.agent.procedure import CommandJournal, Progress, _probe, _quiet
 from obstop.agent.protocol import ObserverState, ObserverTarget, ProbeReport, StartOptions, StartReport
 
 LAUNCH_MARK = "LAUNCH"
@@ -50,7 +50,7 @@ async def start(
     target: ObserverTarget,
     options: StartOptions | None = None,
     progress: Progress = _quiet,
-    journal: SignalJournal | None = None,
+    journal: CommandJournal | None = None,
     cancel: CancelToken | None = None,
 ) -> StartReport:
     opts = options or StartOptions()
@@ -87,6 +87,9 @@ async def start(
             return result(False, first, reason="cancelled before the launch")
         except LaunchRefused as exc:
             return result(False, first, reason=str(exc))
+    elif journal is not None and LAUNCH_MARK in await journal.marks():
+        launched = True  # by this very command, before a restart: it is still coming up
+        await progress(f"pid {first.pid} was launched by an earlier attempt of this command; waiting for it")
     else:
         await progress(f"observer already running as pid {first.pid}; not launching another")
     deadline = started + opts.ready_timeout

@@ -145,3 +145,6 @@ class CommandMarks:
 
     async def record(self, mark: str) -> bool:
         return await self._journal.mark(self._command_id, mark)
+
+    async def marks(self) -> list[str]:
+        return await self._journal.marks(self._command_id)

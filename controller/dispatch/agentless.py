@@ -27,11 +27,7 @@ from obstop.agent.protocol import (
 from obstop.controller.config import AgentlessConfig
 from obstop.controller.dispatch import Log, WatchPlan
 
-
-class CommandJournal(procedure.SignalJournal, Protocol):
-    """A command's marks in the store: signals and launches recorded before they happen, a cancel."""
-
-    async def marks(self) -> list[str]: ...
+CommandJournal = procedure.CommandJournal
 
 
 class Journal(Protocol):
