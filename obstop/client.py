@@ -90,12 +90,12 @@ def resolve(url: str | None, user: str | None, password_file: Path | None, confi
     if pw_file is None and config is not None and (config.parent / "admin.password").exists():
         pw_file = config.parent / "admin.password"  # what `obstop fakehosts up` writes
     if pw_file is not None:
-        password, source = _read(pw_file, "password file").strip(), f"password file {pw_file}"
+        password = _read(pw_file, "password file").strip()
+        source = f"password file {pw_file}" + ("" if password else ", which is empty")
+    elif not password:
+        source = "no password given (--password-file or OBSTOP_PASSWORD_FILE)"
     return Endpoint(
-        url or "http://127.0.0.1:8080",
-        user or os.environ.get("OBSTOP_USER", "admin"),
-        password or "",
-        source if password else "no password given (--password-file or OBSTOP_PASSWORD_FILE)",
+        url or "http://127.0.0.1:8080", user or os.environ.get("OBSTOP_USER", "admin"), password or "", source
     )
 
 

@@ -93,7 +93,7 @@ def test_operator_flow_through_the_cli(tmp_path: Path, broker: Mosquitto) -> Non
         wrong = obstop(
             "task", "show", "1", "--url", f"http://127.0.0.1:{port}", "--password-file", "/dev/null"
         )
-        assert wrong.returncode == 2 and "401" in wrong.stderr
+        assert wrong.returncode == 4 and "401" in wrong.stderr  # authentication: README's exit-code table
     finally:
         controller.terminate()
         assert controller.wait(30) == 0
