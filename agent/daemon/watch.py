@@ -48,16 +48,21 @@ class Watcher:
             self._renewed.clear()
             args, watch_id = self._args, self._watch_id
             timeout = max(1.0, args.probe_interval * 4)
-            found = await asyncio.gather(*(observe(self.hosts.get(t.host), t, timeout) for t in args.targets))
-            now = time.monotonic()
-            current = {(s.host, s.home_path): s for s in found}
-            full = renewed or now >= next_full
-            changed = [s for key, s in current.items() if last.get(key) != s]
-            if full:
-                next_full = now + args.report_interval
-            if full or changed:
-                await self._send(watch_id, list(current.values()) if full else changed, full)
-            last = current
+            try:
+                found = await asyncio.gather(
+                    *(observe(self.hosts.get(t.host), t, timeout) for t in args.targets)
+                )
+                now = time.monotonic()
+                current = {(s.host, s.home_path): s for s in found}
+                full = renewed or now >= next_full
+                changed = [s for key, s in current.items() if last.get(key) != s]
+                if full:
+                    next_full = now + args.report_interval
+                if full or changed:
+                    await self._send(watch_id, list(current.values()) if full else changed, full)
+                last = current
+            except Exception:  # the watch is news, never a reason for the agent to end
+                log.exception("watching observers failed; trying again at the next probe")
             try:
                 async with asyncio.timeout(args.probe_interval):
                     await self._renewed.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Collection
 from typing import Protocol
@@ -26,6 +27,8 @@ from obstop.agent.protocol import (
 )
 from obstop.controller.config import AgentlessConfig
 from obstop.controller.dispatch import Log, WatchPlan
+
+logger = logging.getLogger("obstop.agentless")
 
 CommandJournal = procedure.CommandJournal
 
@@ -60,9 +63,14 @@ class AgentlessDispatcher:
             generation, full = self._generation, self._refreshed.is_set()
             self._refreshed.clear()
             timeout = max(1.0, plan.probe_interval * 4)
-            found = await asyncio.gather(
-                *(observe(self._hosts.get(t.host), t, timeout) for t in plan.targets)
-            )
+            try:
+                found = await asyncio.gather(
+                    *(observe(self._hosts.get(t.host), t, timeout) for t in plan.targets)
+                )
+            except Exception:  # the watch is news, never a reason for the controller to end
+                logger.exception("watching the agentless observers failed; trying again at the next probe")
+                found, generation = [], -1
+                self._refreshed.clear()
             if generation == self._generation:
                 now = time.monotonic()
                 full = full or now >= next_full
@@ -71,7 +79,7 @@ class AgentlessDispatcher:
                 if full or changed:
                     plan.on_observed(found if full else changed)
                 last = {(s.host, s.home_path): s for s in found}
-            else:
+            elif generation >= 0:
                 self._refreshed.set()  # probed before a refresh: again, at once
             waits = [asyncio.ensure_future(self._refreshed.wait()), asyncio.ensure_future(stopping.wait())]
             await asyncio.wait(waits, timeout=plan.probe_interval, return_when=asyncio.FIRST_COMPLETED)

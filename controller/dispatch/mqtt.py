@@ -118,37 +118,41 @@ class MqttDispatcher:
     async def _send_watches(self, stopping: asyncio.Event) -> None:
         """Tell each agent that comes online (or whose news must be fresh) what to watch."""
         while not stopping.is_set():
-            waits = [asyncio.ensure_future(self._to_watch.get()), asyncio.ensure_future(stopping.wait())]
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
-            if waits[0] not in done or waits[0].cancelled():
+            got, stop = asyncio.ensure_future(self._to_watch.get()), asyncio.ensure_future(stopping.wait())
+            done, _ = await asyncio.wait([got, stop], return_when=asyncio.FIRST_COMPLETED)
+            got.cancel()
+            stop.cancel()
+            if got not in done or got.cancelled():
                 continue
-            agent_id = waits[0].result()
-            plan = self._plan
-            if plan is None or agent_id not in self._watched:
-                continue
-            args = WatchArgs(
-                targets=self._watched[agent_id][:256],
-                probe_interval=plan.probe_interval,
-                report_interval=plan.report_interval,
-            )
-            command_id = f"watch-{agent_id}-{uuid.uuid4().hex[:12]}"[:128]
-            command = sign(
-                new_command(
-                    agent_id,
-                    CommandKind.WATCH_OBSERVERS,
-                    args,
-                    command_id=command_id,
-                    ttl=self.config.signing.command_ttl_seconds,
-                ),
-                self.key,
-            )
-            self._watch_ids[agent_id] = command_id
-            if not await self._send(agent_id, command.model_dump_json()):
-                logger.info(
-                    "could not send the watch to agent %s now; it is sent when it comes online", agent_id
-                )
+            agent_id = got.result()
+            try:
+                await self._send_watch(agent_id)
+            except Exception:  # the watch is news, never a reason for the controller to end
+                logger.exception("could not send agent %s its watch", agent_id)
+
+    async def _send_watch(self, agent_id: str) -> None:
+        plan = self._plan
+        if plan is None or agent_id not in self._watched:
+            return
+        args = WatchArgs(
+            targets=self._watched[agent_id][:256],
+            probe_interval=plan.probe_interval,
+            report_interval=plan.report_interval,
+        )
+        command_id = f"watch-{agent_id}-{uuid.uuid4().hex[:12]}"[:128]
+        command = sign(
+            new_command(
+                agent_id,
+                CommandKind.WATCH_OBSERVERS,
+                args,
+                command_id=command_id,
+                ttl=self.config.signing.command_ttl_seconds,
+            ),
+            self.key,
+        )
+        self._watch_ids[agent_id] = command_id
+        if not await self._send(agent_id, command.model_dump_json()):
+            logger.info("could not send the watch to agent %s now; it is sent when it comes online", agent_id)
 
     def _on_observed(self, agent_id: str, event: ObserverStateEvent) -> None:
         plan = self._plan

@@ -69,7 +69,11 @@ class SQLPreparation:
         force = run.options.force
         timeout_s = run.options.freeze_timeout_seconds
         wanted = set(run.task_context.get("listMap", {}).get("server_ids", []))
-        targets = [s for s in run.servers.values() if s.id in wanted]
+        stopped = {
+            i for i, st in (await run.sink.server_statuses(run.cluster_id)).items() if st == "PROCESS_STOPPED"
+        }
+        # a server already stopped (a cluster partly stopped before) has nothing to flush
+        targets = [s for s in run.servers.values() if s.id in wanted and s.id not in stopped]
         try:
             async with ClusterSQL(cfg, await self._endpoints(run), run.log) as sql:
                 await sql.execute(f"SET ob_query_timeout = {int(cfg.statement_timeout * 1_000_000)}")
@@ -78,7 +82,8 @@ class SQLPreparation:
                     rows = await sql.execute(CHECKPOINT_SQL, (s.ip, s.rpc_port))
                     before[f"{s.ip}:{s.rpc_port}"] = int(rows[0][0]) if rows and rows[0][0] else None
                 names = ", ".join(f"'{key}'" for key in before)
-                await sql.execute(f"ALTER SYSTEM MINOR FREEZE SERVER = ({names})")
+                if names:
+                    await sql.execute(f"ALTER SYSTEM MINOR FREEZE SERVER = ({names})")
         except SQLUnavailable as exc:
             if not force:
                 raise StepFailed(

@@ -121,3 +121,49 @@ async def _not_transient(env: Env) -> bool:
     status, zones, servers = await statuses(env)
     transient = {"STOPPING", "STARTING", "PROCESS_STOPPING"}
     return status not in transient and not (zones | set(servers.values())) & transient
+
+
+async def test_retry_of_prepare_stop_cluster_issues_the_freeze(
+    tmp_path: Path, fakes: Fakes, cluster_dir: Path
+) -> None:
+    cluster = start_sql_cluster(fakes, cluster_dir, n=2)
+    config = sql_config(tmp_path, cluster, password="not-the-password", watch=WATCH)
+    async with running(config) as env:
+        task_id = (await env.stop()).json()["data"]["id"]
+        assert await env.wait(task_id) == "FAILED"
+        assert freezes(cluster_dir) == 0 and all(alive(p) for p in cluster.pids)
+
+        (tmp_path / "sys.password").write_text(PASSWORD + "\n")  # the operator fixes the credentials
+        await post(env, f"/api/v2/tasks/instances/{task_id}/retry")
+        assert await env.wait(task_id) == "SUCCESSFUL"
+        assert freezes(cluster_dir) == 1
+        log = await env.log_of(task_id, "Prepare stop cluster")
+        assert "run 2 (RETRY)" in log and "minor freeze issued for 2 server(s)" in log
+
+
+async def test_a_partly_stopped_cluster_is_frozen_only_where_it_runs(
+    tmp_path: Path, fakes: Fakes, cluster_dir: Path
+) -> None:
+    import os
+    import signal
+
+    from tests.support import wait_dead
+
+    cluster = start_sql_cluster(fakes, cluster_dir, n=2)
+    async with running(sql_config(tmp_path, cluster, watch=WATCH)) as env:
+        os.kill(cluster.pids[0], signal.SIGKILL)
+        wait_dead(cluster.pids[0])
+
+        async def seen() -> bool:
+            return (await statuses(env))[2][100] == "PROCESS_STOPPED"
+
+        await wait_for(seen, "the killed observer never showed PROCESS_STOPPED")
+        task_id = (await env.stop()).json()["data"]["id"]
+        assert await env.wait(task_id) == "SUCCESSFUL"
+        (freeze,) = [s.sql for s in FakeCluster(cluster_dir).statements() if "MINOR FREEZE" in s.sql]
+        assert cluster.fakes[1].ip in freeze and cluster.fakes[0].ip not in freeze
+        assert await statuses(env) == (
+            "STOPPED",
+            {"STOPPED"},
+            {100: "PROCESS_STOPPED", 101: "PROCESS_STOPPED"},
+        )
