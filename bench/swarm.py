@@ -33,6 +33,8 @@ from obstop.agent.signing import Rejected, load_public, verify
 
 def _result(cmd: Command) -> ResultEvent:
     base = {"agent_id": cmd.agent_id, "command_id": cmd.command_id}
+    if cmd.kind is not CommandKind.STOP_OBSERVER and cmd.kind is not CommandKind.PROBE_OBSERVER:
+        return ResultEvent(**base)  # a watch (the swarm reports no observer state), a start, a cancel
     if cmd.kind is CommandKind.PROBE_OBSERVER:
         t = cmd.probe_args().target
         return ResultEvent(
