@@ -34,7 +34,7 @@ from obstop.agent.signing import Rejected, load_public, verify
 def _result(cmd: Command) -> ResultEvent:
     base = {"agent_id": cmd.agent_id, "command_id": cmd.command_id}
     if cmd.kind is not CommandKind.STOP_OBSERVER and cmd.kind is not CommandKind.PROBE_OBSERVER:
-        return ResultEvent(**base)  # a watch (the swarm reports no observer state), a start, a cancel
+        return ResultEvent(**base)  # a start or a cancel: acknowledged, nothing simulated
     if cmd.kind is CommandKind.PROBE_OBSERVER:
         t = cmd.probe_args().target
         return ResultEvent(
@@ -90,6 +90,8 @@ async def run(broker: str, public_key: Path, delay: float, hosts: int, verify_si
                     verify(cmd, key, cmd.agent_id)
                 except Rejected:
                     return
+            if cmd.kind is CommandKind.WATCH_OBSERVERS:
+                return  # news only, as a real agent takes it: no answer (the swarm reports no state)
             async with limit:
                 if cmd.command_id not in answered:
                     await c.publish(

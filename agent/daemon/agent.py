@@ -140,7 +140,8 @@ class Agent:
         entry = await self.journal.begin(cmd.command_id, canonical)
         if entry is None:
             log.info("command %s: %s accepted", cmd.command_id, cmd.kind)
-            await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id))
+            if cmd.kind is not CommandKind.WATCH_OBSERVERS:  # a watch is answered by state events
+                await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id))
             self._spawn(cmd)
         elif Command.model_validate_json(entry.payload).meaning() != cmd.meaning():
             await self._reject(cmd.command_id, "command id reused for a different command")
@@ -168,7 +169,8 @@ class Agent:
             async with contextlib.nullcontext() if light else self._work:
                 result = await self._run_command(cmd)
             await asyncio.shield(self.journal.finish(cmd.command_id, result.model_dump(mode="json")))
-            await self._publish(result)
+            if cmd.kind is not CommandKind.WATCH_OBSERVERS:  # a watch is answered by state events
+                await self._publish(result)
         finally:
             self._inflight.pop(cmd.command_id, None)
 

@@ -57,6 +57,7 @@ class _Sink:
     def __init__(self, store: Store, writer: Writer) -> None:
         self.store = store
         self.writer = writer
+        self._stages: dict[tuple[int, str], asyncio.Future[dict[str, dict[str, Any] | None]]] = {}
 
     def log(self, subtask_id: int, line: str) -> None:
         self.writer.log(subtask_id, line)
@@ -68,6 +69,22 @@ class _Sink:
 
     async def node_result(self, task_id: int, node: str) -> dict[str, Any] | None:
         return await self.store.tasks.node_result(task_id, node)
+
+    async def stage_results(self, task_id: int, stage: str) -> dict[str, dict[str, Any] | None]:
+        # a thousand servers' next stage asks at once: one read answers them all
+        key = (task_id, stage)
+        if key not in self._stages:
+            self._stages[key] = asyncio.ensure_future(self.store.tasks.stage_results(task_id, stage))
+        try:
+            return await asyncio.shield(self._stages[key])
+        except Exception:
+            self._stages.pop(key, None)
+            raise
+
+    def forget(self, task_id: int) -> None:
+        """The task ended: what its stages recorded may change (a retry, a rollback)."""
+        for key in [k for k in self._stages if k[0] == task_id]:
+            self._stages.pop(key, None)
 
     async def server_statuses(self, cluster_id: int) -> dict[int, str]:
         return await self.store.clusters.server_statuses(cluster_id)
@@ -258,6 +275,7 @@ class Engine:
             if done.task_status is not None and done.task_status != TaskStatus.RUNNING:
                 log.info("task %s %s", done.task_id, done.task_status)
                 self._tasks.pop(done.task_id, None)  # read again if it is retried
+                self.sink.forget(done.task_id)
                 if self.on_task_end is not None:
                     self.on_task_end(facts.cluster_id)
                 if event := self._task_events.pop(done.task_id, None):

@@ -64,7 +64,15 @@ class Processes:
                 command_id, target(srv), self.stop_options, run.log, run.deadline
             )
             run.command_result = (command_id, report.model_dump(mode="json"))
-        run.record(stop=report.model_dump(mode="json"))
+        # what a rollback needs to know: did this task signal it (the full report is the command's)
+        run.record(
+            stop={
+                "ok": report.ok,
+                "already_stopped": report.already_stopped,
+                "pid": report.pid,
+                "signals": report.signals,
+            }
+        )
         return report
 
     async def start(self, run: StepRun, srv: ServerFacts) -> StartReport:
@@ -82,7 +90,14 @@ class Processes:
                 command_id, target(srv), self.start_options, run.log, run.deadline
             )
             run.command_result = (command_id, report.model_dump(mode="json"))
-        run.record(start=report.model_dump(mode="json"))
+        run.record(
+            start={
+                "ok": report.ok,
+                "launched": report.launched,
+                "already_running": report.already_running,
+                "pid": report.pid,
+            }
+        )
         return report
 
     async def cancel(self, run: StepRun, srv: ServerFacts) -> CancelReport:

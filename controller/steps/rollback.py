@@ -8,7 +8,7 @@ rollback resumed after a crash never acts twice.
 
 from __future__ import annotations
 
-from obstop.agent.protocol import ObserverState, StartReport, StopReport
+from obstop.agent.protocol import ObserverState
 from obstop.controller.errors import StepFailed
 from obstop.controller.states.cluster import of_servers
 from obstop.controller.states.server import ServerStatus
@@ -78,12 +78,12 @@ class RollbackSteps:
         srv = run.server(int(run.ctx("server_id")))
         found = (run.previous or {}).get("stop")
         if found is not None:
-            stop = StopReport.model_validate(found)
-            if not stop.signals:
-                why = "it was already stopped" if stop.already_stopped else "no signal was sent to it"
+            signals = [str(s) for s in found.get("signals") or []]
+            if not signals:
+                why = "it was already stopped" if found.get("already_stopped") else "no signal was sent to it"
                 return f"observer on {srv.host} not started: this task did not stop it ({why})"
             await run.log(
-                f"this task stopped pid {stop.pid} ({' then '.join(stop.signals)}); starting it again"
+                f"this task stopped pid {found.get('pid')} ({' then '.join(signals)}); starting it again"
             )
         else:
             # no outcome recorded (an agent lost, a cancel): it is ours if it ran when this task began
@@ -104,11 +104,8 @@ class RollbackSteps:
         srv = run.server(int(run.ctx("server_id")))
         former = str(run.ctx("former_server_status") or ServerStatus.PROCESS_STOPPED)
         found = (run.previous or {}).get("start")
-        ours: bool
-        if found is not None:
-            ours = StartReport.model_validate(found).launched
-        else:
-            ours = former != ServerStatus.RUNNING  # no outcome recorded: it did not run before this task
+        # no outcome recorded: it is ours if it did not run before this task
+        ours = bool(found.get("launched")) if found is not None else former != ServerStatus.RUNNING
         if not ours:
             state = await self._probe(run, srv)
             observed = (

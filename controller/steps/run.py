@@ -73,6 +73,10 @@ class StepSink(Protocol):
     async def node_result(self, task_id: int, node: str) -> dict[str, Any] | None:
         """What another subtask of the task recorded as its result."""
 
+    async def stage_results(self, task_id: int, stage: str) -> dict[str, dict[str, Any] | None]:
+        """What every subtask of a stage (node keys `stage:i`) recorded, read once per task while it runs:
+        for a stage that has ended (a later stage reads it, after the Wait node that joins it)."""
+
     async def server_statuses(self, cluster_id: int) -> dict[int, str]:
         """The servers' current statuses."""
 

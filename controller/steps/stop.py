@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from obstop.agent.protocol import ObserverState, StopReport
+from obstop.agent.protocol import ObserverState
 from obstop.controller.config import StopConfig
 from obstop.controller.errors import StepFailed
 from obstop.controller.states.cluster import ClusterStatus
@@ -81,7 +81,8 @@ class StopSteps:
         if report.state is ObserverState.REFUSED:
             raise StepFailed(f"observer {srv.key} on {srv.host} refused: {report.reason}")
         await self.preparation.prepare_server(run, srv)
-        status = (await run.sink.server_statuses(run.cluster_id)).get(srv.id)
+        # its status when the task began (no one else moves it while the task holds the cluster)
+        status = run.ctx("former_server_status")
         if status == ServerStatus.PROCESS_STOPPED and report.state is ObserverState.STOPPED:
             return f"server {srv.key} is already {ServerStatus.PROCESS_STOPPED}"
         run.move("server", srv.id, ServerStatus.PROCESS_STOPPING)
@@ -89,8 +90,9 @@ class StopSteps:
 
     async def _update_observer(self, run: StepRun) -> str:
         srv = run.server(int(run.ctx("server_id")))
-        found = (await run.sink.node_result(run.task_id, node_of(run.node, "stop_process")) or {}).get("stop")
-        if found is None or not StopReport.model_validate(found).ok:
+        stops = await run.sink.stage_results(run.task_id, "stop_process")
+        found = (stops.get(node_of(run.node, "stop_process")) or {}).get("stop")
+        if found is None or not found.get("ok"):
             # its stop was skipped by an operator: the status says what a probe finds, never more
             report = await self.processes.probe(run, srv)
             if report.state is not ObserverState.STOPPED:

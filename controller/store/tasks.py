@@ -154,7 +154,12 @@ class Tasks:
             if t is None:
                 raise TaskNotFound(f"no task with id {task_id}")
             subs = (
-                await s.scalars(sa.select(Subtask).where(Subtask.task_id == task_id).order_by(Subtask.id))
+                await s.scalars(
+                    sa.select(Subtask)
+                    .options(sa.orm.defer(Subtask.result, raiseload=True))
+                    .where(Subtask.task_id == task_id)
+                    .order_by(Subtask.id)
+                )
             ).all()
         return t, list(subs)
 
@@ -193,8 +198,12 @@ class Tasks:
             rows = list((await s.scalars(q.order_by(*order).offset((page - 1) * size).limit(size))).all())
             subs: dict[int, list[Subtask]] = {t.id: [] for t in rows}
             if rows:
+                brief = (Subtask.id, Subtask.task_id, Subtask.name, Subtask.description, Subtask.status)
                 found = await s.scalars(
-                    sa.select(Subtask).where(Subtask.task_id.in_(list(subs))).order_by(Subtask.id)
+                    sa.select(Subtask)
+                    .options(sa.orm.load_only(*brief, Subtask.operation, raiseload=True))
+                    .where(Subtask.task_id.in_(list(subs)))
+                    .order_by(Subtask.id)
                 )
                 for sub in found.all():
                     subs[sub.task_id].append(sub)
@@ -238,6 +247,16 @@ class Tasks:
                 sa.select(Subtask.result).where(Subtask.task_id == task_id, Subtask.node == node)
             )
         return result
+
+    async def stage_results(self, task_id: int, stage: str) -> dict[str, dict[str, Any] | None]:
+        """The results of a stage's subtasks (node keys `stage:i`), by node key."""
+        async with self.db.tx() as s:
+            rows = await s.execute(
+                sa.select(Subtask.node, Subtask.result).where(
+                    Subtask.task_id == task_id, Subtask.node.startswith(f"{stage}:", autoescape=True)
+                )
+            )
+            return {str(node): result for node, result in rows.all()}
 
     async def history(self, task_id: int) -> list[HistoryEvent]:
         async with self.db.tx() as s:

@@ -8,6 +8,7 @@ import socket
 from collections import Counter
 from pathlib import Path
 
+from obstop.fakes.install import relaunch
 from tests.conftest import Fakes
 from tests.ctl import ADMIN, running, start_cluster, write_config
 from tests.integration.lifecycle_support import post, starts, statuses, task, wait_for
@@ -115,3 +116,28 @@ async def test_a_port_taken_by_another_process_is_refused_before_any_launch(
         log = await env.log_of(task_id, "Start observer process")
         assert "refused: no pid file" in log and "port(s) [2881] are held" in log
         assert starts(f.home) == 1  # nothing was launched
+
+
+async def test_rolling_back_a_failed_start_stops_only_what_it_launched(tmp_path: Path, fakes: Fakes) -> None:
+    cluster = start_cluster(fakes, zones=3, per_zone=1)
+    async with running(write_config(tmp_path, cluster, f"sqlite:///{tmp_path}/c.db", watch=WATCH)) as env:
+        assert await env.wait((await env.stop()).json()["data"]["id"]) == "SUCCESSFUL"
+        relaunch(cluster.fakes[2].home)  # an operator started this one by hand meanwhile
+        bad = cluster.fakes[1].home / "etc" / "observer.config.bin"
+        bad.rename(bad.with_suffix(".away"))
+        task_id = (await post(env, "/api/v2/ob/clusters/1/start"))["data"]["id"]
+        assert await env.wait(task_id) == "FAILED"
+        assert alive(cluster.fakes[0].pid() or 0)  # launched by this start
+
+        await post(env, f"/api/v2/tasks/instances/{task_id}/rollback")
+        assert await env.wait(task_id) == "SUCCESSFUL"
+        assert cluster.fakes[0].pid() is None  # stopped again (its pid file removed)
+        assert alive(cluster.fakes[2].pid() or 0)  # not this task's: left running
+        assert [starts(f.home) for f in cluster.fakes] == [2, 1, 2]
+        log = await env.log_of(task_id, "Start observer process")
+        assert "stopped again" in log and "this task did not launch it" in log
+        assert await statuses(env) == (
+            "UNAVAILABLE",
+            {"STOPPED", "RUNNING"},
+            {100: "PROCESS_STOPPED", 101: "PROCESS_STOPPED", 102: "RUNNING"},
+        )

@@ -64,7 +64,9 @@ def assert_error(r: Any, status: int, code: int, words: str) -> None:
 async def running_stop(env: Env) -> tuple[int, dict[str, Any]]:
     """A stop whose server 101 is waiting for its observer to exit (RUNNING): the task holds the cluster."""
     task_id = (await env.stop(body={"freeze": False})).json()["data"]["id"]
-    return task_id, await until_subtask(env, task_id, "Stop observer process", "RUNNING", server=101)
+    sub = await until_subtask(env, task_id, "Stop observer process", "RUNNING", server=101)
+    await until_subtask(env, task_id, "Stop observer process", "SUCCESSFUL", server=100)  # then all is still
+    return task_id, sub
 
 
 async def test_error_codes_of_every_route_that_refuses(env: Env) -> None:
