@@ -120,7 +120,8 @@ def subtask_brief(s: SubtaskFields) -> dict[str, Any]:
 
 
 def _prohibits_rollback(ctx: dict[str, Any]) -> bool:
-    return str(ctx.get("stringMap", {}).get("prohibit_rollback", "false")).lower() == "true"
+    value = ctx.get("stringMap", {}).get("prohibit_rollback", ctx.get("prohibit_rollback", "false"))
+    return str(value).lower() == "true"
 
 
 def task_view(
@@ -136,7 +137,9 @@ def task_view(
         "type": "MANUAL",
         "status": t.status,
         "operation": t.operation or "EXECUTE",
-        "prohibitRollback": _prohibits_rollback(t.context),
+        # OCP: the task's context says so, or a subtask that has started does
+        "prohibitRollback": _prohibits_rollback(t.context)
+        or any(s.status != "PENDING" and _prohibits_rollback(s.context) for s in subtasks or ()),
         "cluster": {
             "id": t.cluster_id,
             "name": cluster.name if cluster else None,
