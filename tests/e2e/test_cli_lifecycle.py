@@ -131,11 +131,3 @@ def test_every_kind_of_failure_has_its_exit_code(controller: Path, tmp_path: Pat
     assert res.returncode == 2 and "sort" in one_line(res)
     res = obstop("task", "show", "99", *api, "--user", "viewer", "--password-file", str(viewer_pw))
     assert res.returncode == 1 and "no task with id 99" in one_line(res)
-
-
-def test_demo_stops_then_starts_the_cluster() -> None:
-    res = obstop("demo", "--zones", "2", timeout=180)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "Stop OB cluster SUCCESSFUL" in res.stdout and "cluster obcluster STOPPED" in res.stdout
-    assert "Start OB cluster SUCCESSFUL" in res.stdout and "cluster obcluster RUNNING" in res.stdout
-    assert "2 observers back and listening" in res.stdout
