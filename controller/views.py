@@ -108,7 +108,22 @@ def subtask_view(s: SubtaskFields) -> dict[str, Any]:
     }
 
 
-def subtask_brief(s: SubtaskFields) -> dict[str, Any]:
+class BriefFields(Protocol):
+    """What the task list shows of each subtask."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def operation(self) -> str: ...
+
+
+def subtask_brief(s: BriefFields) -> dict[str, Any]:
     """A subtask as OCP's task list shows it under each task."""
     return {
         "id": s.id,
@@ -128,7 +143,7 @@ def task_view(
     t: Task,
     cluster: Cluster | None,
     subtasks: Sequence[SubtaskFields] | None,
-    brief: Sequence[SubtaskFields] | None = None,
+    brief: Sequence[BriefFields] | None = None,
 ) -> dict[str, Any]:
     """One task: its subtasks in full under `tasks` (the detail), or in brief under `subtasks` (the list)."""
     out: dict[str, Any] = {

@@ -154,12 +154,7 @@ class Tasks:
             if t is None:
                 raise TaskNotFound(f"no task with id {task_id}")
             subs = (
-                await s.scalars(
-                    sa.select(Subtask)
-                    .options(sa.orm.defer(Subtask.result, raiseload=True))
-                    .where(Subtask.task_id == task_id)
-                    .order_by(Subtask.id)
-                )
+                await s.scalars(sa.select(Subtask).where(Subtask.task_id == task_id).order_by(Subtask.id))
             ).all()
         return t, list(subs)
 
@@ -173,7 +168,7 @@ class Tasks:
         sort: tuple[str, bool] = ("id", False),
         page: int = 1,
         size: int = 20,
-    ) -> tuple[list[Task], int, dict[int, list[Subtask]]]:
+    ) -> tuple[list[Task], int, dict[int, list[Any]]]:
         """OCP's list: repeated status (any of), fuzzy name and cluster name, sort (field, ascending);
         answers a page of tasks, the total, and each task's subtasks."""
         q = sa.select(Task)
@@ -196,12 +191,18 @@ class Tasks:
         async with self.db.tx() as s:
             total = await s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
             rows = list((await s.scalars(q.order_by(*order).offset((page - 1) * size).limit(size))).all())
-            subs: dict[int, list[Subtask]] = {t.id: [] for t in rows}
+            subs: dict[int, list[Any]] = {t.id: [] for t in rows}
             if rows:
-                brief = (Subtask.id, Subtask.task_id, Subtask.name, Subtask.description, Subtask.status)
-                found = await s.scalars(
-                    sa.select(Subtask)
-                    .options(sa.orm.load_only(*brief, Subtask.operation, raiseload=True))
+                # plain rows, not ORM objects: a list of big tasks is thousands of subtasks per page
+                found = await s.execute(
+                    sa.select(
+                        Subtask.id,
+                        Subtask.task_id,
+                        Subtask.name,
+                        Subtask.description,
+                        Subtask.status,
+                        Subtask.operation,
+                    )
                     .where(Subtask.task_id.in_(list(subs)))
                     .order_by(Subtask.id)
                 )
