@@ -4,14 +4,14 @@ The freeze that never completes, and the retry that issues it again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from obstop.fakes.cluster import FakeCluster
 from tests.conftest import Fakes
-from tests.ctl import ADMIN, Env, running, start_cluster, write_config
+from tests.ctl import ADMIN, Env, database, running, start_cluster, write_config
 from tests.integration.lifecycle_support import post, starts, statuses, task, wait_for
 from tests.support import alive, kill_tree_under
 from tests.test_graceful import PASSWORD
@@ -19,6 +19,12 @@ from tests.test_graceful import config as sql_config
 from tests.test_graceful import start as start_sql_cluster
 
 WATCH = {"probe_interval": 0.1, "report_interval": 0.5}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    async with database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -87,13 +93,13 @@ async def test_retry_after_a_lost_freeze_issues_the_freeze_again(
         assert not any(alive(p) for p in cluster.pids)
 
 
-async def test_rollback_starts_again_only_what_this_stop_stopped(tmp_path: Path, fakes: Fakes) -> None:
+async def test_rollback_starts_again_only_what_this_stop_stopped(
+    tmp_path: Path, fakes: Fakes, store_url: str
+) -> None:
     """Three servers: two stop, one's stop fails (a child of the observer keeps its ports). Rolled back,
     every observer this task stopped is started once, from its home, and statuses are as before."""
     cluster = start_cluster(fakes, zones=3, per_zone=1, misbehave={1: ["--linger-child", "60"]})
-    config = write_config(
-        tmp_path, cluster, f"sqlite:///{tmp_path}/c.db", stop={"port_timeout": 0.5}, watch=WATCH
-    )
+    config = write_config(tmp_path, cluster, store_url, stop={"port_timeout": 0.5}, watch=WATCH)
     async with running(config) as env:
         before = await statuses(env)
         task_id = (await env.stop()).json()["data"]["id"]

@@ -5,11 +5,14 @@ no signal is ever sent for it."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from obstop.fakes.cluster import FakeCluster
 from tests.conftest import Fakes
-from tests.ctl import ADMIN, running, start_cluster, write_config
+from tests.ctl import ADMIN, database, running, start_cluster, write_config
 from tests.integration.lifecycle_support import post, statuses, subtasks, task, until_subtask, wait_for
 from tests.support import alive, kill_tree_under
 from tests.test_graceful import PASSWORD
@@ -19,11 +22,17 @@ from tests.test_graceful import start as start_sql_cluster
 WATCH = {"probe_interval": 0.1, "report_interval": 0.5}
 
 
-async def test_skip_a_failed_stop_then_statuses_say_what_is_true(tmp_path: Path, fakes: Fakes) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    async with database(request.param, tmp_path) as url:
+        yield url
+
+
+async def test_skip_a_failed_stop_then_statuses_say_what_is_true(
+    tmp_path: Path, fakes: Fakes, store_url: str
+) -> None:
     cluster = start_cluster(fakes, zones=2, per_zone=1, misbehave={1: ["--linger-child", "60"]})
-    config = write_config(
-        tmp_path, cluster, f"sqlite:///{tmp_path}/c.db", stop={"port_timeout": 0.5}, watch=WATCH
-    )
+    config = write_config(tmp_path, cluster, store_url, stop={"port_timeout": 0.5}, watch=WATCH)
     async with running(config) as env:
         task_id = (await env.stop()).json()["data"]["id"]
         assert await env.wait(task_id) == "FAILED"
@@ -53,13 +62,11 @@ async def test_skip_a_failed_stop_then_statuses_say_what_is_true(tmp_path: Path,
 
 
 async def test_cancel_while_the_stop_waits_after_sigterm_never_sends_sigkill(
-    tmp_path: Path, fakes: Fakes
+    tmp_path: Path, fakes: Fakes, store_url: str
 ) -> None:
     cluster = start_cluster(fakes, zones=1, per_zone=1, misbehave={0: ["--ignore-sigterm"]})
     term_timeout = 2.0
-    config = write_config(
-        tmp_path, cluster, f"sqlite:///{tmp_path}/c.db", stop={"term_timeout": term_timeout}, watch=WATCH
-    )
+    config = write_config(tmp_path, cluster, store_url, stop={"term_timeout": term_timeout}, watch=WATCH)
     log = cluster.fakes[0].home / "log" / "observer.log"
     async with running(config) as env:
         task_id = (await env.stop()).json()["data"]["id"]
