@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from obstop.controller.errors import NotFound
 from obstop.controller.inventory import Inventory
@@ -17,7 +17,7 @@ from obstop.controller.states import zone as zone_states
 from obstop.controller.states.cluster import ClusterStatus
 from obstop.controller.states.server import ServerStatus
 from obstop.controller.states.zone import ZoneStatus
-from obstop.controller.store.db import Database
+from obstop.controller.store.db import Database, rows
 from obstop.controller.store.models import Cluster, HistoryEvent, Server, Task, Zone, history, now
 
 
@@ -186,7 +186,7 @@ class Clusters:
         return moves
 
     async def _reconcile_one(
-        self, s: Any, cluster_id: int, observed: Mapping[int, ServerStatus], settle: bool
+        self, s: AsyncSession, cluster_id: int, observed: Mapping[int, ServerStatus], settle: bool
     ) -> list[tuple[str, int, str, str]]:
         t0 = now()
         moves: list[tuple[str, int, str, str]] = []
@@ -207,7 +207,7 @@ class Clusters:
                     .where(Server.id == sid, Server.status == status)
                     .values(status=wanted, updated_at=t0)
                 )
-                if done.rowcount == 1:
+                if rows(done) == 1:
                     moves.append(("server", sid, status, wanted))
                     status = wanted
             now_status[sid] = status
@@ -226,7 +226,7 @@ class Clusters:
                     .where(Zone.id == zid, Zone.status == status)
                     .values(status=zone_wanted, updated_at=t0)
                 )
-                if done.rowcount == 1:
+                if rows(done) == 1:
                     moves.append(("zone", zid, status, zone_wanted))
         cluster = await s.get(Cluster, cluster_id)
         cluster_wanted = derived(now_status.values())
@@ -238,7 +238,7 @@ class Clusters:
                 .where(Cluster.id == cluster_id, Cluster.status == old)
                 .values(status=cluster_wanted, updated_at=t0)
             )
-            if done.rowcount == 1:
+            if rows(done) == 1:
                 moves.append(("cluster", cluster_id, old, cluster_wanted))
         return moves
 

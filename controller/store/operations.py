@@ -25,7 +25,7 @@ from obstop.controller.states.subtask import (
     SubtaskStatus,
 )
 from obstop.controller.states.task import RESUME, TaskOperation, TaskStatus
-from obstop.controller.store.db import Database
+from obstop.controller.store.db import Database, rows
 from obstop.controller.store.finish import promote_rollback
 from obstop.controller.store.models import HistoryEvent, Subtask, Task, history, now
 
@@ -172,7 +172,7 @@ class Operations:
             done = await s.execute(
                 sa.update(Subtask).where(Subtask.id == subtask_id, Subtask.status == frm).values(status=to)
             )
-            if done.rowcount != 1:  # type: ignore[attr-defined]
+            if rows(done) != 1:
                 raise TaskStateInvalid(f"subtask {subtask_id} ({sub.name}) ended meanwhile")
             await _history(s, [history(task_id, "subtask", subtask_id, frm, to, now(), "cancel", subtask_id)])
 
@@ -214,7 +214,7 @@ async def _resume(
         .where(Task.id == task.id, Task.status == frm)
         .values(status=to, finish_time=None, holds_cluster=task.cluster_id, **values)
     )
-    if done.rowcount != 1:  # type: ignore[attr-defined]
+    if rows(done) != 1:
         raise TaskStateInvalid(f"task {task.id} changed meanwhile; try again")
     return [history(task.id, "task", task.id, frm, to, t0, why)]
 
