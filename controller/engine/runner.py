@@ -116,7 +116,7 @@ class Engine:
         self._task_events: dict[int, asyncio.Event] = {}
         self._tasks: dict[int, _TaskFacts] = {}
         self._steps: dict[int, _Running] = {}
-        self._cancelling: set[asyncio.Task[None]] = set()
+        self._tg: asyncio.TaskGroup | None = None
         self.on_task_end: Callable[[int], None] | None = None  # told the cluster of a task that ended
         self.writer = Writer(store)
         self.sink = _Sink(store, self.writer)
@@ -129,12 +129,10 @@ class Engine:
         """An operator cancelled this subtask (it is CANCELING in the store): interrupt it, if it runs here.
         Another controller's running subtask is found by its own heartbeat."""
         entry = self._steps.get(subtask_id)
-        if entry is None or entry.cancel_line is not None:
-            return False
+        if entry is None or entry.cancel_line is not None or self._tg is None:
+            return False  # not running here (a subtask runs only while the engine's group does)
         entry.cancel_line = "cancelled by the operator"
-        task = asyncio.get_running_loop().create_task(self._interrupt(entry), name=f"cancel-{subtask_id}")
-        self._cancelling.add(task)
-        task.add_done_callback(self._cancelling.discard)
+        self._tg.create_task(self._interrupt(entry), name=f"cancel-{subtask_id}")
         return True
 
     async def _interrupt(self, entry: _Running) -> None:
@@ -165,6 +163,7 @@ class Engine:
         """Run until `stopping` is set; then drain running subtasks (bounded) and cancel the rest."""
         writer_stopping = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg
             tg.create_task(self.writer.run(writer_stopping), name="engine-writer")
             for claimed in await self.store.leases.reclaim(self.owner, self.lease):
                 log.info("resuming subtask %s (%s) of task %s", claimed.id, claimed.name, claimed.task_id)
@@ -182,6 +181,7 @@ class Engine:
                     continue
                 await self._sleep(stopping)
             heartbeat.cancel()
+            self._tg = None  # no new cancels: what is still running drains, or is resumed next time
             await self._drain()
             writer_stopping.set()  # after the drain: outcomes decided while draining are still written
 
