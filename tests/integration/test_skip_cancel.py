@@ -131,3 +131,27 @@ def _async(cond):  # type: ignore[no-untyped-def]
         return bool(cond())
 
     return check
+
+
+async def test_a_cancel_taken_by_another_controller_reaches_the_one_running_it(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    """Only the store says CANCELING (another controller's API took the cancel): the engine that holds the
+    subtask's lease finds it at its next heartbeat, cancels the command and ends it FAILED (CANCEL)."""
+    cluster = start_cluster(fakes, zones=1, per_zone=1, misbehave={0: ["--ignore-sigterm"]})
+    config = write_config(
+        tmp_path,
+        cluster,
+        f"sqlite:///{tmp_path}/c.db",
+        stop={"term_timeout": 60},
+        engine={"lease_seconds": 3},
+    )
+    async with running(config) as env:
+        task_id = (await env.stop()).json()["data"]["id"]
+        sub = await until_subtask(env, task_id, "Stop observer process", "RUNNING")
+        await env.store.operations.cancel(task_id, sub["id"])  # not through this engine's service
+        assert await env.wait(task_id, timeout=30) == "FAILED"
+        cancelled = next(s for s in (await task(env, task_id))["tasks"] if s["id"] == sub["id"])
+        assert cancelled["operation"] == "CANCEL"
+        assert "no signal after the cancel" in await env.log_of(task_id, "Stop observer process")
+        assert alive(cluster.pids[0])
