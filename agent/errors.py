@@ -6,6 +6,7 @@ AgentError
  |    +-- HostKeyMismatch       the host key is not the one in known_hosts
  |    +-- LoginRefused          the server refused our key / user
  |    +-- RemoteCommandFailed   a remote shell step failed or timed out
+ |    +-- LaunchRefused         an observer cannot be started as the owner of its home
  +-- ConfigError                a config file is missing or malformed
 """
 
@@ -44,6 +45,10 @@ class RemoteCommandFailed(ExecutorError):
         self.command = command
         self.exit_status = exit_status
         self.stderr = stderr
+
+
+class LaunchRefused(ExecutorError):
+    pass
 
 
 class ConfigError(AgentError):

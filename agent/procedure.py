@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from obstop.agent.cancel import Cancelled, CancelToken, acting, to_the_end
 from obstop.agent.executors.host import Host, PidFile, ProcessFacts, Resolved, parse_pid
 from obstop.agent.executors.procfs import WILDCARDS
 from obstop.agent.identity import prove
@@ -27,6 +28,12 @@ class SignalJournal(Protocol):
     async def record(self, mark: str) -> bool:
         """Record mark; True if it was already recorded (the signal was sent by an earlier attempt)."""
         ...
+
+
+class CommandJournal(SignalJournal, Protocol):
+    """A command's marks, read back too (a launch, a cancel)."""
+
+    async def marks(self) -> list[str]: ...
 
 
 async def _quiet(_: str) -> None:
@@ -135,7 +142,9 @@ async def stop(
     options: StopOptions | None = None,
     progress: Progress = _quiet,
     journal: SignalJournal | None = None,
+    cancel: CancelToken | None = None,
 ) -> StopReport:
+    """cancel: once it is set, no signal is sent (one in progress is finished first) and the stop ends."""
     opts = options or StopOptions()
     started = time.monotonic()
     found = await _probe(host, target)
@@ -154,7 +163,29 @@ async def stop(
 
     if rep.state is ObserverState.REFUSED:
         return result(False, reason=f"refused: {rep.reason}")
+    try:
+        return await _stop_running(
+            host, target, opts, progress, journal, cancel, found, signals, result, started
+        )
+    except Cancelled:
+        sent = f"after {' then '.join(signals)} to pid {rep.pid}" if signals else "before any signal"
+        await progress(f"cancelled {sent}; not signalling again")
+        return result(False, pid=rep.pid, reason=f"cancelled {sent}")
 
+
+async def _stop_running(
+    host: Host,
+    target: ObserverTarget,
+    opts: StopOptions,
+    progress: Progress,
+    journal: SignalJournal | None,
+    cancel: CancelToken | None,
+    found: _Probe,
+    signals: list[str],
+    result: Callable[..., StopReport],
+    started: float,
+) -> StopReport:
+    rep = found.report
     pid = rep.pid
     time_to_exit: float | None = None
     if rep.state is ObserverState.RUNNING:
@@ -163,14 +194,15 @@ async def stop(
         first = signal.Signals[opts.signal]
 
         async def send(sig: signal.Signals) -> None:
-            # commit before act: a stop resumed after a crash finds the mark and does not signal again
-            if journal is not None and await journal.record(f"{sig.name}:{pid}:{start_time}"):
-                await progress(f"{sig.name} was already sent to pid {pid} by an earlier attempt; waiting")
-                signals.append(sig.name)
-                return
-            await progress(f"sending {sig.name} to pid {pid}")
-            if await host.send_signal(pid, sig, start_time):
-                signals.append(sig.name)
+            async with acting(cancel):  # a cancel journalled first means no signal, ever
+                # commit before act: a stop resumed after a crash finds the mark and does not signal again
+                if journal is not None and await journal.record(f"{sig.name}:{pid}:{start_time}"):
+                    await progress(f"{sig.name} was already sent to pid {pid} by an earlier attempt; waiting")
+                    signals.append(sig.name)
+                    return
+                await progress(f"sending {sig.name} to pid {pid}")
+                if await to_the_end(host.send_signal(pid, sig, start_time)):
+                    signals.append(sig.name)
 
         await send(first)
         exited = await host.wait_exit(pid, start_time, opts.term_timeout)

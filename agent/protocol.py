@@ -4,8 +4,10 @@ Shared by both sides: the controller imports this module, nothing here imports t
 Everything the protocol needs (ids, expiry, signature) lives in the JSON payload, never in MQTT 5
 properties, so it works over MQTT 3.1.1 brokers too.
 
-    Command  (controller -> agent, signed by the controller)  kind = probe_observer | stop_observer
-    Event    (agent -> controller, signed by the agent)        kind = accepted | progress | result | rejected
+    Command  (controller -> agent, signed by the controller)
+             kind = probe_observer | stop_observer | start_observer | cancel_command | watch_observers
+    Event    (agent -> controller, signed by the agent)
+             kind = accepted | progress | result | rejected | observer_state
 
 Topics live under a per-deployment prefix (`[mqtt] topic_prefix`, default "obstop"), so several
 deployments share one broker: `{prefix}/v1/agents/{agent_id}/commands|events|presence`.
@@ -180,9 +182,59 @@ class StopReport(_Model):
     probe: ProbeReport
 
 
+class StartOptions(_Model):
+    """Bounds of the start procedure. Every wait is bounded."""
+
+    launch_timeout: float = Field(
+        default=30.0, gt=0, le=3600, description="seconds for bin/observer to return"
+    )
+    ready_timeout: float = Field(
+        default=120.0, gt=0, le=86400, description="seconds until it listens on both ports and answers SQL"
+    )
+
+
+class StartReport(_Model):
+    """The facts of one start: whether it was launched (by this command), when it listened, what is wrong."""
+
+    host: str
+    home_path: str
+    ok: bool
+    already_running: bool = False
+    launched: bool = False
+    pid: int | None = None
+    user: str | None = None
+    time_to_ready_s: float | None = None
+    reason: str | None = None
+    probe: ProbeReport
+
+
+class CancelReport(_Model):
+    """What cancelling a command did at the agent. `signals` were sent before the cancel was journalled."""
+
+    command_id: str
+    found: bool = Field(description="the agent knew the command (ran it, or had it queued)")
+    finished: bool = Field(default=False, description="it had already ended: nothing was cancelled")
+    signals: list[str] = Field(default_factory=list)
+    detail: str = ""
+
+
+class ObserverStatus(_Model):
+    """One watched observer as the agent saw it."""
+
+    host: str
+    home_path: str
+    state: ObserverState
+    pid: int | None = None
+    listening: bool = False
+    reason: str | None = None
+
+
 class CommandKind(StrEnum):
     PROBE_OBSERVER = "probe_observer"
     STOP_OBSERVER = "stop_observer"
+    START_OBSERVER = "start_observer"
+    CANCEL_COMMAND = "cancel_command"
+    WATCH_OBSERVERS = "watch_observers"
 
 
 class ProbeArgs(_Model):
@@ -192,6 +244,29 @@ class ProbeArgs(_Model):
 class StopArgs(_Model):
     target: ObserverTarget
     options: StopOptions = Field(default_factory=StopOptions)
+
+
+class StartArgs(_Model):
+    target: ObserverTarget
+    options: StartOptions = Field(default_factory=StartOptions)
+
+
+class CancelArgs(_Model):
+    """Cancel a command: the agent journals the cancel, stops waiting, and never signals for it again."""
+
+    command_id: str = Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class WatchArgs(_Model):
+    """Observers to probe every `probe_interval` s; their state is reported on change and every
+    `report_interval` s. A new watch replaces the last one and is answered by a full report at once."""
+
+    targets: list[ObserverTarget] = Field(max_length=256)
+    probe_interval: float = Field(default=5.0, ge=0.05, le=3600)
+    report_interval: float = Field(default=30.0, ge=0.1, le=86400)
+
+
+AnyArgs = ProbeArgs | StopArgs | StartArgs | CancelArgs | WatchArgs
 
 
 class Command(_Model):
@@ -228,11 +303,20 @@ class Command(_Model):
     def stop_args(self) -> StopArgs:
         return StopArgs.model_validate(self.args)
 
+    def start_args(self) -> StartArgs:
+        return StartArgs.model_validate(self.args)
+
+    def cancel_args(self) -> CancelArgs:
+        return CancelArgs.model_validate(self.args)
+
+    def watch_args(self) -> WatchArgs:
+        return WatchArgs.model_validate(self.args)
+
 
 def new_command(
     agent_id: str,
     kind: CommandKind,
-    args: ProbeArgs | StopArgs,
+    args: AnyArgs,
     *,
     command_id: str | None = None,
     ttl: float = 300.0,
@@ -253,6 +337,7 @@ class EventKind(StrEnum):
     PROGRESS = "progress"
     RESULT = "result"
     REJECTED = "rejected"
+    OBSERVER_STATE = "observer_state"
 
 
 class _EventBase(_Model):
@@ -282,6 +367,9 @@ class ResultEvent(_EventBase):
     kind: Literal[EventKind.RESULT] = EventKind.RESULT
     probe: ProbeReport | None = None
     stop: StopReport | None = None
+    start: StartReport | None = None
+    cancel: CancelReport | None = None
+    cancelled: bool = Field(default=False, description="the command was cancelled before it ended")
     error: str | None = Field(default=None, description="the executor could not run at all (e.g. SSH down)")
     replayed: bool = Field(default=False, description="answered from the journal, not executed again")
 
@@ -295,7 +383,16 @@ class RejectedEvent(_EventBase):
     issued_at: datetime | None = Field(default=None, description="of the refused copy of the command")
 
 
-AnyEvent = AcceptedEvent | ProgressEvent | ResultEvent | RejectedEvent
+class ObserverStateEvent(_EventBase):
+    """The watched observers' state: on a change (`full` false: only those that changed) and every
+    report interval (`full` true). `command_id` is the watch it answers."""
+
+    kind: Literal[EventKind.OBSERVER_STATE] = EventKind.OBSERVER_STATE
+    observers: list[ObserverStatus] = Field(max_length=256)
+    full: bool = False
+
+
+AnyEvent = AcceptedEvent | ProgressEvent | ResultEvent | RejectedEvent | ObserverStateEvent
 Event = Annotated[AnyEvent, Field(discriminator="kind")]
 
 

@@ -37,6 +37,8 @@ from obstop.agent.signing import Rejected, load_private, load_public, sign, veri
 
 def _result(cmd: Command) -> ResultEvent:
     base = {"agent_id": cmd.agent_id, "command_id": cmd.command_id, "command_digest": cmd.digest()}
+    if cmd.kind is not CommandKind.STOP_OBSERVER and cmd.kind is not CommandKind.PROBE_OBSERVER:
+        return ResultEvent(**base)  # a start or a cancel: acknowledged, nothing simulated
     if cmd.kind is CommandKind.PROBE_OBSERVER:
         t = cmd.probe_args().target
         return ResultEvent(
@@ -102,6 +104,8 @@ async def run(
                     verify(cmd, key, cmd.agent_id)
                 except Rejected:
                     return
+            if cmd.kind is CommandKind.WATCH_OBSERVERS:
+                return  # news only, as a real agent takes it: no answer (the swarm reports no state)
             async with limit:
                 topic = events_topic(cmd.agent_id, prefix)
                 if cmd.command_id not in answered:

@@ -60,6 +60,18 @@ class Caller:
     roles: frozenset[Role]
 
 
+# OCP's CLUSTER_MANAGER holds TASK:*:* too: who may stop a cluster may read and operate its tasks
+IMPLIES: dict[Role, frozenset[Role]] = {
+    Role.CLUSTER_MANAGER: frozenset({Role.TASK_MANAGER, Role.TASK_VIEWER}),
+    Role.TASK_MANAGER: frozenset({Role.TASK_VIEWER}),
+}
+
+
+def implied(roles: frozenset[Role]) -> frozenset[Role]:
+    """The roles held, with those they imply."""
+    return roles.union(*(IMPLIES.get(r, frozenset()) for r in roles))
+
+
 class FailedLogins:
     """Failures per key (a client address, a user name) in a sliding window; bounded in keys remembered."""
 
@@ -149,7 +161,7 @@ class Authenticator:
 
     @staticmethod
     def require(roles: frozenset[Role], role: Role, user: str) -> None:
-        if role not in roles:
+        if role not in implied(roles):
             raise Forbidden(f"user {user} lacks the role {role}")
 
 

@@ -154,6 +154,19 @@ class StopConfig(Section):
     resend_interval: float = Field(default=2.0, gt=0, description="re-send a command without a result")
 
 
+class StartConfig(Section):
+    launch_timeout: float = Field(default=30.0, gt=0, description="bound of `./bin/observer` returning")
+    ready_timeout: float = Field(default=120.0, gt=0, description="until it listens and answers SQL")
+    subtask_timeout: float = Field(default=180.0, gt=0, description="bound of each start process subtask")
+
+
+class WatchConfig(Section):
+    """How the observers' state is watched (statuses follow it when no task holds the cluster)."""
+
+    probe_interval: float = Field(default=5.0, ge=0.05, description="seconds between probes")
+    report_interval: float = Field(default=30.0, ge=0.1, description="seconds between full reports")
+
+
 class EngineConfig(Section):
     controller_id: str = Field(default_factory=socket.gethostname)
     lease_seconds: float = Field(default=30.0, gt=1)
@@ -172,6 +185,8 @@ class ControllerConfig(Section):
     agents: AgentsConfig = Field(default_factory=AgentsConfig)
     cluster_sql: list[ClusterSQLConfig] = Field(default_factory=list)
     stop: StopConfig = Field(default_factory=StopConfig)
+    start: StartConfig = Field(default_factory=StartConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
     @model_validator(mode="after")

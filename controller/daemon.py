@@ -25,12 +25,13 @@ from obstop.controller.auth import Authenticator
 from obstop.controller.config import ControllerConfig
 from obstop.controller.dispatch import Dispatcher, Router
 from obstop.controller.dispatch.agentless import AgentlessDispatcher
+from obstop.controller.engine.reconcile import Reconciler
 from obstop.controller.engine.runner import Engine
 from obstop.controller.engine.service import Service
 from obstop.controller.errors import ConfigError
 from obstop.controller.inventory import load_inventory
 from obstop.controller.steps.freeze import SQLPreparation
-from obstop.controller.steps.stop import StopSteps
+from obstop.controller.steps.lifecycle import Steps
 from obstop.controller.store import Store
 from obstop.controller.store.commands import Commands
 
@@ -55,6 +56,9 @@ class _Marks:
     async def record(self, mark: str) -> bool:
         return await self._commands.mark(self._command_id, mark)
 
+    async def marks(self) -> list[str]:
+        return await self._commands.marks(self._command_id)
+
 
 @dataclass
 class Parts:
@@ -66,13 +70,16 @@ class Parts:
     engine: Engine
     service: Service
     app: FastAPI
+    reconciler: Reconciler
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """The engine and dispatchers until stopping is set."""
+        """The engine, dispatchers and reconciler until stopping is set."""
+        await self.reconciler.load()
         async with asyncio.TaskGroup() as tg:
             for d in self.router.dispatchers:
                 tg.create_task(d.run(stopping), name=f"dispatcher-{type(d).__name__}")
             tg.create_task(self.engine.run(stopping), name="engine")
+            tg.create_task(self.reconciler.run(stopping), name="reconciler")
 
     async def close(self) -> None:
         await self.router.close()
@@ -109,19 +116,27 @@ async def build(config: ControllerConfig) -> Parts:
     except BaseException:
         await store.close()
         raise
-    steps = StopSteps(router, config.stop, SQLPreparation(config.cluster_sql))
+    steps = Steps(router, config.stop, config.start, SQLPreparation(config.cluster_sql))
     engine = Engine(
         store,
         steps.run,
+        canceller=steps.cancel,
         owner=config.engine.controller_id,
         lease=config.engine.lease_seconds,
         max_concurrency=config.engine.max_concurrency,
     )
+    reconciler = Reconciler(
+        store,
+        router,
+        probe_interval=config.watch.probe_interval,
+        report_interval=config.watch.report_interval,
+    )
+    engine.on_task_end = reconciler.task_ended
     registry = CollectorRegistry()
     created = Counter("obstop_tasks_created", "tasks created", registry=registry)
     service = Service(config, store, engine, created)
     app = create_app(Controller(config, store, service, Authenticator(config.api), registry))
-    return Parts(config, store, router, engine, service, app)
+    return Parts(config, store, router, engine, service, app, reconciler)
 
 
 async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.Event | None = None) -> None:

@@ -108,11 +108,53 @@ def subtask_view(s: SubtaskFields) -> dict[str, Any]:
     }
 
 
-def task_view(t: Task, cluster: Cluster | None, subtasks: Sequence[SubtaskFields] | None) -> dict[str, Any]:
+class BriefFields(Protocol):
+    """What the task list shows of each subtask."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def operation(self) -> str: ...
+
+
+def subtask_brief(s: BriefFields) -> dict[str, Any]:
+    """A subtask as OCP's task list shows it under each task."""
+    return {
+        "id": s.id,
+        "name": s.name,
+        "description": s.description,
+        "status": s.status,
+        "operation": s.operation,
+    }
+
+
+def _prohibits_rollback(ctx: dict[str, Any]) -> bool:
+    value = ctx.get("stringMap", {}).get("prohibit_rollback", ctx.get("prohibit_rollback", "false"))
+    return str(value).lower() == "true"
+
+
+def task_view(
+    t: Task,
+    cluster: Cluster | None,
+    subtasks: Sequence[SubtaskFields] | None,
+    brief: Sequence[BriefFields] | None = None,
+) -> dict[str, Any]:
+    """One task: its subtasks in full under `tasks` (the detail), or in brief under `subtasks` (the list)."""
     out: dict[str, Any] = {
         "id": t.id,
         "name": t.name,
+        "type": "MANUAL",
         "status": t.status,
+        "operation": t.operation or "EXECUTE",
+        # OCP: the task's context says so, or a subtask that has started does
+        "prohibitRollback": _prohibits_rollback(t.context)
+        or any(s.status != "PENDING" and _prohibits_rollback(s.context) for s in subtasks or ()),
         "cluster": {
             "id": t.cluster_id,
             "name": cluster.name if cluster else None,
@@ -125,6 +167,8 @@ def task_view(t: Task, cluster: Cluster | None, subtasks: Sequence[SubtaskFields
     }
     if subtasks is not None:
         out["tasks"] = [subtask_view(s) for s in subtasks]
+    if brief is not None:
+        out["subtasks"] = [subtask_brief(s) for s in brief]
     return out
 
 

@@ -1,8 +1,9 @@
 """`obstop demo`: the whole system on one machine with nothing installed but obstop.
 
 An embedded MQTT broker (amqtt, in this process), fake hosts with an agent process each, the controller
-on SQLite in a temp dir, and a stop through the HTTP API shown live. Everything started is cleaned up,
-on Ctrl-C too. Exit 0 when the task ends SUCCESSFUL.
+on SQLite in a temp dir; a stop through the HTTP API shown live, then a start that brings every observer
+back. Everything started is cleaned up, on Ctrl-C too. Exit 0 when both tasks end SUCCESSFUL with every
+observer as they say (stopped and its ports free; then running again and listening).
 """
 
 from __future__ import annotations
@@ -113,65 +114,96 @@ async def _first(ready: Coroutine[Any, Any, Any], controller: asyncio.Task[None]
 async def _stop_and_watch(
     url: str, password: str, fleet: fakehosts.Fleet, stopping: asyncio.Event, console: Console
 ) -> int:
+    """Stop the cluster, then start it again; 0 when both tasks end SUCCESSFUL."""
     async with httpx.AsyncClient(base_url=url, auth=("admin", password), timeout=30) as http:
-        started = time.monotonic()
-        console.print("POST /api/v2/ob/clusters/1/stop")
-        r = await http.post("/api/v2/ob/clusters/1/stop")
-        body = r.json()
-        if not body.get("successful"):
-            console.print(f"[red]stop refused: {body.get('error')}")
-            return 1
-        answered = time.monotonic() - started
-        task_id = body["data"]["id"]
-        console.print(f"answered in {answered * 1000:.0f} ms: task {task_id} {body['data']['status']}\n")
-        task = body["data"]
-        with Live(render.table(task), console=console, refresh_per_second=20) as live:
-            while task["status"] == "RUNNING" and not stopping.is_set():
-                await asyncio.sleep(0.1)  # polling the API, as an operator's terminal does
-                task = (await http.get(f"/api/v2/tasks/instances/{task_id}")).json()["data"]
-                live.update(render.table(task))
-            failed = {}
-            for s in task["tasks"]:
-                if s["status"] == "FAILED":
-                    log = (await http.get(f"/api/v2/tasks/instances/{task_id}/subtasks/{s['id']}/log")).json()
-                    failed[s["id"]] = log["data"]["log"]
-            live.update(render.table(task, failed))
-        elapsed = time.monotonic() - started
-        if stopping.is_set() and task["status"] == "RUNNING":
-            console.print("[yellow]interrupted; cleaning up")
-            return 130
-        cluster = (await http.get("/api/v2/ob/clusters/1")).json()["data"]
+        for verb in ("stop", "start"):
+            result = await _run_and_watch(http, verb, fleet, stopping, console)
+            if result != 0:
+                return result
+    return 0
+
+
+async def _run_and_watch(
+    http: httpx.AsyncClient, verb: str, fleet: fakehosts.Fleet, stopping: asyncio.Event, console: Console
+) -> int:
+    started = time.monotonic()
+    console.print(f"POST /api/v2/ob/clusters/1/{verb}")
+    r = await http.post(f"/api/v2/ob/clusters/1/{verb}")
+    body = r.json()
+    if not body.get("successful"):
+        console.print(f"[red]{verb} refused: {body.get('error')}")
+        return 1
+    answered = time.monotonic() - started
+    task_id = body["data"]["id"]
+    console.print(f"answered in {answered * 1000:.0f} ms: task {task_id} {body['data']['status']}\n")
+    task = body["data"]
+    with Live(render.table(task), console=console, refresh_per_second=20) as live:
+        while task["status"] == "RUNNING" and not stopping.is_set():
+            await asyncio.sleep(0.1)  # polling the API, as an operator's terminal does
+            task = (await http.get(f"/api/v2/tasks/instances/{task_id}")).json()["data"]
+            live.update(render.table(task))
+        failed = {}
+        for s in task["tasks"]:
+            if s["status"] == "FAILED":
+                log = (await http.get(f"/api/v2/tasks/instances/{task_id}/subtasks/{s['id']}/log")).json()
+                failed[s["id"]] = log["data"]["log"]
+        live.update(render.table(task, failed))
+    elapsed = time.monotonic() - started
+    if stopping.is_set() and task["status"] == "RUNNING":
+        console.print("[yellow]interrupted; cleaning up")
+        return 130
+    cluster = (await http.get("/api/v2/ob/clusters/1")).json()["data"]
     console.print()
-    _summary(task, cluster, fleet, elapsed, console)
-    return 0 if task["status"] == "SUCCESSFUL" else 1
+    ok = _summary(verb, task, cluster, fleet, elapsed, console)
+    console.print()
+    return 0 if task["status"] == "SUCCESSFUL" and ok else 1
 
 
 def _summary(
-    task: dict[str, Any], cluster: dict[str, Any], fleet: fakehosts.Fleet, elapsed: float, console: Console
-) -> None:
+    verb: str,
+    task: dict[str, Any],
+    cluster: dict[str, Any],
+    fleet: fakehosts.Fleet,
+    elapsed: float,
+    console: Console,
+) -> bool:
+    """A table of what each host really has now; True when it is what the task says."""
     import psutil
 
-    t = Table(title="summary", title_justify="left")
+    t = Table(title=f"after the {verb}", title_justify="left")
     for col in ("host", "zone", "observer pid", "process", "ports 2881/2882", "status"):
         t.add_column(col)
     statuses = {s["hostName"]: s["status"] for z in cluster["zones"] for s in z["servers"]}
+    wanted_up = verb == "start"
+    all_right = True
     for h in fleet.hosts:
+        pid_file = Path(h.home) / "run" / "observer.pid"
         try:
-            gone = psutil.Process(h.observer_pid).status() == psutil.STATUS_ZOMBIE
+            pid = int(pid_file.read_text().strip()) if wanted_up else h.observer_pid
+        except (OSError, ValueError):
+            pid = 0
+        try:
+            up = pid > 0 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
-            gone = True
+            up = False
+        held = not any(bindable(h.ip, p) for p in (2881, 2882))
         free = all(bindable(h.ip, p) for p in (2881, 2882))
+        right = (up and held) if wanted_up else (not up and free)
+        all_right = all_right and right
+        mark = "" if right else "[red]"
         t.add_row(
             h.host,
             h.zone,
-            str(h.observer_pid),
-            "gone" if gone else "[red]alive",
-            "free" if free else "[red]held",
+            str(pid or "-"),
+            mark + ("running" if up else "gone"),
+            mark + ("listening" if held else "free" if free else "partly held"),
             statuses.get(h.host, "?"),
         )
     console.print(t)
-    color = "green" if task["status"] == "SUCCESSFUL" else "red"
+    color = "green" if task["status"] == "SUCCESSFUL" and all_right else "red"
+    did = "back and listening" if wanted_up else "stopped"
     console.print(
-        f"[{color}]task {task['id']} {task['status']}[/] · cluster {cluster['name']} {cluster['status']} · "
-        f"{len(fleet.hosts)} observers stopped in {elapsed:.2f} s"
+        f"[{color}]task {task['id']} {task['name']} {task['status']}[/] · cluster {cluster['name']} "
+        f"{cluster['status']} · {len(fleet.hosts)} observers {did} in {elapsed:.2f} s"
     )
+    return all_right

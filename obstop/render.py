@@ -1,4 +1,4 @@
-"""A task's DAG for people (a rich table) and for tools (json, Graphviz dot, Mermaid)."""
+"""A task's DAG for people (a rich table) and for tools (json, Graphviz dot, Mermaid); a task list."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ COLORS = {
 }
 
 
-def _target(sub: dict[str, Any]) -> str:
+def target_of(sub: dict[str, Any]) -> str:
     ctx = sub.get("context", "")
     server = re.search(r"server_id=(\d+)", ctx)
     zone = re.search(r"zone_name=([^,}]+)", ctx)
@@ -42,19 +42,23 @@ def _duration(sub: dict[str, Any], now: datetime) -> str:
 def table(task: dict[str, Any], failed_logs: dict[int, str] | None = None) -> Group:
     now = datetime.now().astimezone()
     status = task["status"]
+    operation = task.get("operation", "EXECUTE")
     title = Text.assemble(
         f"task {task['id']} · {task['name']} · cluster {task['cluster']['name']} · ",
         (status, COLORS.get(status, "")),
+        f" ({operation})" if operation != "EXECUTE" else "",
     )
     t = Table(title=title, title_justify="left", expand=False)
-    for col in ("id", "subtask", "target", "status", "run", "duration"):
+    for col in ("id", "subtask", "target", "status", "op", "run", "duration"):
         t.add_column(col, justify="right" if col in ("id", "run", "duration") else "left")
     for sub in task["tasks"]:
+        op = sub.get("operation", "EXECUTE")
         t.add_row(
             str(sub["id"]),
             sub["name"],
-            _target(sub),
+            target_of(sub),
             Text(sub["status"], COLORS.get(sub["status"], "")),
+            "" if op == "EXECUTE" else op,
             str(sub.get("runTime", "")),
             _duration(sub, now),
         )
@@ -66,10 +70,36 @@ def table(task: dict[str, Any], failed_logs: dict[int, str] | None = None) -> Gr
     return Group(*parts)
 
 
+def task_list(data: dict[str, Any]) -> Table:
+    """A page of OCP's task list: each task with its subtasks counted by status."""
+    page = data["page"]
+    t = Table(
+        title=f"tasks · page {page['number']} of {page['totalPages']} · {page['totalElements']} in all",
+        title_justify="left",
+    )
+    for col in ("id", "name", "cluster", "status", "operation", "started", "finished", "subtasks"):
+        t.add_column(col, justify="right" if col == "id" else "left")
+    for task in data["contents"]:
+        counts: dict[str, int] = {}
+        for sub in task.get("subtasks", []):
+            counts[sub["status"]] = counts.get(sub["status"], 0) + 1
+        t.add_row(
+            str(task["id"]),
+            task["name"],
+            str(task["cluster"].get("name") or task["cluster"]["id"]),
+            Text(task["status"], COLORS.get(task["status"], "")),
+            task.get("operation", ""),
+            (task.get("startTime") or "")[:19],
+            (task.get("finishTime") or "")[:19],
+            " ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+        )
+    return t
+
+
 def dot(task: dict[str, Any]) -> str:
     lines = [f'digraph "task {task["id"]}" {{', "  rankdir=LR;", "  node [shape=box, style=rounded];"]
     for sub in task["tasks"]:
-        label = f"{sub['name']}\\n{_target(sub)}\\n{sub['status']}".replace("\\n\\n", "\\n")
+        label = f"{sub['name']}\\n{target_of(sub)}\\n{sub['status']}".replace("\\n\\n", "\\n")
         lines.append(f'  s{sub["id"]} [label="{label}"];')
     for sub in task["tasks"]:
         lines.extend(f"  s{up} -> s{sub['id']};" for up in sub["upstreams"])
@@ -80,7 +110,7 @@ def dot(task: dict[str, Any]) -> str:
 def mermaid(task: dict[str, Any]) -> str:
     lines = ["flowchart LR"]
     for sub in task["tasks"]:
-        label = " ".join(x for x in (sub["name"], _target(sub), sub["status"]) if x)
+        label = " ".join(x for x in (sub["name"], target_of(sub), sub["status"]) if x)
         lines.append(f'  s{sub["id"]}["{label}"]')
     for sub in task["tasks"]:
         lines.extend(f"  s{up} --> s{sub['id']}" for up in sub["upstreams"])

@@ -14,6 +14,7 @@ reads the next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -22,9 +23,11 @@ from typing import Any
 import aiomqtt
 from pydantic import ValidationError
 
-from obstop.agent import procedure, sdnotify
+from obstop.agent import procedure, sdnotify, starting
+from obstop.agent.cancel import CANCEL_MARK, CancelToken
 from obstop.agent.daemon.config import AgentConfig
 from obstop.agent.daemon.journal import CommandMarks, Journal
+from obstop.agent.daemon.watch import Watcher
 from obstop.agent.errors import ExecutorError
 from obstop.agent.executors.host import Host
 from obstop.agent.executors.local import LocalHost
@@ -32,6 +35,7 @@ from obstop.agent.mqtt_session import Broker, Session, client_id
 from obstop.agent.protocol import (
     AcceptedEvent,
     AnyEvent,
+    CancelReport,
     Command,
     CommandKind,
     Presence,
@@ -89,7 +93,9 @@ class Agent:
         )
         self._work = asyncio.Semaphore(config.max_concurrent_commands)
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._tokens: dict[str, CancelToken] = {}  # cancel tokens of running stops and starts
         self._tg: asyncio.TaskGroup | None = None
+        self.watcher = Watcher(self.id, self.hosts, self._publish)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -102,7 +108,9 @@ class Agent:
                     log.info("finishing command %s cut off by a restart", cmd.command_id)
                     self._spawn(cmd)
                 session = tg.create_task(self.session.run(stopping), name="mqtt-session")
+                watcher = tg.create_task(self.watcher.run(), name="watcher")
                 await stopping.wait()
+                watcher.cancel()
                 sdnotify.notify("STOPPING=1")
                 if self._inflight:
                     log.info("waiting up to 10s for %d running command(s)", len(self._inflight))
@@ -164,7 +172,8 @@ class Agent:
         entry = await self.journal.begin(cmd.command_id, canonical)
         if entry is None:
             log.info("command %s: %s accepted", cmd.command_id, cmd.kind)
-            await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id), cmd)
+            if cmd.kind is not CommandKind.WATCH_OBSERVERS:  # a watch is answered by state events
+                await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id), cmd)
             self._spawn(cmd)
         elif Command.model_validate_json(entry.payload).meaning() != cmd.meaning():
             await self._reject(cmd, "command id reused for a different command")
@@ -186,41 +195,116 @@ class Agent:
         )
 
     async def _execute(self, cmd: Command) -> None:
+        # a cancel or a watch never queues behind the work it is about
+        light = cmd.kind in (CommandKind.CANCEL_COMMAND, CommandKind.WATCH_OBSERVERS)
         try:
-            async with self._work:
+            async with contextlib.nullcontext() if light else self._work:
                 result = await self._run_command(cmd)
             await asyncio.shield(self.journal.finish(cmd.command_id, result.model_dump(mode="json")))
-            await self._publish(result, cmd)
+            if cmd.kind is not CommandKind.WATCH_OBSERVERS:  # a watch is answered by state events
+                await self._publish(result, cmd)
         finally:
             self._inflight.pop(cmd.command_id, None)
 
     async def _run_command(self, cmd: Command) -> ResultEvent:
         base: dict[str, Any] = {"agent_id": self.id, "command_id": cmd.command_id}
+        sent = 0
+
+        async def progress(line: str) -> None:
+            nonlocal sent
+            sent += 1
+            if sent <= MAX_PROGRESS_LINES:
+                await self._publish(ProgressEvent(**base, message=line[:MAX_PROGRESS_CHARS]), cmd)
+
         try:
-            if cmd.kind is CommandKind.PROBE_OBSERVER:
-                target = cmd.probe_args().target
-                return ResultEvent(**base, probe=await procedure.probe(self._host(target.host), target))
-            args = cmd.stop_args()
-            sent = 0
-
-            async def progress(line: str) -> None:
-                nonlocal sent
-                sent += 1
-                if sent <= MAX_PROGRESS_LINES:
-                    await self._publish(ProgressEvent(**base, message=line[:MAX_PROGRESS_CHARS]), cmd)
-
-            report = await procedure.stop(
-                self._host(args.target.host),
-                args.target,
-                args.options,
-                progress=progress,
-                journal=CommandMarks(self.journal, cmd.command_id),
-            )
-            log.info("command %s: %s", cmd.command_id, "stopped" if report.ok else report.reason)
-            return ResultEvent(**base, stop=report)
+            match cmd.kind:
+                case CommandKind.PROBE_OBSERVER:
+                    target = cmd.probe_args().target
+                    return ResultEvent(**base, probe=await procedure.probe(self._host(target.host), target))
+                case CommandKind.STOP_OBSERVER:
+                    args = cmd.stop_args()
+                    token = await self._token(cmd.command_id)
+                    report = await procedure.stop(
+                        self._host(args.target.host),
+                        args.target,
+                        args.options,
+                        progress=progress,
+                        journal=CommandMarks(self.journal, cmd.command_id),
+                        cancel=token,
+                    )
+                    log.info("command %s: %s", cmd.command_id, "stopped" if report.ok else report.reason)
+                    return ResultEvent(**base, stop=report, cancelled=token.cancelled)
+                case CommandKind.START_OBSERVER:
+                    start = cmd.start_args()
+                    token = await self._token(cmd.command_id)
+                    started = await starting.start(
+                        self._host(start.target.host),
+                        start.target,
+                        start.options,
+                        progress=progress,
+                        journal=CommandMarks(self.journal, cmd.command_id),
+                        cancel=token,
+                    )
+                    log.info("command %s: %s", cmd.command_id, "started" if started.ok else started.reason)
+                    return ResultEvent(**base, start=started, cancelled=token.cancelled)
+                case CommandKind.CANCEL_COMMAND:
+                    return ResultEvent(**base, cancel=await self._cancel(cmd.cancel_args().command_id))
+                case CommandKind.WATCH_OBSERVERS:
+                    self.watcher.watch(cmd.command_id, cmd.watch_args())
+                    return ResultEvent(**base)
         except (ExecutorError, KeyError, ValidationError) as exc:
             log.warning("command %s failed: %s", cmd.command_id, exc)
             return ResultEvent(**base, error=str(exc))
+        finally:
+            self._tokens.pop(cmd.command_id, None)
+
+    async def _token(self, command_id: str) -> CancelToken:
+        """The command's cancel token; cancelled already if the journal says so (a cancel came first,
+        or before a restart)."""
+        token = CancelToken(cancelled=CANCEL_MARK in await self.journal.marks(command_id))
+        self._tokens[command_id] = token
+        return token
+
+    async def _cancel(self, target_id: str) -> CancelReport:
+        """Journal the cancel of a command, then stop it waiting; it never signals or launches after."""
+        entry = await self.journal.entry(target_id)
+        if entry is not None and entry.result is not None:
+            return CancelReport(
+                command_id=target_id,
+                found=True,
+                finished=True,
+                signals=await self._signals(target_id),
+                detail="it had already ended; nothing to cancel",
+            )
+        token = self._tokens.get(target_id)
+
+        async def journal() -> None:
+            await self.journal.mark(target_id, CANCEL_MARK)
+
+        if token is not None:
+            await token.cancel(journal)  # waits for a signal in progress, then none ever again
+        else:
+            await journal()  # the command may still arrive: it will find the cancel first
+        task = self._inflight.get(target_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=10)
+        signals = await self._signals(target_id)
+        detail = (
+            f"cancelled after {' then '.join(signals)}; no signal after the cancel"
+            if signals
+            else "cancelled before any signal"
+            if entry is not None
+            else "not received yet: cancelled before it runs"
+        )
+        if entry is not None:
+            result = ResultEvent(agent_id=self.id, command_id=target_id, cancelled=True, error=detail)
+            await self.journal.finish(target_id, result.model_dump(mode="json"))
+        log.info("command %s: %s", target_id, detail)
+        return CancelReport(command_id=target_id, found=entry is not None, signals=signals, detail=detail)
+
+    async def _signals(self, command_id: str) -> list[str]:
+        return [m.split(":", 1)[0] for m in await self.journal.marks(command_id) if m.startswith("SIG")]
 
     def _host(self, name: str) -> Host:
         if name not in self.hosts:

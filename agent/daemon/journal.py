@@ -100,6 +100,28 @@ class Journal:
         done: bool = await self._run(work)
         return done
 
+    async def entry(self, command_id: str) -> Entry | None:
+        def work() -> Entry | None:
+            row = self._db.execute(
+                "SELECT payload, result FROM commands WHERE command_id = ?", (command_id,)
+            ).fetchone()
+            return None if row is None else Entry(command_id, row[0], json.loads(row[1]) if row[1] else None)
+
+        found: Entry | None = await self._run(work)
+        return found
+
+    async def marks(self, command_id: str) -> list[str]:
+        """A command's marks in the order they were recorded (signals sent, a launch, a cancel)."""
+
+        def work() -> list[str]:
+            rows = self._db.execute(
+                "SELECT mark FROM marks WHERE command_id = ? ORDER BY at, rowid", (command_id,)
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        found: list[str] = await self._run(work)
+        return found
+
     async def unfinished(self) -> list[Entry]:
         def work() -> list[Entry]:
             rows = self._db.execute(
@@ -123,3 +145,6 @@ class CommandMarks:
 
     async def record(self, mark: str) -> bool:
         return await self._journal.mark(self._command_id, mark)
+
+    async def marks(self) -> list[str]:
+        return await self._journal.marks(self._command_id)

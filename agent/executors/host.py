@@ -77,6 +77,15 @@ class Facts:
     process: ProcessFacts | None  # of the pid the pid file names, when it names a valid one
 
 
+@dataclass(frozen=True)
+class Launch:
+    """What `cd HOME && ./bin/observer` did: it daemonizes, so the launcher returns once it is started."""
+
+    user: str
+    exit_status: int | None  # None: the launcher had not returned by the timeout
+    output: str = ""
+
+
 class Host(Protocol):
     """The primitives of the stop procedure. Every method is bounded in time by the implementation."""
 
@@ -108,6 +117,16 @@ class Host(Protocol):
 
     async def remove_pid_file(self, path: str, expected: str) -> bool:
         """Remove the pid file only if it still says `expected` (a new observer may have started)."""
+        ...
+
+    async def launch(self, home_path: str, timeout: float) -> Launch:
+        """Run `./bin/observer` with no arguments in home_path, as the home's owner (locally) or as the
+        SSH user (who must own it), the way observer restarts itself from its persisted configuration.
+        Raises LaunchRefused when it cannot run as the owner."""
+        ...
+
+    async def read_tail(self, path: str, max_bytes: int = 2000) -> str:
+        """The end of a text file (a log), or "" when it cannot be read."""
         ...
 
     async def close(self) -> None: ...

@@ -9,13 +9,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import signal
 import socket
+import tempfile
+from typing import Any
 
 import psutil
 
+from obstop.agent.errors import LaunchRefused
 from obstop.agent.executors import netdiag, procfs
-from obstop.agent.executors.host import Facts, Listener, PidFile, ProcessFacts, Resolved, parse_pid
+from obstop.agent.executors.host import (
+    Facts,
+    Launch,
+    Listener,
+    PidFile,
+    ProcessFacts,
+    Resolved,
+    parse_pid,
+)
 
 
 class LocalHost:
@@ -67,8 +79,75 @@ class LocalHost:
     async def remove_pid_file(self, path: str, expected: str) -> bool:
         return await asyncio.to_thread(_remove_if, path, expected)
 
+    async def launch(self, home_path: str, timeout: float) -> Launch:
+        _uid, _gid, user, extra = await asyncio.to_thread(_run_as, self.name, home_path)
+        env = dict(os.environ)
+        lib = os.path.join(home_path, "lib")
+        env["LD_LIBRARY_PATH"] = lib + (
+            os.pathsep + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else ""
+        )
+        with tempfile.TemporaryFile() as out:  # not a pipe: the daemon must not hold our end open
+            proc = await asyncio.create_subprocess_exec(
+                "./bin/observer",
+                cwd=home_path,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                env=env,
+                **extra,
+            )
+            try:
+                async with asyncio.timeout(timeout):
+                    status: int | None = await proc.wait()
+            except TimeoutError:
+                status = None  # left running: it may be the observer itself, in the foreground
+            out.seek(0)
+            text = out.read()[-4000:].decode("utf-8", "replace")
+        return Launch(user=user, exit_status=status, output=text)
+
+    async def read_tail(self, path: str, max_bytes: int = 2000) -> str:
+        return await asyncio.to_thread(_tail, path, max_bytes)
+
     async def close(self) -> None:
         return None
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _run_as(host: str, home_path: str) -> tuple[int, int, str, dict[str, Any]]:
+    """As whom to start the observer of home_path: its owner (root becomes it; anyone else must be it)."""
+    try:
+        st = os.stat(home_path)
+    except OSError as exc:
+        raise LaunchRefused(host, f"cannot start the observer of {home_path}: {exc.strerror}") from exc
+    me, owner = os.geteuid(), st.st_uid
+    name = _user_name(owner)
+    if me == owner:
+        return owner, st.st_gid, name, {}
+    if me != 0:
+        raise LaunchRefused(
+            host,
+            f"{home_path} belongs to {name}; this agent runs as {_user_name(me)} and cannot start "
+            f"an observer as its owner (run the agent as {name})",
+        )
+    groups = os.getgrouplist(name, st.st_gid) if name != str(owner) else [st.st_gid]
+    return owner, st.st_gid, name, {"user": owner, "group": st.st_gid, "extra_groups": groups}
+
+
+def _tail(path: str, max_bytes: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def _facts(home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:

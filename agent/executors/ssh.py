@@ -18,11 +18,20 @@ from obstop.agent.errors import (
     ExecutorError,
     HostKeyMismatch,
     HostUnreachable,
+    LaunchRefused,
     LoginRefused,
     RemoteCommandFailed,
 )
 from obstop.agent.executors import procfs
-from obstop.agent.executors.host import Facts, Listener, PidFile, ProcessFacts, Resolved, parse_pid
+from obstop.agent.executors.host import (
+    Facts,
+    Launch,
+    Listener,
+    PidFile,
+    ProcessFacts,
+    Resolved,
+    parse_pid,
+)
 from obstop.agent.executors.ssh_config import SSHHostConfig
 
 # Shell functions the scripts share. st sets S (state) and T (start time in ticks) with builtins only:
@@ -85,6 +94,18 @@ while [ $n -gt 0 ]; do
   sleep 0.01; n=$((n-1))
 done
 echo ALIVE
+"""
+
+# as the SSH user, who must own HOME (observer runs as the owner of its etc/); output to a file, not our
+# pipe, so the daemon it becomes holds nothing of this session
+_LAUNCH = """h={home}; me=$(id -un); owner=$(stat -c %U -- "$h" 2>/dev/null)
+[ -n "$owner" ] || {{ echo "@@REFUSED cannot stat $h"; exit 0; }}
+[ "$owner" = "$me" ] || {{
+  echo "@@REFUSED $h belongs to $owner; SSH user $me cannot start it as its owner"; exit 0; }}
+cd -- "$h" || {{ echo "@@REFUSED cannot cd to $h"; exit 0; }}
+o=$(mktemp) || {{ echo "@@REFUSED mktemp failed"; exit 0; }}
+LD_LIBRARY_PATH="$h/lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" ./bin/observer </dev/null >"$o" 2>&1; rc=$?
+echo "@@USER $me"; echo "@@EXIT $rc"; tail -c 4000 "$o"; rm -f -- "$o"
 """
 
 _OWNERS = r"""for d in /proc/[0-9]*; do for f in $d/fd/*; do
@@ -332,6 +353,27 @@ class SSHHost:
             f'[ "$(dd if="$f" bs=64 count=1 2>/dev/null)" = {want} ] && rm -f -- "$f" && echo REMOVED; true'
         )
         return out.strip() == "REMOVED"
+
+    async def launch(self, home_path: str, timeout: float) -> Launch:
+        try:
+            out = await self._run(_LAUNCH.format(home=shlex.quote(home_path)), timeout=timeout)
+        except RemoteCommandFailed as exc:
+            if "timed out" in str(exc):
+                return Launch(user=self.target.user, exit_status=None, output="")
+            raise
+        head, _, rest = out.partition("\n")
+        if head.startswith("@@REFUSED "):
+            raise LaunchRefused(self.name, head[len("@@REFUSED ") :])
+        user = head.removeprefix("@@USER ").strip()
+        status_line, _, output = rest.partition("\n")
+        status = status_line.removeprefix("@@EXIT ").strip()
+        return Launch(user=user, exit_status=int(status) if status.isdigit() else None, output=output)
+
+    async def read_tail(self, path: str, max_bytes: int = 2000) -> str:
+        try:
+            return await self._run(f"tail -c {int(max_bytes)} -- {shlex.quote(path)} 2>/dev/null; true")
+        except ExecutorError:
+            return ""
 
     async def close(self) -> None:
         for shell in self._idle:

@@ -1,4 +1,4 @@
-"""Clusters: read them, stop one."""
+"""Clusters: read them, stop one, start one."""
 
 from __future__ import annotations
 
@@ -53,4 +53,13 @@ async def stop_cluster(
         freeze_timeout_seconds=options.freezeTimeoutSeconds,
         force=options.force,
     )
+    return envelope(request, views.task_view(created.task, created.cluster, created.subtasks))
+
+
+@router.post("/api/v2/ob/clusters/{id}/start")
+async def start_cluster(
+    request: Request, id: Id, ctl: Ctl, user: User = role(Role.CLUSTER_MANAGER)
+) -> JSONResponse:
+    """OCP's "Start OB cluster": every observer started from its home as it restarts itself."""
+    created = await ctl.service.start_cluster(id, user.creator)
     return envelope(request, views.task_view(created.task, created.cluster, created.subtasks))

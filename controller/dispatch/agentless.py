@@ -1,19 +1,40 @@
-"""The agent's own procedure run in the controller process, on hosts listed in [agentless]: this machine,
-or hosts reached over SSH (like OBD)."""
+"""The agent's own procedures run in the controller process, on hosts listed in [agentless]: this machine,
+or hosts reached over SSH (like OBD). The controller also watches these observers itself."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Collection
+from typing import Protocol
 
-from obstop.agent import procedure
+from obstop.agent import procedure, starting
+from obstop.agent.cancel import CANCEL_MARK, CancelToken
 from obstop.agent.executors.host import Host
 from obstop.agent.executors.local import LocalHost
-from obstop.agent.protocol import ObserverTarget, ProbeReport, StopOptions, StopReport
+from obstop.agent.observing import observe
+from obstop.agent.protocol import (
+    CancelReport,
+    ObserverStatus,
+    ObserverTarget,
+    ProbeReport,
+    StartOptions,
+    StartReport,
+    StopOptions,
+    StopReport,
+)
 from obstop.controller.config import AgentlessConfig
-from obstop.controller.dispatch import Log
+from obstop.controller.dispatch import Log, WatchPlan
 
-Journal = Callable[[str], procedure.SignalJournal]  # command id -> where its signals are marked
+logger = logging.getLogger("obstop.agentless")
+
+CommandJournal = procedure.CommandJournal
+
+
+class Journal(Protocol):
+    def __call__(self, command_id: str) -> CommandJournal: ...
 
 
 class AgentlessDispatcher:
@@ -23,12 +44,55 @@ class AgentlessDispatcher:
         handshakes = asyncio.Semaphore(8)  # fewer than sshd's MaxStartups (10) at once
         for h in config.ssh:
             self._hosts[h.host] = h.open(handshakes)
+        self._tokens: dict[str, CancelToken] = {}
+        self._plan: WatchPlan | None = None
+        self._generation = 0  # a refresh makes reports of probes begun before it stale
+        self._refreshed = asyncio.Event()
 
     def serves(self, host: str) -> bool:
         return host in self._hosts
 
     async def run(self, stopping: asyncio.Event) -> None:
-        return None  # connections are opened on demand and kept until close()
+        """Watch the observers this controller serves itself (connections open on demand until close())."""
+        plan = self._plan
+        if plan is None or not plan.targets:
+            return
+        last: dict[tuple[str, str], ObserverStatus] = {}
+        next_full = 0.0
+        while not stopping.is_set():
+            generation, full = self._generation, self._refreshed.is_set()
+            self._refreshed.clear()
+            timeout = max(1.0, plan.probe_interval * 4)
+            try:
+                found = await asyncio.gather(
+                    *(observe(self._hosts.get(t.host), t, timeout) for t in plan.targets)
+                )
+            except Exception:  # the watch is news, never a reason for the controller to end
+                logger.exception("watching the agentless observers failed; trying again at the next probe")
+                found, generation = [], -1
+                self._refreshed.clear()
+            if generation == self._generation:
+                now = time.monotonic()
+                full = full or now >= next_full
+                next_full = now + plan.report_interval if full else next_full
+                changed = [s for s in found if last.get((s.host, s.home_path)) != s]
+                if full or changed:
+                    plan.on_observed(found if full else changed)
+                last = {(s.host, s.home_path): s for s in found}
+            elif generation >= 0:
+                self._refreshed.set()  # probed before a refresh: again, at once
+            waits = [asyncio.ensure_future(self._refreshed.wait()), asyncio.ensure_future(stopping.wait())]
+            await asyncio.wait(waits, timeout=plan.probe_interval, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+
+    def watch(self, plan: WatchPlan) -> None:
+        self._plan = plan
+
+    def refresh(self, hosts: Collection[str]) -> None:
+        if hosts:
+            self._generation += 1
+            self._refreshed.set()
 
     async def probe(self, command_id: str, target: ObserverTarget, log: Log, deadline: float) -> ProbeReport:
         return await procedure.probe(self._hosts[target.host], target)
@@ -37,7 +101,52 @@ class AgentlessDispatcher:
         self, command_id: str, target: ObserverTarget, options: StopOptions, log: Log, deadline: float
     ) -> StopReport:
         journal = self._journal(command_id) if self._journal else None
-        return await procedure.stop(self._hosts[target.host], target, options, progress=log, journal=journal)
+        async with self._token(command_id, journal) as token:
+            return await procedure.stop(
+                self._hosts[target.host], target, options, progress=log, journal=journal, cancel=token
+            )
+
+    async def start(
+        self, command_id: str, target: ObserverTarget, options: StartOptions, log: Log, deadline: float
+    ) -> StartReport:
+        journal = self._journal(command_id) if self._journal else None
+        async with self._token(command_id, journal) as token:
+            return await starting.start(
+                self._hosts[target.host], target, options, progress=log, journal=journal, cancel=token
+            )
+
+    @contextlib.asynccontextmanager
+    async def _token(self, command_id: str, journal: CommandJournal | None) -> AsyncIterator[CancelToken]:
+        marks = await journal.marks() if journal is not None else []
+        token = CancelToken(cancelled=CANCEL_MARK in marks)
+        self._tokens[command_id] = token
+        try:
+            yield token
+        finally:
+            self._tokens.pop(command_id, None)
+
+    async def cancel(
+        self, command_id: str, target: ObserverTarget, log: Log, deadline: float
+    ) -> CancelReport:
+        journal = self._journal(command_id) if self._journal else None
+
+        async def record() -> None:
+            if journal is not None:
+                await journal.record(CANCEL_MARK)
+
+        token = self._tokens.get(command_id)
+        if token is not None:
+            await token.cancel(record)  # waits for a signal in progress; none after this
+        else:
+            await record()
+        marks = await journal.marks() if journal is not None else []
+        signals = [m.split(":", 1)[0] for m in marks if m.startswith("SIG")]
+        detail = (
+            f"cancelled after {' then '.join(signals)}; no signal after the cancel"
+            if signals
+            else "cancelled before any signal"
+        )
+        return CancelReport(command_id=command_id, found=token is not None, signals=signals, detail=detail)
 
     async def close(self) -> None:
         for h in self._hosts.values():

@@ -7,7 +7,9 @@ waiting command itself (addressed to that agent, with that command's digest; a r
 copy that was sent). Anything else is logged (once per cause per minute) and changes nothing.
 
 Agents' presence (retained, with a last will) is unsigned and only advisory: it explains why a command had
-no answer ("agent h3 offline since 12:03:04") and never decides anything.
+no answer ("agent h3 offline since 12:03:04") and never decides anything. An agent that comes online is
+told which observers to watch; their state comes back as signed events, only from the agent that serves
+them and only for the latest watch (an older one may predate a refresh).
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ import asyncio
 import logging
 import time
 import unicodedata
+import uuid
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from obstop.agent.mqtt_session import Broker, Session, client_id
 from obstop.agent.protocol import (
     AcceptedEvent,
+    AnyArgs,
     AnyEvent,
+    CancelArgs,
+    CancelReport,
     CommandKind,
+    ObserverStateEvent,
     ObserverTarget,
     Presence,
     ProbeArgs,
@@ -32,9 +40,13 @@ from obstop.agent.protocol import (
     ProgressEvent,
     RejectedEvent,
     ResultEvent,
+    StartArgs,
+    StartOptions,
+    StartReport,
     StopArgs,
     StopOptions,
     StopReport,
+    WatchArgs,
     agents_root,
     commands_topic,
     new_command,
@@ -43,7 +55,7 @@ from obstop.agent.protocol import (
 )
 from obstop.agent.signing import AgentKeys, load_private, sign
 from obstop.controller.config import ControllerConfig
-from obstop.controller.dispatch import Log
+from obstop.controller.dispatch import Log, WatchPlan
 from obstop.controller.errors import ConfigError, StepFailed
 
 logger = logging.getLogger("obstop.mqtt")
@@ -117,6 +129,10 @@ class MqttDispatcher:
         self._waiters: dict[str, _Waiter] = {}
         self._presence: OrderedDict[str, _Seen] = OrderedDict()
         self._refused: dict[str, str] = {}  # agent -> the last reason one of its events was refused
+        self._plan: WatchPlan | None = None
+        self._watched: dict[str, list[ObserverTarget]] = {}  # agent id -> the observers it watches
+        self._watch_ids: dict[str, str] = {}  # agent id -> its latest watch command
+        self._to_watch: asyncio.Queue[str] = asyncio.Queue()
 
     def serves(self, host: str) -> bool:
         return True  # any host not agentless is served by the agent named after it (or routed in [agents])
@@ -127,7 +143,73 @@ class MqttDispatcher:
     # --- connection ------------------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
-        await self.session.run(stopping)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.session.run(stopping), name="mqtt-session")
+            tg.create_task(self._send_watches(stopping), name="mqtt-watches")
+
+    # --- the watch of observers ------------------------------------------------------------------
+
+    def watch(self, plan: WatchPlan) -> None:
+        self._plan = plan
+        self._watched = {}
+        for t in plan.targets:
+            self._watched.setdefault(self.agent_for(t.host), []).append(t)
+
+    def refresh(self, hosts: Collection[str]) -> None:
+        for agent_id in {self.agent_for(h) for h in hosts}:
+            if agent_id in self._watched:
+                self._watch_ids.pop(agent_id, None)  # reports of the old watch are stale from now on
+                self._to_watch.put_nowait(agent_id)
+
+    async def _send_watches(self, stopping: asyncio.Event) -> None:
+        """Tell each agent that comes online (or whose news must be fresh) what to watch."""
+        while not stopping.is_set():
+            got, stop = asyncio.ensure_future(self._to_watch.get()), asyncio.ensure_future(stopping.wait())
+            done, _ = await asyncio.wait([got, stop], return_when=asyncio.FIRST_COMPLETED)
+            got.cancel()
+            stop.cancel()
+            if got not in done or got.cancelled():
+                continue
+            agent_id = got.result()
+            try:
+                await self._send_watch(agent_id)
+            except Exception:  # the watch is news, never a reason for the controller to end
+                logger.exception("could not send agent %s its watch", agent_id)
+
+    async def _send_watch(self, agent_id: str) -> None:
+        plan = self._plan
+        if plan is None or agent_id not in self._watched:
+            return
+        args = WatchArgs(
+            targets=self._watched[agent_id][:256],
+            probe_interval=plan.probe_interval,
+            report_interval=plan.report_interval,
+        )
+        command_id = f"watch-{agent_id}-{uuid.uuid4().hex[:12]}"[:128]
+        command = sign(
+            new_command(
+                agent_id,
+                CommandKind.WATCH_OBSERVERS,
+                args,
+                command_id=command_id,
+                ttl=self.config.signing.command_ttl_seconds,
+            ),
+            self.key,
+        )
+        self._watch_ids[agent_id] = command_id
+        if not await self._send(agent_id, command.model_dump_json()):
+            logger.info("could not send the watch to agent %s now; it is sent when it comes online", agent_id)
+
+    def _on_observed(self, agent_id: str, event: ObserverStateEvent) -> None:
+        """A verified report of the agent's latest watch."""
+        plan = self._plan
+        if plan is None:
+            return
+        mine = {(t.host, t.home_path) for t in self._watched.get(agent_id, [])}
+        # an agent reports only the observers it was told to watch
+        observed = [o for o in event.observers if (o.host, o.home_path) in mine]
+        if observed:
+            plan.on_observed(observed)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         parsed = parse_topic(topic, self.prefix)
@@ -151,6 +233,8 @@ class MqttDispatcher:
             while len(self._presence) > MAX_PRESENCE:
                 self._presence.popitem(last=False)
             logger.info("agent %s is %s", agent_id, state)
+            if state is Presence.ONLINE and agent_id in self._watched:
+                self._to_watch.put_nowait(agent_id)
 
     def _refuse(self, agent_id: str, cause: str, message: str, *args: object) -> None:
         if len(self._refused) >= MAX_PRESENCE:
@@ -170,6 +254,12 @@ class MqttDispatcher:
             return
         if event.agent_id != agent_id:
             self._refuse(agent_id, "wrong agent", "it claims to come from agent %s", event.agent_id)
+            return
+        if isinstance(event, ObserverStateEvent):
+            if event.command_id is None or event.command_id != self._watch_ids.get(agent_id):
+                return  # an older watch's report, maybe probed before a refresh (no signature work)
+            if self._verified(event, agent_id):
+                self._on_observed(agent_id, event)
             return
         if event.command_id is None:
             cause = f"unauthenticated:{agent_id}"
@@ -254,12 +344,42 @@ class MqttDispatcher:
             update={"reason": report.reason and clean(report.reason), "probe": _clean_probe(report.probe)}
         )
 
+    async def start(
+        self, command_id: str, target: ObserverTarget, options: StartOptions, log: Log, deadline: float
+    ) -> StartReport:
+        result = await self._call(
+            command_id,
+            target.host,
+            CommandKind.START_OBSERVER,
+            StartArgs(target=target, options=options),
+            log,
+            deadline,
+        )
+        if result.start is None:
+            raise StepFailed(f"agent answered command {command_id} without a start report")
+        return result.start
+
+    async def cancel(
+        self, command_id: str, target: ObserverTarget, log: Log, deadline: float
+    ) -> CancelReport:
+        result = await self._call(
+            f"{command_id}.cancel"[:128],
+            target.host,
+            CommandKind.CANCEL_COMMAND,
+            CancelArgs(command_id=command_id),
+            log,
+            deadline,
+        )
+        if result.cancel is None:
+            raise StepFailed(f"agent answered the cancel of {command_id} without a cancel report")
+        return result.cancel
+
     async def _call(
         self,
         command_id: str,
         host: str,
         kind: CommandKind,
-        args: ProbeArgs | StopArgs,
+        args: AnyArgs,
         log: Log,
         deadline: float,
     ) -> ResultEvent:

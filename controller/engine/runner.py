@@ -4,6 +4,11 @@ Claimed subtasks are leases. On start the engine takes back every RUNNING subtas
 restarted) or whose lease expired (another controller died) and runs its step again: steps are
 idempotent, and the stop command keeps its id. Outcomes are written under `asyncio.shield`, so a
 shutdown cannot lose one that was decided.
+
+A subtask runs its step forward, or its rollback action (operation ROLLBACK); one an operator skipped
+(SKIP, ROLLBACK_SKIP) is completed without running anything. One an operator cancels (CANCELING) has its
+command cancelled where it runs, then its step is interrupted, and it ends FAILED (CANCEL). When a task
+ends, `on_task_end` is told its cluster (statuses are then reconciled with what the servers really are).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 from obstop.controller.engine.writer import Writer
 from obstop.controller.errors import StepFailed
+from obstop.controller.states.subtask import BACKWARD, SKIPPED, Operation, SubtaskStatus
 from obstop.controller.states.task import TaskStatus
 from obstop.controller.steps.run import ServerFacts, StepRun
 from obstop.controller.store import Claimed, FinishRequest, LeaseLost, Store
@@ -24,6 +30,15 @@ from obstop.controller.store import Claimed, FinishRequest, LeaseLost, Store
 log = logging.getLogger("obstop.engine")
 
 Runner = Callable[[StepRun], Awaitable[str]]
+Canceller = Callable[[StepRun], Awaitable[str]]
+CANCEL_BOUND = 15.0  # seconds the cancel of a command may take before the subtask ends anyway
+
+
+@dataclass
+class _Running:
+    run: StepRun
+    step: asyncio.Task[str] | None = None
+    cancel_line: str | None = None  # set once an operator's cancel has reached the step
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,7 @@ class _Sink:
     def __init__(self, store: Store, writer: Writer) -> None:
         self.store = store
         self.writer = writer
+        self._stages: dict[tuple[int, str], asyncio.Future[dict[str, dict[str, Any] | None]]] = {}
 
     def log(self, subtask_id: int, line: str) -> None:
         self.writer.log(subtask_id, line)
@@ -54,6 +70,22 @@ class _Sink:
     async def node_result(self, task_id: int, node: str) -> dict[str, Any] | None:
         return await self.store.tasks.node_result(task_id, node)
 
+    async def stage_results(self, task_id: int, stage: str) -> dict[str, dict[str, Any] | None]:
+        # a thousand servers' next stage asks at once: one read answers them all
+        key = (task_id, stage)
+        if key not in self._stages:
+            self._stages[key] = asyncio.ensure_future(self.store.tasks.stage_results(task_id, stage))
+        try:
+            return await asyncio.shield(self._stages[key])
+        except Exception:
+            self._stages.pop(key, None)
+            raise
+
+    def forget(self, task_id: int) -> None:
+        """The task ended: what its stages recorded may change (a retry, a rollback)."""
+        for key in [k for k in self._stages if k[0] == task_id]:
+            self._stages.pop(key, None)
+
     async def server_statuses(self, cluster_id: int) -> dict[int, str]:
         return await self.store.clusters.server_statuses(cluster_id)
 
@@ -64,6 +96,7 @@ class Engine:
         store: Store,
         runner: Runner,
         *,
+        canceller: Canceller | None = None,
         owner: str,
         lease: float = 30.0,
         max_concurrency: int = 512,
@@ -72,6 +105,7 @@ class Engine:
     ) -> None:
         self.store = store
         self.runner = runner
+        self.canceller = canceller
         self.owner = owner
         self.lease = lease
         self.max_concurrency = max_concurrency
@@ -81,12 +115,38 @@ class Engine:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._task_events: dict[int, asyncio.Event] = {}
         self._tasks: dict[int, _TaskFacts] = {}
+        self._steps: dict[int, _Running] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self.on_task_end: Callable[[int], None] | None = None  # told the cluster of a task that ended
         self.writer = Writer(store)
         self.sink = _Sink(store, self.writer)
         self.started = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
+
+    def cancel(self, subtask_id: int) -> bool:
+        """An operator cancelled this subtask (it is CANCELING in the store): interrupt it, if it runs here.
+        Another controller's running subtask is found by its own heartbeat."""
+        entry = self._steps.get(subtask_id)
+        if entry is None or entry.cancel_line is not None or self._tg is None:
+            return False  # not running here (a subtask runs only while the engine's group does)
+        entry.cancel_line = "cancelled by the operator"
+        self._tg.create_task(self._interrupt(entry), name=f"cancel-{subtask_id}")
+        return True
+
+    async def _interrupt(self, entry: _Running) -> None:
+        # the command is cancelled where it runs first (journalled there: no signal after it), then the
+        # step stops waiting for it
+        if self.canceller is not None:
+            try:
+                async with asyncio.timeout(CANCEL_BOUND):
+                    entry.cancel_line = await self.canceller(entry.run)
+            except Exception as exc:
+                log.warning("cancelling subtask %s: %r", entry.run.subtask_id, exc)
+                entry.cancel_line = f"cancelled by the operator (cancelling its command failed: {exc!r})"
+        if entry.step is not None:
+            entry.step.cancel()
 
     async def wait_task(self, task_id: int, timeout: float = 60.0) -> TaskStatus:
         """Until the task is no longer RUNNING (for tests and the demo: no polling sleeps)."""
@@ -103,6 +163,7 @@ class Engine:
         """Run until `stopping` is set; then drain running subtasks (bounded) and cancel the rest."""
         writer_stopping = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg
             tg.create_task(self.writer.run(writer_stopping), name="engine-writer")
             for claimed in await self.store.leases.reclaim(self.owner, self.lease):
                 log.info("resuming subtask %s (%s) of task %s", claimed.id, claimed.name, claimed.task_id)
@@ -120,6 +181,7 @@ class Engine:
                     continue
                 await self._sleep(stopping)
             heartbeat.cancel()
+            self._tg = None  # no new cancels: what is still running drains, or is resumed next time
             await self._drain()
             writer_stopping.set()  # after the drain: outcomes decided while draining are still written
 
@@ -144,7 +206,8 @@ class Engine:
         next_reclaim = time.monotonic() + self.lease
         while True:
             await asyncio.sleep(self.lease / 3)
-            await self.store.leases.renew(self.owner, list(self._running), self.lease)
+            for sid in await self.store.leases.renew(self.owner, list(self._running), self.lease):
+                self.cancel(sid)  # cancelled through another controller's API
             if time.monotonic() >= next_reclaim:
                 next_reclaim = time.monotonic() + self.lease
                 self.wake()  # leases of other controllers may have expired, and other writers may exist
@@ -174,6 +237,7 @@ class Engine:
             deadline = time.monotonic() + claimed.timeout - margin
             facts = await self._task_of(claimed.task_id)
             run = StepRun(
+                previous=claimed.result,
                 subtask_id=claimed.id,
                 task_id=claimed.task_id,
                 node=claimed.node,
@@ -190,19 +254,8 @@ class Engine:
                 zones=facts.zones,
                 sink=self.sink,
             )
-            ok, line = True, ""
-            try:
-                async with asyncio.timeout(claimed.timeout):
-                    line = await self.runner(run)
-            except StepFailed as exc:
-                ok, line = False, exc.message
-            except TimeoutError:
-                ok, line = False, f"timed out after {claimed.timeout}s"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)
-                ok, line = False, f"internal error: {exc!r}"
+            entry = self._steps[claimed.id] = _Running(run)
+            ok, line = await self._outcome(claimed, run, entry)
             try:
                 request = FinishRequest(
                     run.subtask_id,
@@ -212,6 +265,7 @@ class Engine:
                     run.result,
                     tuple(run.moves) if ok else (),
                     run.command_result,
+                    backward=claimed.operation in BACKWARD,
                 )
                 done = await asyncio.shield(self.writer.finish(request))
             except LeaseLost as exc:
@@ -222,6 +276,9 @@ class Engine:
             if done.task_status is not None and done.task_status != TaskStatus.RUNNING:
                 log.info("task %s %s", done.task_id, done.task_status)
                 self._tasks.pop(done.task_id, None)  # read again if it is retried
+                self.sink.forget(done.task_id)
+                if self.on_task_end is not None:
+                    self.on_task_end(facts.cluster_id)
                 if event := self._task_events.pop(done.task_id, None):
                     event.set()  # every waiter holds this event; the next wait makes a new one
             if not ok:
@@ -230,4 +287,30 @@ class Engine:
                 )
         finally:
             self._running.pop(claimed.id, None)
+            self._steps.pop(claimed.id, None)
             self.wake()  # a slot is free: READY subtasks beyond max_concurrency may be waiting for it
+
+    async def _outcome(self, claimed: Claimed, run: StepRun, entry: _Running) -> tuple[bool, str]:
+        """Run the step (or not: a skip, a cancel found on resume); (ok, the line that closes its log)."""
+        if claimed.operation in SKIPPED:
+            what = "its rollback" if claimed.operation == Operation.ROLLBACK_SKIP else "it"
+            return True, f"skipped by the operator: {what} was not run"
+        if claimed.status == SubtaskStatus.CANCELING:  # cancelled while no controller ran it
+            entry.cancel_line = "cancelled by the operator"
+            await self._interrupt(entry)
+            return False, entry.cancel_line
+        entry.step = asyncio.ensure_future(self.runner(run))
+        try:
+            async with asyncio.timeout(claimed.timeout):
+                return True, await entry.step
+        except StepFailed as exc:
+            return False, exc.message
+        except TimeoutError:
+            return False, f"timed out after {claimed.timeout}s"
+        except asyncio.CancelledError:
+            if entry.cancel_line is None or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # a shutdown: it stays RUNNING under our lease, resumed at the next start
+            return False, entry.cancel_line
+        except Exception as exc:
+            log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)
+            return False, f"internal error: {exc!r}"

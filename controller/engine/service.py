@@ -1,4 +1,5 @@
-"""What the API (or a test, or the demo) asks of the engine: start a task, or operate on one.
+"""What the API (or a test, or the demo) asks of the engine: stop or start a cluster, or operate on a
+task (retry, roll back, skip, cancel).
 
 Each call validates, builds what it needs (the DAG and its timeouts), commits it, and wakes the engine;
 it answers with the stored rows, so the caller renders them without reading them back.
@@ -13,7 +14,7 @@ from prometheus_client import Counter
 
 from obstop.controller.config import ControllerConfig
 from obstop.controller.engine.runner import Engine
-from obstop.controller.states.cluster import STOPPABLE
+from obstop.controller.states.cluster import STARTABLE, STOPPABLE
 from obstop.controller.steps import dag
 from obstop.controller.steps.run import DEFAULT_FREEZE_TIMEOUT, TaskOptions
 from obstop.controller.store import Store
@@ -56,20 +57,53 @@ class Service:
         force: bool = False,
     ) -> Created:
         options = TaskOptions(freeze=freeze, freeze_timeout_seconds=freeze_timeout_seconds, force=force)
-        cluster, zones, servers = await self.store.clusters.shape(cluster_id)
+        layout = await self.store.clusters.layout(cluster_id)
         process_timeout = int(self.config.stop.subtask_timeout)
         nodes = dag.build_stop_dag(
-            zones,
-            servers,
+            layout.zones,
+            layout.servers,
             process_timeout=process_timeout,
             prepare_timeout=max(process_timeout, options.freeze_timeout_seconds + FREEZE_MARGIN),
             step_timeout=int(self.config.engine.step_timeout),
         )
+        c = layout.cluster
         context = dag.task_context(
-            cluster.id, cluster.name, cluster.status, [sid for sid, _ in servers], zones, options
+            c.id, c.name, c.status, [s[0] for s in layout.servers], [z for z, _ in layout.zones], options
         )
+        return await self._create(cluster_id, dag.TASK_NAME, creator, context, nodes, STOPPABLE)
+
+    async def start_cluster(self, cluster_id: int, creator: Creator) -> Created:
+        """OCP's "Start OB cluster": each observer started as it restarts itself, then statuses RUNNING."""
+        layout = await self.store.clusters.layout(cluster_id)
+        nodes = dag.build_start_dag(
+            layout.zones,
+            layout.servers,
+            process_timeout=int(self.config.start.subtask_timeout),
+            step_timeout=int(self.config.engine.step_timeout),
+        )
+        c = layout.cluster
+        _, _, servers = await self.store.clusters.get(cluster_id)
+        context = dag.task_context(
+            c.id,
+            c.name,
+            c.status,
+            [s.id for s in servers],
+            [z for z, _ in layout.zones],
+            host_names=sorted({s.host for s in servers}),
+        )
+        return await self._create(cluster_id, dag.START_TASK_NAME, creator, context, nodes, STARTABLE)
+
+    async def _create(
+        self,
+        cluster_id: int,
+        name: str,
+        creator: Creator,
+        context: dict[str, object],
+        nodes: list[dag.NodeSpec],
+        require: frozenset[str],
+    ) -> Created:
         task, cluster, subtasks = await self.store.tasks.create(
-            cluster_id, dag.TASK_NAME, (creator.id, creator.name), context, nodes, frozenset(STOPPABLE)
+            cluster_id, name, (creator.id, creator.name), context, nodes, require
         )
         if self.created is not None:
             self.created.inc()
@@ -81,6 +115,22 @@ class Service:
         ids = await self.store.operations.retry(task_id, subtask_id)
         self.engine.wake()
         return ids
+
+    async def rollback(self, task_id: int) -> list[int]:
+        """Roll a FAILED task back, walking its DAG backwards; answers the ids rolled back first."""
+        ids = await self.store.operations.rollback(task_id)
+        self.engine.wake()
+        return ids
+
+    async def skip(self, task_id: int, subtask_id: int) -> None:
+        await self.store.operations.skip(task_id, subtask_id)
+        self.engine.wake()
+
+    async def cancel(self, task_id: int, subtask_id: int) -> None:
+        """CANCELING is committed first; the engine that runs the subtask then interrupts it (this one at
+        once, another at its next heartbeat)."""
+        await self.store.operations.cancel(task_id, subtask_id)
+        self.engine.cancel(subtask_id)
 
     async def task(self, task_id: int) -> tuple[Task, Cluster | None, list[Subtask]]:
         """A task with its subtasks, naming its cluster from its row (never loading its servers)."""

@@ -15,21 +15,31 @@ class TaskStatus(StrEnum):
     SUCCESSFUL = "SUCCESSFUL"
 
 
+class TaskOperation(StrEnum):
+    EXECUTE = "EXECUTE"
+    RETRY = "RETRY"
+    ROLLBACK = "ROLLBACK"
+
+
 T = TaskStatus
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     T.RUNNING: frozenset({T.FAILED, T.SUCCESSFUL}),
-    T.FAILED: frozenset({T.RUNNING}),  # retry
+    T.FAILED: frozenset({T.RUNNING}),  # retry, roll back, skip
     T.SUCCESSFUL: frozenset(),
 }
 MACHINE = Machine("task", TaskStatus, TRANSITIONS)
 RESUME = MACHINE.edge(T.FAILED, T.RUNNING)
 
 
-def derive(statuses: Iterable[SubtaskStatus]) -> TaskStatus:
-    """SUCCESSFUL when all succeeded; FAILED when one failed and nothing can still run; else RUNNING."""
+def derive(statuses: Iterable[SubtaskStatus], rolling_back: bool = False) -> TaskStatus:
+    """RUNNING while anything can still run; else FAILED if one failed; else SUCCESSFUL when every
+    subtask succeeded (or, rolling back, when every subtask is PENDING again)."""
     seen = list(statuses)
-    if all(s is SubtaskStatus.SUCCESSFUL for s in seen):
-        return T.SUCCESSFUL
-    if SubtaskStatus.FAILED in seen and not any(s in ACTIVE for s in seen):
+    if any(s in ACTIVE for s in seen):
+        return T.RUNNING
+    if SubtaskStatus.FAILED in seen:
         return T.FAILED
+    done = SubtaskStatus.PENDING if rolling_back else SubtaskStatus.SUCCESSFUL
+    if all(s is done for s in seen):
+        return T.SUCCESSFUL
     return T.RUNNING

@@ -1,8 +1,15 @@
-"""The "Stop OB cluster" DAG, exactly as OCP builds it (see the seed), fanned out per zone and server:
+"""The DAGs of "Stop OB cluster" and "Start OB cluster", as OCP builds them (see the seed), fanned out
+per zone and server:
 
-Prepare stop cluster -> Prepare stop OB zone xZ -> Wait node -> Prepare stop observer xS -> Wait node ->
-Stop observer process xS -> Wait node -> Update observer status xS -> Wait node -> Update zone status xZ ->
-Update OB cluster status
+Stop:  Prepare stop cluster -> Prepare stop OB zone xZ -> Wait node -> Prepare stop observer xS ->
+       Wait node -> Stop observer process xS -> Wait node -> Update observer status xS -> Wait node ->
+       Update zone status xZ -> Update OB cluster status
+Start: Prepare start cluster -> Prepare start OB zone xZ -> Wait node -> Start observer process xS ->
+       Wait node -> Update observer status xS -> Wait node -> Update zone status xZ ->
+       Update OB cluster status
+
+Each zone and server subtask records the status its zone or server had (`former_*_status`): what a
+rollback goes back to.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any
 from obstop.controller.steps.run import TaskOptions
 
 TASK_NAME = "Stop OB cluster"
+START_TASK_NAME = "Start OB cluster"
 
 
 class Node(StrEnum):
@@ -46,6 +54,12 @@ class Step(StrEnum):
     UPDATE_ZONE = "update_zone_status"
     UPDATE_CLUSTER = "update_cluster_status"
     WAIT = "wait"
+    PREPARE_START_CLUSTER = "prepare_start_cluster"
+    PREPARE_START_ZONE = "prepare_start_zone"
+    START_PROCESS = "start_observer_process"
+    STARTED_OBSERVER = "update_started_observer_status"
+    STARTED_ZONE = "update_started_zone_status"
+    STARTED_CLUSTER = "update_started_cluster_status"
 
 
 NAMES: dict[Step, str] = {
@@ -57,6 +71,12 @@ NAMES: dict[Step, str] = {
     Step.UPDATE_ZONE: "Update zone status",
     Step.UPDATE_CLUSTER: "Update OB cluster status",
     Step.WAIT: "Wait node",
+    Step.PREPARE_START_CLUSTER: "Prepare start cluster",
+    Step.PREPARE_START_ZONE: "Prepare start OB zone",
+    Step.START_PROCESS: "Start observer process",
+    Step.STARTED_OBSERVER: "Update observer status",
+    Step.STARTED_ZONE: "Update zone status",
+    Step.STARTED_CLUSTER: "Update OB cluster status",
 }
 
 
@@ -66,34 +86,31 @@ def task_context(
     former_status: str,
     server_ids: Sequence[int],
     zone_names: Sequence[str],
-    options: TaskOptions,
+    options: TaskOptions | None = None,
+    host_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The task context as OCP keeps it: a string map and a list map."""
     strings = {
         "cluster_name": cluster_name,
         "cluster_id": str(cluster_id),
         "former_cluster_status": former_status,
-        **options.strings(),
+        "prohibit_rollback": "false",
+        **(options.strings() if options is not None else {}),
     }
-    return {
-        "parallelIdx": -1,
-        "stringMap": strings,
-        "listMap": {"server_ids": [int(x) for x in server_ids], "zone_names": list(zone_names)},
-    }
+    lists: dict[str, list[Any]] = {"server_ids": [int(x) for x in server_ids]}
+    if host_names is not None:
+        lists["host_ids"] = list(host_names)
+    lists["zone_names"] = list(zone_names)
+    return {"parallelIdx": -1, "stringMap": strings, "listMap": lists}
 
 
-def build_stop_dag(
-    zones: Sequence[str],
-    servers: Sequence[tuple[int, str]],
-    *,
-    process_timeout: int,
-    step_timeout: int,
-    prepare_timeout: int | None = None,
-) -> list[NodeSpec]:
-    """servers: (server id, zone) pairs. Node keys are stable, so a (task, node) pair is unique."""
-    nodes: list[NodeSpec] = []
+class _Builder:
+    def __init__(self, step_timeout: int) -> None:
+        self.nodes: list[NodeSpec] = []
+        self.step_timeout = step_timeout
 
     def add(
+        self,
         node: str,
         step: Step,
         ups: Sequence[str],
@@ -101,7 +118,7 @@ def build_stop_dag(
         ctx: dict[str, Any] | None = None,
         timeout: int | None = None,
     ) -> str:
-        nodes.append(
+        self.nodes.append(
             NodeSpec(
                 node=node,
                 step=step,
@@ -109,13 +126,14 @@ def build_stop_dag(
                 description=NAMES[step],
                 upstreams=tuple(ups),
                 parallel_idx=idx,
-                timeout=timeout or step_timeout,
+                timeout=timeout or self.step_timeout,
                 context=ctx or {},
             )
         )
         return node
 
     def fan(
+        self,
         prefix: str,
         step: Step,
         ups: Sequence[str],
@@ -123,24 +141,80 @@ def build_stop_dag(
         timeout: int | None = None,
     ) -> list[str]:
         return [
-            add(f"{prefix}:{i}", step, ups, i if len(items) > 1 else -1, item, timeout)
+            self.add(f"{prefix}:{i}", step, ups, i if len(items) > 1 else -1, item, timeout)
             for i, item in enumerate(items)
         ]
 
-    per_zone = [{"zone_name": z} for z in zones]
-    per_server = [{"server_id": sid, "zone_name": z} for sid, z in servers]
-    start = add(Node.PREPARE_CLUSTER, Step.PREPARE_CLUSTER, [])
-    prep_zones = fan("prepare_zone", Step.PREPARE_ZONE, [start], per_zone)
-    w1 = add("wait:1", Step.WAIT, prep_zones)
+
+def _per_zone(zones: Sequence[str | tuple[str, str]]) -> list[dict[str, Any]]:
+    out = []
+    for z in zones:
+        name, status = (z, None) if isinstance(z, str) else z
+        out.append({"zone_name": name} | ({"former_zone_status": status} if status else {}))
+    return out
+
+
+def _per_server(servers: Sequence[tuple[int, str] | tuple[int, str, str]]) -> list[dict[str, Any]]:
+    out = []
+    for s in servers:
+        item: dict[str, Any] = {"server_id": s[0], "zone_name": s[1]}
+        if len(s) > 2:
+            item["former_server_status"] = s[2]
+        out.append(item)
+    return out
+
+
+def build_stop_dag(
+    zones: Sequence[str | tuple[str, str]],
+    servers: Sequence[tuple[int, str] | tuple[int, str, str]],
+    *,
+    process_timeout: int,
+    step_timeout: int,
+    prepare_timeout: int | None = None,
+) -> list[NodeSpec]:
+    """zones: names, or (name, status); servers: (id, zone) or (id, zone, status). Node keys are stable,
+    so a (task, node) pair is unique."""
+    b = _Builder(step_timeout)
+    per_zone, per_server = _per_zone(zones), _per_server(servers)
+    start = b.add(Node.PREPARE_CLUSTER, Step.PREPARE_CLUSTER, [])
+    prep_zones = b.fan("prepare_zone", Step.PREPARE_ZONE, [start], per_zone)
+    w1 = b.add("wait:1", Step.WAIT, prep_zones)
     # each server's checkpoint wait runs in its Prepare stop observer: bounded by the freeze timeout
-    prep_servers = fan(
+    prep_servers = b.fan(
         "prepare_observer", Step.PREPARE_OBSERVER, [w1], per_server, prepare_timeout or process_timeout
     )
-    w2 = add("wait:2", Step.WAIT, prep_servers)
-    stops = fan("stop_process", Step.STOP_PROCESS, [w2], per_server, process_timeout)
-    w3 = add("wait:3", Step.WAIT, stops)
-    upd_servers = fan("update_observer", Step.UPDATE_OBSERVER, [w3], per_server)
-    w4 = add("wait:4", Step.WAIT, upd_servers)
-    upd_zones = fan("update_zone", Step.UPDATE_ZONE, [w4], per_zone)
-    add("update_cluster", Step.UPDATE_CLUSTER, upd_zones)
-    return nodes
+    w2 = b.add("wait:2", Step.WAIT, prep_servers)
+    stops = b.fan("stop_process", Step.STOP_PROCESS, [w2], per_server, process_timeout)
+    w3 = b.add("wait:3", Step.WAIT, stops)
+    upd_servers = b.fan("update_observer", Step.UPDATE_OBSERVER, [w3], per_server)
+    w4 = b.add("wait:4", Step.WAIT, upd_servers)
+    upd_zones = b.fan("update_zone", Step.UPDATE_ZONE, [w4], per_zone)
+    b.add("update_cluster", Step.UPDATE_CLUSTER, upd_zones)
+    return b.nodes
+
+
+def build_start_dag(
+    zones: Sequence[str | tuple[str, str]],
+    servers: Sequence[tuple[int, str] | tuple[int, str, str]],
+    *,
+    process_timeout: int,
+    step_timeout: int,
+) -> list[NodeSpec]:
+    b = _Builder(step_timeout)
+    per_zone, per_server = _per_zone(zones), _per_server(servers)
+    start = b.add(Node.PREPARE_CLUSTER, Step.PREPARE_START_CLUSTER, [])
+    prep_zones = b.fan("prepare_zone", Step.PREPARE_START_ZONE, [start], per_zone)
+    w1 = b.add("wait:1", Step.WAIT, prep_zones)
+    starts = b.fan("start_process", Step.START_PROCESS, [w1], per_server, process_timeout)
+    w2 = b.add("wait:2", Step.WAIT, starts)
+    upd_servers = b.fan("update_observer", Step.STARTED_OBSERVER, [w2], per_server)
+    w3 = b.add("wait:3", Step.WAIT, upd_servers)
+    upd_zones = b.fan("update_zone", Step.STARTED_ZONE, [w3], per_zone)
+    b.add("update_cluster", Step.STARTED_CLUSTER, upd_zones)
+    return b.nodes
+
+
+def node_of(node: str, stage: str) -> str:
+    """The node of another stage for the same server or zone: node_of("update_observer:3", "stop_process")."""
+    _, _, idx = node.partition(":")
+    return f"{stage}:{idx}"

@@ -69,7 +69,11 @@ class SQLPreparation:
         force = run.options.force
         timeout_s = run.options.freeze_timeout_seconds
         wanted = set(run.task_context.get("listMap", {}).get("server_ids", []))
-        targets = [s for s in run.servers.values() if s.id in wanted]
+        stopped = {
+            i for i, st in (await run.sink.server_statuses(run.cluster_id)).items() if st == "PROCESS_STOPPED"
+        }
+        # a server already stopped (a cluster partly stopped before) has nothing to flush
+        targets = [s for s in run.servers.values() if s.id in wanted and s.id not in stopped]
         try:
             async with ClusterSQL(cfg, await self._endpoints(run), run.log) as sql:
                 await sql.execute(f"SET ob_query_timeout = {int(cfg.statement_timeout * 1_000_000)}")
@@ -78,7 +82,8 @@ class SQLPreparation:
                     rows = await sql.execute(CHECKPOINT_SQL, (s.ip, s.rpc_port))
                     before[f"{s.ip}:{s.rpc_port}"] = int(rows[0][0]) if rows and rows[0][0] else None
                 names = ", ".join(f"'{key}'" for key in before)
-                await sql.execute(f"ALTER SYSTEM MINOR FREEZE SERVER = ({names})")
+                if names:
+                    await sql.execute(f"ALTER SYSTEM MINOR FREEZE SERVER = ({names})")
         except SQLUnavailable as exc:
             if not force:
                 raise StepFailed(
@@ -113,11 +118,31 @@ class SQLPreparation:
         timeout_s = float(freeze.get("timeout_seconds", run.options.freeze_timeout_seconds))
         try:
             async with ClusterSQL(cfg, await self._endpoints(run, server), run.log) as sql:
+                if run.run_time > 1:
+                    # a retry: the first freeze may be lost (that is often why this failed), so this
+                    # server's is issued again and waited for from where its checkpoint is now
+                    before = await self._refreeze(sql, run, server, int(before))
                 await self._wait_checkpoint(run, sql, server, int(before), timeout_s)
         except SQLUnavailable as exc:
             if not run.options.force:
                 raise StepFailed(f"waiting for the freeze of {key}: {exc.message}") from exc
             await run.log(f"{exc.message}; force: true, so not waiting for the freeze of {key}")
+
+    async def _refreeze(self, sql: ClusterSQL, run: StepRun, server: ServerFacts, before: int) -> int:
+        key = f"{server.ip}:{server.rpc_port}"
+        cfg = self._config(run)
+        assert cfg is not None
+        try:
+            await sql.execute(f"SET ob_query_timeout = {int(cfg.statement_timeout * 1_000_000)}")
+            rows = await sql.execute(CHECKPOINT_SQL, (server.ip, server.rpc_port))
+            now_at = int(rows[0][0]) if rows and rows[0][0] else before
+            await run.log(f"run {run.run_time}: issuing the minor freeze of {key} again")
+            await sql.execute(f"ALTER SYSTEM MINOR FREEZE SERVER = ('{key}')")
+        except SQLFailed as exc:
+            raise StepFailed(
+                f"minor freeze of {key} failed again: {exc.message}. No process was touched"
+            ) from exc
+        return now_at
 
     async def _wait_checkpoint(
         self, run: StepRun, sql: ClusterSQL, server: ServerFacts, before: int, timeout_s: float

@@ -75,6 +75,10 @@ class StepSink(Protocol):
     async def node_result(self, task_id: int, node: str) -> dict[str, Any] | None:
         """What another subtask of the task recorded as its result."""
 
+    async def stage_results(self, task_id: int, stage: str) -> dict[str, dict[str, Any] | None]:
+        """What every subtask of a stage (node keys `stage:i`) recorded, read once per task while it runs:
+        for a stage that has ended (a later stage reads it, after the Wait node that joins it)."""
+
     async def server_statuses(self, cluster_id: int) -> dict[int, str]:
         """The servers' current statuses."""
 
@@ -96,6 +100,7 @@ class StepRun:
     servers: Mapping[int, ServerFacts]
     zones: Mapping[str, int]
     sink: StepSink
+    previous: dict[str, Any] | None = None  # what earlier runs of this subtask recorded (a rollback reads it)
     # committed with the subtask's finish, in the same transaction
     result: dict[str, Any] | None = None
     moves: list[tuple[str, int, str]] = field(default_factory=list)  # (cluster | zone | server, id, status)
@@ -119,6 +124,14 @@ class StepRun:
 
     def ctx(self, key: str) -> Any:
         return self.context.get(key)
+
+    def task_string(self, key: str) -> str | None:
+        value = self.task_context.get("stringMap", {}).get(key)
+        return None if value is None else str(value)
+
+    def record(self, **found: Any) -> None:
+        """Add to what this subtask records (kept across its runs: a rollback reads the forward run's)."""
+        self.result = {**(self.previous or {}), **(self.result or {}), **found}
 
     def move(self, entity: str, ident: int, status: str) -> None:
         self.moves.append((entity, ident, status))

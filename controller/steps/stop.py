@@ -1,124 +1,110 @@
 """What each subtask of the stop DAG does. Every step is safe to run again after a crash: its status moves
 commit with its finish (compare-and-set), and a process command keeps its id across re-runs of one run.
+A server or zone already stopped (a cluster partly stopped before) keeps its status rather than moving
+backwards.
 """
 
 from __future__ import annotations
 
 import time
 
-from obstop.agent.errors import ExecutorError
-from obstop.agent.protocol import ObserverState, ObserverTarget, StopOptions, StopReport
+from obstop.agent.protocol import ObserverState
 from obstop.controller.config import StopConfig
-from obstop.controller.dispatch import Router
-from obstop.controller.errors import NotFound, StepFailed
-from obstop.controller.states import IllegalTransition
+from obstop.controller.errors import StepFailed
 from obstop.controller.states.cluster import ClusterStatus
 from obstop.controller.states.server import ServerStatus
 from obstop.controller.states.zone import ZoneStatus
-from obstop.controller.steps.dag import Step
+from obstop.controller.steps.dag import Step, node_of
 from obstop.controller.steps.freeze import Preparation
-from obstop.controller.steps.run import ServerFacts, StepRun
-
-
-def target(srv: ServerFacts) -> ObserverTarget:
-    return ObserverTarget(
-        host=srv.host, ip=srv.ip, home_path=srv.home_path, sql_port=srv.sql_port, rpc_port=srv.rpc_port
-    )
+from obstop.controller.steps.process import Processes, describe_stop
+from obstop.controller.steps.run import StepRun
 
 
 class StopSteps:
-    def __init__(self, router: Router, config: StopConfig, preparation: Preparation) -> None:
-        self.router = router
+    def __init__(self, processes: Processes, config: StopConfig, preparation: Preparation) -> None:
+        self.processes = processes
         self.config = config
         self.preparation = preparation
-        self.process_options = StopOptions(
-            signal=config.signal,
-            term_timeout=config.term_timeout,
-            kill_timeout=config.kill_timeout,
-            port_timeout=config.port_timeout,
-        )
 
     async def run(self, run: StepRun) -> str:
         """Run the step; returns the line that closes its log. Raises StepFailed with the reason."""
-        try:
-            match Step(run.step):
-                case Step.WAIT:
-                    return "upstreams done"
-                case Step.PREPARE_CLUSTER:
-                    return await self._prepare_cluster(run)
-                case Step.PREPARE_ZONE:
-                    return self._zone(run, ZoneStatus.STOPPING)
-                case Step.PREPARE_OBSERVER:
-                    return await self._prepare_observer(run)
-                case Step.STOP_PROCESS:
-                    return await self._stop_process(run)
-                case Step.UPDATE_OBSERVER:
-                    srv = run.server(int(run.ctx("server_id")))
-                    run.move("server", srv.id, ServerStatus.PROCESS_STOPPED)
-                    return f"server {srv.key} -> {ServerStatus.PROCESS_STOPPED}"
-                case Step.UPDATE_ZONE:
-                    return self._zone(run, ZoneStatus.STOPPED)
-                case Step.UPDATE_CLUSTER:
-                    run.move("cluster", run.cluster_id, ClusterStatus.STOPPED)
-                    return f"cluster {run.cluster_id} -> {ClusterStatus.STOPPED}"
-        except (IllegalTransition, NotFound, ExecutorError) as exc:
-            raise StepFailed(str(exc)) from exc
-
-    async def _prepare_cluster(self, run: StepRun) -> str:
-        await self.preparation.prepare_cluster(run)
-        run.move("cluster", run.cluster_id, ClusterStatus.STOPPING)
-        return f"cluster {run.cluster_id} -> {ClusterStatus.STOPPING}"
+        match Step(run.step):
+            case Step.PREPARE_CLUSTER:
+                await self.preparation.prepare_cluster(run)
+                run.move("cluster", run.cluster_id, ClusterStatus.STOPPING)
+                return f"cluster {run.cluster_id} -> {ClusterStatus.STOPPING}"
+            case Step.PREPARE_ZONE:
+                return self._zone(run, ZoneStatus.STOPPING)
+            case Step.PREPARE_OBSERVER:
+                return await self._prepare_observer(run)
+            case Step.STOP_PROCESS:
+                srv = run.server(int(run.ctx("server_id")))
+                report = await self.processes.stop(run, srv)
+                if not report.ok:
+                    raise StepFailed(f"observer {srv.key} on {srv.host}: {report.reason}")
+                return describe_stop(report)
+            case Step.UPDATE_OBSERVER:
+                return await self._update_observer(run)
+            case Step.UPDATE_ZONE:
+                zone = str(run.ctx("zone_name"))
+                ids = [s.id for s in run.servers.values() if s.zone == zone]
+                wanted = ZoneStatus(await self._all_stopped(run, ids, ZoneStatus.STOPPED))
+                run.move("zone", run.zone_id(zone), wanted)
+                return f"zone {zone} -> {wanted}"
+            case Step.UPDATE_CLUSTER:
+                wanted_c = ClusterStatus(
+                    await self._all_stopped(run, list(run.servers), ClusterStatus.STOPPED)
+                )
+                run.move("cluster", run.cluster_id, wanted_c)
+                return f"cluster {run.cluster_id} -> {wanted_c}"
+        raise StepFailed(f"the stop DAG has no step {run.step}")
 
     def _zone(self, run: StepRun, wanted: ZoneStatus) -> str:
         zone = str(run.ctx("zone_name"))
+        if wanted is ZoneStatus.STOPPING and run.ctx("former_zone_status") == ZoneStatus.STOPPED:
+            return f"zone {zone} is already {ZoneStatus.STOPPED}"
         run.move("zone", run.zone_id(zone), wanted)
         return f"zone {zone} -> {wanted}"
 
     async def _prepare_observer(self, run: StepRun) -> str:
         srv = run.server(int(run.ctx("server_id")))
-        dispatcher = self.router.for_host(srv.host)
         # the subtask's own timeout also covers the freeze wait; the probe keeps the process bound
         probe_deadline = min(run.deadline, time.monotonic() + self.config.subtask_timeout * 0.9)
-        report = await dispatcher.probe(run.command_id, target(srv), run.log, probe_deadline)
+        report = await self.processes.probe(run, srv, probe_deadline)
         await run.log(
             f"probe of {srv.host}:{srv.home_path}: {report.state}"
             + (f" pid {report.pid}" if report.pid else "")
             + (f" ({report.reason})" if report.reason else "")
             + (" (stale pid file)" if report.stale_pid_file else "")
         )
+        run.record(probe={"state": report.state, "pid": report.pid, "start_time": report.start_time})
         if report.state is ObserverState.REFUSED:
             raise StepFailed(f"observer {srv.key} on {srv.host} refused: {report.reason}")
         await self.preparation.prepare_server(run, srv)
+        # its status when the task began (no one else moves it while the task holds the cluster)
+        status = run.ctx("former_server_status")
+        if status == ServerStatus.PROCESS_STOPPED and report.state is ObserverState.STOPPED:
+            return f"server {srv.key} is already {ServerStatus.PROCESS_STOPPED}"
         run.move("server", srv.id, ServerStatus.PROCESS_STOPPING)
         return f"server {srv.key} -> {ServerStatus.PROCESS_STOPPING}"
 
-    async def _stop_process(self, run: StepRun) -> str:
+    async def _update_observer(self, run: StepRun) -> str:
         srv = run.server(int(run.ctx("server_id")))
-        dispatcher = self.router.for_host(srv.host)
-        command_id = run.command_id
-        # committed before the command is sent: a resumed run re-sends this id, never a new one
-        recorded = await run.sink.command_begin(command_id, run.subtask_id, srv.host, "stop_observer")
-        if recorded is not None:
-            report = StopReport.model_validate(recorded)
-            await run.log(f"command {command_id} already has a result; not sending it again")
-        else:
-            await run.log(
-                f"command {command_id}: stop observer {srv.home_path} on {srv.host} "
-                f"({srv.ip}:{srv.sql_port}/{srv.rpc_port})"
-            )
-            report = await dispatcher.stop(
-                command_id, target(srv), self.process_options, run.log, run.deadline
-            )
-            run.command_result = (command_id, report.model_dump(mode="json"))
-        if not report.ok:
-            raise StepFailed(f"observer {srv.key} on {srv.host}: {report.reason}")
-        if report.already_stopped:
-            return f"observer on {srv.host} was already stopped" + (
-                "; stale pid file removed" if report.pid_file_removed else ""
-            )
-        exit_ms = (report.time_to_exit_s or 0) * 1000
-        free_ms = (report.time_to_ports_free_s or 0) * 1000
-        return (
-            f"observer pid {report.pid} on {srv.host} stopped with {' then '.join(report.signals)}: "
-            f"exited after {exit_ms:.0f} ms, ports free after {free_ms:.0f} ms"
-        )
+        stops = await run.sink.stage_results(run.task_id, "stop_process")
+        found = (stops.get(node_of(run.node, "stop_process")) or {}).get("stop")
+        if found is None or not found.get("ok"):
+            # its stop was skipped by an operator: the status says what a probe finds, never more
+            report = await self.processes.probe(run, srv)
+            if report.state is not ObserverState.STOPPED:
+                await run.log(f"its stop did not succeed (skipped), and the observer is {report.state}")
+                run.move("server", srv.id, ServerStatus.UNAVAILABLE)
+                return f"server {srv.key} -> {ServerStatus.UNAVAILABLE} (its stop was skipped)"
+        run.move("server", srv.id, ServerStatus.PROCESS_STOPPED)
+        return f"server {srv.key} -> {ServerStatus.PROCESS_STOPPED}"
+
+    async def _all_stopped(self, run: StepRun, ids: list[int], stopped: str) -> str:
+        """STOPPED when each of these servers is PROCESS_STOPPED; else UNAVAILABLE (a skipped stop)."""
+        statuses = await run.sink.server_statuses(run.cluster_id)
+        if all(statuses.get(i) == ServerStatus.PROCESS_STOPPED for i in ids):
+            return stopped
+        return "UNAVAILABLE"

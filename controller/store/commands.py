@@ -67,6 +67,15 @@ class Commands:
             return True
         return False
 
+    async def marks(self, command_id: str) -> list[str]:
+        async with self.db.tx() as s:
+            rows = await s.scalars(
+                sa.select(CommandMark.mark)
+                .where(CommandMark.command_id == command_id)
+                .order_by(CommandMark.at)
+            )
+            return list(rows.all())
+
     async def of_subtasks(self, subtask_ids: Sequence[int]) -> list[CommandRecord]:
         async with self.db.tx() as s:
             query = sa.select(CommandRecord).where(CommandRecord.subtask_id.in_(list(subtask_ids)))

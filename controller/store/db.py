@@ -7,7 +7,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import sqlalchemy as sa
@@ -38,6 +38,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def rows(result: Any) -> int:
+    """How many rows an UPDATE or DELETE touched (a compare-and-set that touched none lost)."""
+    return int(cast(sa.CursorResult[Any], result).rowcount)
 
 
 class Database:

@@ -4,6 +4,10 @@ A finish ends a RUNNING subtask under its owner's lease (compare-and-set), store
 result, applies the status moves it carries (each checked against its machine), counts down its
 downstreams' unfinished upstreams and promotes those left with none, and derives its task's status; all
 in the transaction of the batch, set-based: a statement per kind of write, not per subtask.
+
+A subtask being rolled back ends PENDING instead, and counts down its upstreams: an upstream whose
+downstreams are all PENDING again is rolled back next. A subtask an operator is cancelling (CANCELING)
+ends FAILED with operation CANCEL, whatever its step said. A task that ends releases its cluster.
 """
 
 from __future__ import annotations
@@ -22,8 +26,18 @@ from obstop.controller.states import cluster as cluster_states
 from obstop.controller.states import server as server_states
 from obstop.controller.states import task as task_states
 from obstop.controller.states import zone as zone_states
-from obstop.controller.states.subtask import FAIL, PROMOTE, SUCCEED, SubtaskStatus
-from obstop.controller.states.task import TaskStatus
+from obstop.controller.states.subtask import (
+    CANCELLED,
+    FAIL,
+    PROMOTE,
+    ROLLED_BACK,
+    SUCCEED,
+    UNDO,
+    UNDO_FAILED,
+    Operation,
+    SubtaskStatus,
+)
+from obstop.controller.states.task import TaskOperation, TaskStatus
 from obstop.controller.store import commands
 from obstop.controller.store.db import Database
 from obstop.controller.store.leases import stamp
@@ -59,6 +73,7 @@ class FinishRequest:
     result: dict[str, Any] | None = None
     moves: tuple[Move, ...] = ()
     command_result: tuple[str, dict[str, Any]] | None = None
+    backward: bool = False  # a rollback (or a skip of one): ends PENDING, and its upstreams follow
 
 
 @dataclass(frozen=True)
@@ -92,25 +107,43 @@ class Finishes:
         return outcomes, recorded
 
 
+@dataclass(frozen=True)
+class _Ended:
+    task_id: int
+    downstreams: list[int]
+    upstreams: list[int]
+    edge: tuple[SubtaskStatus, SubtaskStatus]
+
+
 async def _finish(s: AsyncSession, reqs: Sequence[FinishRequest]) -> list[Finished | LeaseLost]:
     t0 = now()
     current = await _current_statuses(s, reqs)
     # a success whose status moves are illegal becomes a failure saying why (nothing moves)
     reqs = [_check_moves(r, current) for r in reqs]
     done = await _end_subtasks(s, reqs, t0)
+    # what was cancelled meanwhile failed, whatever its step said: no move, no promotion
+    reqs = [
+        replace(r, ok=False, moves=(), line=_cancelled_line(r.line))
+        if r.subtask_id in done and done[r.subtask_id].edge == CANCELLED
+        else r
+        for r in reqs
+    ]
     live = [r for r in reqs if r.subtask_id in done]
     events: list[dict[str, Any]] = []
     lines: list[dict[str, Any]] = []
     for r in live:
-        frm, to = SUCCEED if r.ok else FAIL
-        events.append(
-            history(done[r.subtask_id][0], "subtask", r.subtask_id, frm, to, t0, r.line[:2000], r.subtask_id)
-        )
+        end = done[r.subtask_id]
+        frm, to = end.edge
+        events.append(history(end.task_id, "subtask", r.subtask_id, frm, to, t0, r.line[:2000], r.subtask_id))
         lines.append({"subtask_id": r.subtask_id, "at": t0, "line": f"{stamp(t0)} {to}: {r.line}"})
     await _store_results(s, live, t0)
     events += await _apply_moves(s, live, done, current, t0)
-    promoted, promote_events = await _promote(s, live, done)
+    forward = [r for r in live if not r.backward]
+    promoted, promote_events = await _promote(s, forward, done)
     events += promote_events
+    back, back_events = await _promote_back(s, [r for r in live if r.backward], done)
+    promoted += back
+    events += back_events
     if events:
         await s.execute(sa.insert(HistoryEvent), events)
     if lines:
@@ -122,9 +155,13 @@ async def _finish(s: AsyncSession, reqs: Sequence[FinishRequest]) -> list[Finish
         if r.subtask_id not in done:
             out.append(LeaseLost(f"subtask {r.subtask_id} is no longer RUNNING under {r.owner}"))
         else:
-            task_id = done[r.subtask_id][0]
+            task_id = done[r.subtask_id].task_id
             out.append(Finished(task_id, statuses.get(task_id), per_task.get(task_id, 0)))
     return out
+
+
+def _cancelled_line(line: str) -> str:
+    return line if line.startswith("cancelled") else f"cancelled by the operator (the step said: {line})"
 
 
 async def _current_statuses(s: AsyncSession, reqs: Sequence[FinishRequest]) -> dict[tuple[str, int], str]:
@@ -151,23 +188,31 @@ def _check_moves(r: FinishRequest, current: dict[tuple[str, int], str]) -> Finis
     return r
 
 
-async def _end_subtasks(
-    s: AsyncSession, reqs: Sequence[FinishRequest], t0: datetime
-) -> dict[int, tuple[int, list[int]]]:
-    """RUNNING -> SUCCESSFUL or FAILED, only under the finisher's lease: subtask id -> (task, downstreams)."""
-    done: dict[int, tuple[int, list[int]]] = {}
-    for ok, (frm, to) in ((True, SUCCEED), (False, FAIL)):
-        ids = [r.subtask_id for r in reqs if r.ok is ok]
+async def _end_subtasks(s: AsyncSession, reqs: Sequence[FinishRequest], t0: datetime) -> dict[int, _Ended]:
+    """RUNNING -> SUCCESSFUL, PENDING (rolled back) or FAILED, and CANCELING -> FAILED (CANCEL), only under
+    the finisher's lease."""
+    done: dict[int, _Ended] = {}
+    groups: list[tuple[list[FinishRequest], tuple[SubtaskStatus, SubtaskStatus], dict[str, Any]]] = [
+        (list(reqs), CANCELLED, {"operation": Operation.CANCEL}),
+        ([r for r in reqs if r.ok and not r.backward], SUCCEED, {}),
+        ([r for r in reqs if r.ok and r.backward], ROLLED_BACK, {}),
+        ([r for r in reqs if not r.ok], FAIL, {}),
+    ]
+    for group, edge, extra in groups:
+        ids = [r.subtask_id for r in group if r.subtask_id not in done]
         if not ids:
             continue
-        owners = {r.owner for r in reqs if r.ok is ok}
+        frm, to = edge
+        owners = {r.owner for r in group}
+        # a rolled-back subtask shows no finish time: it is PENDING again, as if never run
+        finish = None if edge == ROLLED_BACK else t0
         rows = await s.execute(
             sa.update(Subtask)
             .where(Subtask.id.in_(ids), Subtask.status == frm, Subtask.lease_owner.in_(owners))
-            .values(status=to, finish_time=t0, lease_owner=None, lease_expires=None)
-            .returning(Subtask.id, Subtask.task_id, Subtask.downstreams)
+            .values(status=to, finish_time=finish, lease_owner=None, lease_expires=None, **extra)
+            .returning(Subtask.id, Subtask.task_id, Subtask.downstreams, Subtask.upstreams)
         )
-        done.update({sid: (task_id, downs) for sid, task_id, downs in rows.all()})
+        done.update({sid: _Ended(task_id, downs, ups, edge) for sid, task_id, downs, ups in rows.all()})
     return done
 
 
@@ -191,7 +236,7 @@ async def _store_results(s: AsyncSession, live: Sequence[FinishRequest], t0: dat
 async def _apply_moves(
     s: AsyncSession,
     live: Sequence[FinishRequest],
-    done: dict[int, tuple[int, list[int]]],
+    done: dict[int, _Ended],
     current: dict[tuple[str, int], str],
     t0: datetime,
 ) -> list[dict[str, Any]]:
@@ -205,7 +250,7 @@ async def _apply_moves(
                 by_target.setdefault((entity, wanted), []).append(ident)
                 events.append(
                     history(
-                        done[r.subtask_id][0],
+                        done[r.subtask_id].task_id,
                         entity,
                         ident,
                         current.get((entity, ident)),
@@ -227,10 +272,10 @@ async def _apply_moves(
 
 
 async def _promote(
-    s: AsyncSession, live: Sequence[FinishRequest], done: dict[int, tuple[int, list[int]]]
+    s: AsyncSession, live: Sequence[FinishRequest], done: dict[int, _Ended]
 ) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]:
     """One decrement per finished upstream, then PENDING -> READY for those with nothing left to wait for."""
-    pending: Counter[int] = Counter(d for r in live if r.ok for d in done[r.subtask_id][1])
+    pending: Counter[int] = Counter(d for r in live if r.ok for d in done[r.subtask_id].downstreams)
     if not pending:
         return [], []
     table = cast(sa.Table, Subtask.__table__)
@@ -252,11 +297,55 @@ async def _promote(
     return promoted, [history(task_id, "subtask", sid, frm, to, t0, None, sid) for sid, task_id in promoted]
 
 
+async def _promote_back(
+    s: AsyncSession, live: Sequence[FinishRequest], done: dict[int, _Ended]
+) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]:
+    """Rolling back: one decrement per downstream back to PENDING, then an upstream with none left (and
+    something to roll back) becomes READY with operation ROLLBACK."""
+    pending: Counter[int] = Counter(u for r in live if r.ok for u in done[r.subtask_id].upstreams)
+    if not pending:
+        return [], []
+    table = cast(sa.Table, Subtask.__table__)
+    await s.execute(
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("sid"))
+        .values(waiting=table.c.waiting - sa.bindparam("n")),
+        [{"sid": u, "n": n} for u, n in pending.items()],
+    )
+    return await promote_rollback(s, list(pending))
+
+
+async def promote_rollback(
+    s: AsyncSession, ids: Sequence[int]
+) -> tuple[list[tuple[int, int]], list[dict[str, Any]]]:
+    """SUCCESSFUL or FAILED subtasks being rolled back whose downstreams are all PENDING -> READY."""
+    promoted: list[tuple[int, int]] = []
+    events: list[dict[str, Any]] = []
+    t0 = now()
+    for frm, to in (UNDO, UNDO_FAILED):
+        rows = await s.execute(
+            sa.update(Subtask)
+            .where(
+                Subtask.id.in_(list(ids)),
+                Subtask.waiting <= 0,
+                Subtask.status == frm,
+                Subtask.operation == Operation.ROLLBACK,
+            )
+            .values(status=to)
+            .returning(Subtask.id, Subtask.task_id)
+        )
+        found = [(int(a), int(b)) for a, b in rows.all()]
+        promoted += found
+        events += [history(t, "subtask", sid, frm, to, t0, "roll back", sid) for sid, t in found]
+    return promoted, events
+
+
 async def _derive_tasks(
-    s: AsyncSession, live: Sequence[FinishRequest], done: dict[int, tuple[int, list[int]]], t0: datetime
+    s: AsyncSession, live: Sequence[FinishRequest], done: dict[int, _Ended], t0: datetime
 ) -> dict[int, TaskStatus | None]:
-    # a task's status can change only when one of its subtasks failed or a sink finished
-    tasks = {done[r.subtask_id][0] for r in live}
+    # a task's status can change only when one of its subtasks failed, a sink finished, or (rolling
+    # back) a source did
+    tasks = {done[r.subtask_id].task_id for r in live}
     failed = SubtaskStatus.FAILED
     with_failure = (
         set(
@@ -271,8 +360,12 @@ async def _derive_tasks(
         if tasks
         else set()
     )
-    sinks = {done[r.subtask_id][0] for r in live if r.ok and not done[r.subtask_id][1]}
-    return {t: await derive_task(s, t, t0) for t in sorted(with_failure | sinks)}
+    ends = {
+        done[r.subtask_id].task_id
+        for r in live
+        if r.ok and not (done[r.subtask_id].upstreams if r.backward else done[r.subtask_id].downstreams)
+    }
+    return {t: await derive_task(s, t, t0) for t in sorted(with_failure | ends)}
 
 
 async def derive_task(s: AsyncSession, task_id: int, t0: datetime) -> TaskStatus | None:
@@ -284,14 +377,15 @@ async def derive_task(s: AsyncSession, task_id: int, t0: datetime) -> TaskStatus
             .group_by(Subtask.status)
         )
     ).all()
-    new = task_states.derive(SubtaskStatus(st) for st, _ in counts)
-    old = TaskStatus(str(await s.scalar(sa.select(Task.status).where(Task.id == task_id))))
+    row = (await s.execute(sa.select(Task.status, Task.operation).where(Task.id == task_id))).one()
+    old, rolling_back = TaskStatus(row[0]), row[1] == TaskOperation.ROLLBACK
+    new = task_states.derive((SubtaskStatus(st) for st, _ in counts), rolling_back)
     if new == old:
         return None
     task_states.MACHINE.check(old, new, f"task {task_id}")
     values: dict[str, Any] = {"status": new, "finish_time": t0 if new != TaskStatus.RUNNING else None}
-    if new is TaskStatus.SUCCESSFUL:
-        values["holds_cluster"] = None
+    if new is not TaskStatus.RUNNING:
+        values["holds_cluster"] = None  # ended: the cluster is free (a retry or rollback takes it again)
     await s.execute(sa.update(Task).where(Task.id == task_id, Task.status == old).values(**values))
     await s.execute(sa.insert(HistoryEvent), [history(task_id, "task", task_id, old, new, t0)])
     return new

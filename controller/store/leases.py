@@ -29,6 +29,8 @@ _COLUMNS = (
     Subtask.timeout,
     Subtask.operation,
     Subtask.context,
+    Subtask.result,
+    Subtask.status,
 )
 
 
@@ -43,6 +45,8 @@ class Claimed:
     timeout: int
     operation: str
     context: dict[str, Any]
+    result: dict[str, Any] | None = None  # what earlier runs recorded
+    status: str = SubtaskStatus.RUNNING  # CANCELING: an operator cancelled it while it ran
     resumed: bool = False
 
 
@@ -100,7 +104,7 @@ class Leases:
         return claimed
 
     async def reclaim(self, owner: str, lease: float) -> list[Claimed]:
-        """RUNNING subtasks whose lease is ours (we restarted) or has expired: take them over."""
+        """RUNNING (or CANCELING) subtasks whose lease is ours (we restarted) or has expired: take them."""
         MACHINE.check(RUNNING, RUNNING)  # a resume stays put: no move
         t0 = now()
         async with self.db.tx() as s:
@@ -108,7 +112,7 @@ class Leases:
                 await s.execute(
                     sa.update(Subtask)
                     .where(
-                        Subtask.status == RUNNING,
+                        Subtask.status.in_([RUNNING, SubtaskStatus.CANCELING]),
                         sa.or_(
                             Subtask.lease_owner == owner,
                             Subtask.lease_expires < t0,
@@ -124,7 +128,9 @@ class Leases:
                 await s.execute(
                     sa.insert(HistoryEvent),
                     [
-                        history(c.task_id, "subtask", c.id, RUNNING, RUNNING, t0, f"resumed by {owner}", c.id)
+                        history(
+                            c.task_id, "subtask", c.id, c.status, c.status, t0, f"resumed by {owner}", c.id
+                        )
                         for c in claimed
                     ],
                 )
@@ -138,12 +144,24 @@ class Leases:
                 )
         return claimed
 
-    async def renew(self, owner: str, ids: Sequence[int], lease: float) -> None:
+    async def renew(self, owner: str, ids: Sequence[int], lease: float) -> list[int]:
+        """Extend our leases; answers those of them an operator is cancelling (another controller's
+        API may have taken the cancel)."""
         if not ids:
-            return
+            return []
         async with self.db.tx() as s:
             await s.execute(
                 sa.update(Subtask)
-                .where(Subtask.id.in_(list(ids)), Subtask.lease_owner == owner, Subtask.status == RUNNING)
+                .where(
+                    Subtask.id.in_(list(ids)),
+                    Subtask.lease_owner == owner,
+                    Subtask.status.in_([RUNNING, SubtaskStatus.CANCELING]),
+                )
                 .values(lease_expires=now() + timedelta(seconds=lease))
             )
+            found = await s.scalars(
+                sa.select(Subtask.id).where(
+                    Subtask.id.in_(list(ids)), Subtask.status == SubtaskStatus.CANCELING
+                )
+            )
+            return list(found.all())

@@ -70,12 +70,14 @@ class Server(Base):
 
 class Task(Base):
     __tablename__ = "tasks"
+    __table_args__ = (sa.Index("ix_tasks_name", "name"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(128))
     cluster_id: Mapped[int] = mapped_column(sa.ForeignKey("clusters.id"), index=True)
     # equals cluster_id while the task holds its cluster: one active task per cluster, by the schema
     holds_cluster: Mapped[int | None] = mapped_column(unique=True)
     status: Mapped[str] = mapped_column(sa.String(32), index=True)
+    operation: Mapped[str] = mapped_column(sa.String(32), server_default="EXECUTE")
     creator_id: Mapped[int]
     creator_name: Mapped[str] = mapped_column(sa.String(128))
     context: Mapped[dict[str, Any]]

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from obstop.controller.errors import ClusterOpsNotAllowed, NotFound, TaskNotFound
 from obstop.controller.states.subtask import Operation, SubtaskStatus
-from obstop.controller.states.task import TaskStatus
+from obstop.controller.states.task import TaskOperation, TaskStatus
 from obstop.controller.store.db import Database
 from obstop.controller.store.models import Cluster, HistoryEvent, Subtask, SubtaskLog, Task, history, now
 
@@ -37,6 +37,15 @@ class NodeLike(Protocol):
     def context(self) -> dict[str, Any]: ...
 
 
+SORTABLE: dict[str, Any] = {
+    "id": Task.id,
+    "name": Task.name,
+    "status": Task.status,
+    "startTime": Task.start_time,
+    "finishTime": Task.finish_time,
+}
+
+
 class Tasks:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -50,7 +59,7 @@ class Tasks:
         nodes: Sequence[NodeLike],
         require: frozenset[str],
     ) -> tuple[Task, Cluster, list[SimpleNamespace]]:
-        """Store a task and its DAG in one transaction; the task holds the cluster until it succeeds.
+        """Store a task and its DAG in one transaction; the task holds the cluster until it ends.
 
         Answers the task, its cluster and its subtasks as inserted (the answer needs no read-back).
         """
@@ -59,16 +68,16 @@ class Tasks:
                 holder = await s.scalar(sa.select(Task).where(Task.holds_cluster == cluster_id))
                 if holder is not None:
                     raise ClusterOpsNotAllowed(
-                        f"cluster {cluster_id} is held by task {holder.id} ({holder.name}, {holder.status}); "
-                        "retry or roll back that task first"
+                        f"Operation not allowed in cluster {cluster_id}: it is held by task {holder.id} "
+                        f"({holder.name}, {holder.status}); wait for it, or cancel it"
                     )
                 cluster = await s.get(Cluster, cluster_id)
                 if cluster is None:
                     raise NotFound(f"no cluster with id {cluster_id}")
                 if cluster.status not in require:
                     raise ClusterOpsNotAllowed(
-                        f"cluster {cluster_id} ({cluster.name}) is {cluster.status}: "
-                        f"this needs it {' or '.join(sorted(require))}"
+                        f"Operation not allowed in cluster {cluster_id} ({cluster.name}): it is "
+                        f"{cluster.status}, and {name} needs it {' or '.join(sorted(require))}"
                     )
                 t0 = now()
                 t = Task(
@@ -76,6 +85,7 @@ class Tasks:
                     cluster_id=cluster_id,
                     holds_cluster=cluster_id,
                     status=TaskStatus.RUNNING,
+                    operation=TaskOperation.EXECUTE,
                     creator_id=creator[0],
                     creator_name=creator[1],
                     context=context,
@@ -149,17 +159,56 @@ class Tasks:
         return t, list(subs)
 
     async def page(
-        self, *, cluster_id: int | None, status: TaskStatus | None, page: int, size: int
-    ) -> tuple[list[Task], int]:
+        self,
+        *,
+        cluster_id: int | None = None,
+        statuses: Sequence[TaskStatus] = (),
+        name: str | None = None,
+        cluster_name: str | None = None,
+        sort: tuple[str, bool] = ("id", False),
+        page: int = 1,
+        size: int = 20,
+    ) -> tuple[list[Task], int, dict[int, list[Any]]]:
+        """OCP's list: repeated status (any of), fuzzy name and cluster name, sort (field, ascending);
+        answers a page of tasks, the total, and each task's subtasks."""
         q = sa.select(Task)
         if cluster_id is not None:
             q = q.where(Task.cluster_id == cluster_id)
-        if status is not None:
-            q = q.where(Task.status == status)
+        if statuses:
+            q = q.where(Task.status.in_(list(statuses)))
+        if name:
+            q = q.where(sa.func.lower(Task.name).contains(name.lower(), autoescape=True))
+        if cluster_name:
+            names = sa.select(Cluster.id).where(
+                sa.func.lower(Cluster.name).contains(cluster_name.lower(), autoescape=True)
+            )
+            q = q.where(Task.cluster_id.in_(names.scalar_subquery()))
+        field, ascending = sort
+        column = SORTABLE[field]
+        order = [column.asc() if ascending else column.desc()]
+        if field != "id":
+            order.append(Task.id.asc() if ascending else Task.id.desc())
         async with self.db.tx() as s:
             total = await s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
-            rows = (await s.scalars(q.order_by(Task.id.desc()).offset((page - 1) * size).limit(size))).all()
-        return list(rows), total
+            rows = list((await s.scalars(q.order_by(*order).offset((page - 1) * size).limit(size))).all())
+            subs: dict[int, list[Any]] = {t.id: [] for t in rows}
+            if rows:
+                # plain rows, not ORM objects: a list of big tasks is thousands of subtasks per page
+                found = await s.execute(
+                    sa.select(
+                        Subtask.id,
+                        Subtask.task_id,
+                        Subtask.name,
+                        Subtask.description,
+                        Subtask.status,
+                        Subtask.operation,
+                    )
+                    .where(Subtask.task_id.in_(list(subs)))
+                    .order_by(Subtask.id)
+                )
+                for sub in found.all():
+                    subs[sub.task_id].append(sub)
+        return rows, total, subs
 
     async def status(self, task_id: int) -> TaskStatus:
         async with self.db.tx() as s:
@@ -199,6 +248,16 @@ class Tasks:
                 sa.select(Subtask.result).where(Subtask.task_id == task_id, Subtask.node == node)
             )
         return result
+
+    async def stage_results(self, task_id: int, stage: str) -> dict[str, dict[str, Any] | None]:
+        """The results of a stage's subtasks (node keys `stage:i`), by node key."""
+        async with self.db.tx() as s:
+            rows = await s.execute(
+                sa.select(Subtask.node, Subtask.result).where(
+                    Subtask.task_id == task_id, Subtask.node.startswith(f"{stage}:", autoescape=True)
+                )
+            )
+            return {str(node): result for node, result in rows.all()}
 
     async def history(self, task_id: int) -> list[HistoryEvent]:
         async with self.db.tx() as s:

@@ -14,11 +14,28 @@ from obstop.cli import agent, controller, demo, fakehosts, observer, ops
 
 app = typer.Typer(
     name="obstop",
-    help="Take OceanBase clusters down safely.",
+    help="Take OceanBase clusters down safely, and bring them back.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from obstop import __version__
+
+        typer.echo(f"obstop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_version
+    ),
+) -> None:
+    """Take OceanBase clusters down safely, and bring them back."""
 
 
 @app.command(

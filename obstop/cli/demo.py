@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
         servers_per_zone: Annotated[int, typer.Option(min=1, max=32, help="servers per zone")] = 1,
         keep: Annotated[bool, typer.Option("--keep", help="keep the temp dir (logs, store)")] = False,
     ) -> None:
-        """Zero setup: embedded broker, controller, fake hosts with agents; stop the cluster, live."""
+        """Zero setup: broker, controller, fake hosts with agents; stop the cluster, then start it, live."""
         from rich.console import Console
 
         from obstop.demo import run_demo

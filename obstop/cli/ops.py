@@ -1,19 +1,25 @@
-"""`obstop stop` and `obstop task show|retry`: the ops client of the controller's API."""
+"""`obstop stop|start` and what the ops commands share: where the API is, who we are, the live view, and
+one exit code per kind of failure (obstop/client.py has the table), each failure in one line."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.live import Live
 
 from obstop import render
-from obstop.client import ApiError, Client, resolve
+from obstop.client import EXIT_FAILED, EXIT_OK, Client, ClientError, resolve
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 Url = Annotated[str | None, typer.Option("--url", help="controller API (env OBSTOP_URL)")]
 User = Annotated[str | None, typer.Option("--user", help="API user (env OBSTOP_USER; default admin)")]
@@ -23,6 +29,7 @@ PwFile = Annotated[
 Config = Annotated[
     Path | None, typer.Option("--config", help="a controller.toml to find the API (and admin.password)")
 ]
+Watch = Annotated[bool, typer.Option("--watch", help="show the DAG live until the task ends")]
 
 
 class Format(StrEnum):
@@ -32,27 +39,48 @@ class Format(StrEnum):
     mermaid = "mermaid"
 
 
-def _client(url: str | None, user: str | None, pw: Path | None, config: Path | None) -> Client:
+def client(url: str | None, user: str | None, pw: Path | None, config: Path | None) -> Client:
     return Client(resolve(url, user, pw, config))
 
 
-def _failed_logs(client: Client, task: dict[str, Any]) -> dict[int, str]:
-    return {s["id"]: client.log(task["id"], s["id"]) for s in task["tasks"] if s["status"] == "FAILED"}
+def guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    """Every failure a command meets becomes one line on stderr and its exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            sys.exit(exc.exit_code)
+
+    return run
 
 
-def watch(client: Client, task_id: int, console: Console, interval: float = 0.2) -> dict[str, Any]:
+def failed_logs(c: Client, task: dict[str, Any]) -> dict[int, str]:
+    return {s["id"]: c.log(task["id"], s["id"]) for s in task["tasks"] if s["status"] == "FAILED"}
+
+
+def watch(c: Client, task_id: int, console: Console, interval: float = 0.2) -> dict[str, Any]:
     """Live view until the task is no longer RUNNING; returns the final task."""
-    task = client.task(task_id)
+    task = c.task(task_id)
     with Live(render.table(task), console=console, refresh_per_second=10, transient=False) as live:
         while task["status"] == "RUNNING":
             time.sleep(interval)  # the API is polled: this is what the operator's terminal shows
-            task = client.task(task_id)
+            task = c.task(task_id)
             live.update(render.table(task))
-        live.update(render.table(task, _failed_logs(client, task)))
+        live.update(render.table(task, failed_logs(c, task)))
     return task
 
 
-def show(client: Client, task: dict[str, Any], fmt: Format, console: Console) -> None:
+def follow(c: Client, task_id: int, watching: bool) -> None:
+    """With --watch: exit 0 only when the task ends SUCCESSFUL (1 when it ends FAILED)."""
+    if watching:
+        task = watch(c, task_id, Console())
+        sys.exit(EXIT_OK if task["status"] == "SUCCESSFUL" else EXIT_FAILED)
+
+
+def show(c: Client, task: dict[str, Any], fmt: Format, console: Console) -> None:
     match fmt:
         case Format.json:
             print(render.as_json(task))
@@ -61,22 +89,24 @@ def show(client: Client, task: dict[str, Any], fmt: Format, console: Console) ->
         case Format.mermaid:
             print(render.mermaid(task))
         case Format.table:
-            console.print(render.table(task, _failed_logs(client, task)))
+            console.print(render.table(task, failed_logs(c, task)))
 
 
 def register(app: typer.Typer) -> None:
-    task_app = typer.Typer(help="Show or act on tasks.", no_args_is_help=True)
-    app.add_typer(task_app, name="task")
-
-    def fail(exc: ApiError) -> None:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2 if exc.status in (0, 400, 401, 403, 404) else 1)
+    from obstop.cli import tasks
 
     @app.command("stop")
+    @guarded
     def stop(
         cluster_id: int,
-        watch_: Annotated[bool, typer.Option("--watch", help="show the DAG live until done")] = False,
+        watch_: Watch = False,
         no_freeze: Annotated[bool, typer.Option("--no-freeze", help="skip the minor freeze")] = False,
+        freeze_timeout: Annotated[
+            int | None,
+            typer.Option(
+                "--freeze-timeout", min=1, max=86400, help="seconds the minor freeze may take (600)"
+            ),
+        ] = None,
         force: Annotated[
             bool, typer.Option("--force", help="stop processes even if SQL is unreachable")
         ] = False,
@@ -86,54 +116,31 @@ def register(app: typer.Typer) -> None:
         config: Config = None,
     ) -> None:
         """Stop a cluster. With --watch, exit 0 only when the task ends SUCCESSFUL."""
-        client = _client(url, user, password_file, config)
-        body = {"freeze": not no_freeze, "force": force}
-        try:
-            task = client.stop(cluster_id, body)
-            typer.echo(f"task {task['id']} ({task['name']}) {task['status']}")
-            if watch_:
-                task = watch(client, task["id"], Console())
-                sys.exit(0 if task["status"] == "SUCCESSFUL" else 1)
-        except ApiError as exc:
-            fail(exc)
+        c = client(url, user, password_file, config)
+        body: dict[str, Any] = {"freeze": not no_freeze, "force": force}
+        if freeze_timeout is not None:
+            body["freezeTimeoutSeconds"] = freeze_timeout
+        task = c.stop(cluster_id, body)
+        typer.echo(f"task {task['id']} ({task['name']}) {task['status']}")
+        follow(c, task["id"], watch_)
 
-    @task_app.command("show")
-    def task_show(
-        task_id: int,
-        watch_: Annotated[bool, typer.Option("--watch")] = False,
-        format: Annotated[Format, typer.Option("--format")] = Format.table,
+    @app.command("start")
+    @guarded
+    def start(
+        cluster_id: int,
+        watch_: Watch = False,
         url: Url = None,
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
     ) -> None:
-        """Show a task's DAG: a table (live with --watch), or json, dot, mermaid."""
-        client = _client(url, user, password_file, config)
-        try:
-            if watch_ and format is Format.table:
-                task = watch(client, task_id, Console())
-            else:
-                task = client.task(task_id)
-                show(client, task, format, Console())
-        except ApiError as exc:
-            fail(exc)
+        """Start a stopped cluster, each observer from its home. With --watch, exit 0 only if SUCCESSFUL.
 
-    @task_app.command("retry")
-    def task_retry(
-        task_id: int,
-        watch_: Annotated[bool, typer.Option("--watch")] = False,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
-    ) -> None:
-        """Retry every FAILED subtask of a task (successful ones are not run again)."""
-        client = _client(url, user, password_file, config)
-        try:
-            task = client.retry(task_id)
-            typer.echo(f"task {task['id']} {task['status']}")
-            if watch_:
-                task = watch(client, task_id, Console())
-                sys.exit(0 if task["status"] == "SUCCESSFUL" else 1)
-        except ApiError as exc:
-            fail(exc)
+        Each observer is started as the owner of its home, the way it restarts itself
+        (cd HOME && ./bin/observer, from its persisted configuration)."""
+        c = client(url, user, password_file, config)
+        task = c.start(cluster_id)
+        typer.echo(f"task {task['id']} ({task['name']}) {task['status']}")
+        follow(c, task["id"], watch_)
+
+    tasks.register(app)

@@ -64,19 +64,33 @@ def install(home: Path) -> Path:
     return binary
 
 
-def start(fake: FakeObserver, timeout: float = 20.0) -> int:
-    """Start a fake observer (daemonized, cwd HOME) and return its pid once it listens."""
-    install(fake.home)
+def _env() -> dict[str, str]:
     env = dict(os.environ)
     # the fake must import obstop even when obstop is run from a source tree
     src = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _run(argv: list[str], home: Path, timeout: float) -> int:
     res = subprocess.run(
-        fake.argv(), cwd=fake.home, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        argv, cwd=home, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
     )
     if res.returncode != 0:
-        raise RuntimeError(f"fake observer in {fake.home} did not start: {res.stderr.strip()}")
-    pid = fake.pid()
-    if pid is None:
-        raise RuntimeError(f"fake observer in {fake.home} wrote no pid file")
-    return pid
+        raise RuntimeError(f"fake observer in {home} did not start: {res.stderr.strip()}")
+    try:
+        return int((home / "run" / "observer.pid").read_text().strip())
+    except (OSError, ValueError):
+        raise RuntimeError(f"fake observer in {home} wrote no pid file") from None
+
+
+def start(fake: FakeObserver, timeout: float = 20.0) -> int:
+    """Start a fake observer (daemonized, cwd HOME) and return its pid once it listens. Its arguments
+    are persisted in HOME/etc, so `relaunch` (or obstop's start) brings it back the same way."""
+    install(fake.home)
+    return _run(fake.argv(), fake.home, timeout)
+
+
+def relaunch(home: Path, timeout: float = 20.0) -> int:
+    """`cd HOME && ./bin/observer`, no arguments: what observer's own restart (and an operator) does."""
+    return _run(["./bin/observer"], home, timeout)

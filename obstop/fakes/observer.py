@@ -5,6 +5,9 @@ ports on its own address, logs to HOME/log/observer.log, and by default dies at 
 leaving the pid file behind (observer's signal thread turns SIGTERM into SIGKILL). Misbehaviours for
 tests: ignore SIGTERM, exit slowly, leave a port held by a child for a while.
 
+Like observer, its first start (with arguments) persists them in HOME/etc/observer.config.bin, and
+`cd HOME && ./bin/observer` with no arguments starts it again from there, daemonizing the same way.
+
 Only the standard library is imported here (and the SQL endpoint lazily), so it starts fast.
 """
 
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -33,6 +37,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sql-refuse", action="store_true", help="accept and drop every SQL connection")
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--exit-delay", type=float, default=0.0, help="seconds between SIGTERM and exit")
+    p.add_argument(
+        "--start-delay",
+        type=float,
+        default=0.0,
+        help="seconds between detaching (pid file written) and listening, like a slow restart",
+    )
     p.add_argument(
         "--linger-child",
         type=float,
@@ -82,6 +92,35 @@ async def _rpc_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     writer.close()
 
 
+def _greeting(connection_id: int) -> bytes:
+    """A MySQL protocol-10 handshake, as observer's SQL port sends first (then we hang up)."""
+    salt = os.urandom(20)
+    body = (
+        b"\x0a"
+        + b"5.7.25-OceanBase_CE-v4.2.1.0-fake\x00"
+        + connection_id.to_bytes(4, "little")
+        + salt[:8]
+        + b"\x00"
+        + (0xF7FF).to_bytes(2, "little")
+        + b"\x2d"
+        + (0x0002).to_bytes(2, "little")
+        + (0x81FF).to_bytes(2, "little")
+        + bytes([21])
+        + b"\x00" * 10
+        + salt[8:]
+        + b"\x00"
+        + b"mysql_native_password\x00"
+    )
+    return len(body).to_bytes(3, "little") + b"\x00" + body
+
+
+async def _sql_greeter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(_greeting(os.getpid() & 0xFFFFFFFF))
+    with contextlib.suppress(OSError):
+        await writer.drain()
+    writer.close()
+
+
 async def _serve(args: argparse.Namespace, sql: socket.socket, rpc: socket.socket, ready: int) -> None:
     loop = asyncio.get_running_loop()
 
@@ -116,7 +155,7 @@ async def _serve(args: argparse.Namespace, sql: socket.socket, rpc: socket.socke
 
         sql_server = await serve_sql(sql, Path(args.cluster_dir), args)
     else:
-        sql_server = await asyncio.start_server(_rpc_handler, sock=sql)
+        sql_server = await asyncio.start_server(_sql_greeter, sock=sql)
     _log(f"observer ready on {args.ip} sql {args.sql_port} rpc {args.rpc_port}")
     if ready >= 0:
         os.write(ready, b"OK")
@@ -126,9 +165,32 @@ async def _serve(args: argparse.Namespace, sql: socket.socket, rpc: socket.socke
         await asyncio.Event().wait()
 
 
+CONFIG = Path("etc") / "observer.config.bin"
+
+
+def _arguments(home: Path, argv: list[str]) -> list[str] | None:
+    """The arguments to run with: those given (persisted for the next start), else those persisted."""
+    config = home / CONFIG
+    if argv:
+        config.parent.mkdir(exist_ok=True)
+        tmp = config.with_suffix(".tmp")
+        tmp.write_text(json.dumps(argv))
+        tmp.replace(config)
+        return argv
+    try:
+        found = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    return [str(a) for a in found] if isinstance(found, list) else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
     home = Path.cwd()
+    given = _arguments(home, sys.argv[1:] if argv is None else argv)
+    if given is None:
+        sys.stderr.write(f"observer: no arguments and no readable {home / CONFIG} to start from\n")
+        return 1
+    args = parse_args(given)
     (home / "run").mkdir(exist_ok=True)
     (home / "log").mkdir(exist_ok=True)
     ready = _daemonize(home / "log" / "observer.log") if args.daemonize else -1
@@ -146,6 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"another observer holds {home}/run/observer.pid")
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
+    _log(f"observer starting in {home}")
+    if args.start_delay > 0:
+        # a slow restart (replaying its log): the launcher returns now, the ports come later
+        if ready >= 0:
+            os.write(ready, b"OK")
+            os.close(ready)
+            ready = -1
+        time.sleep(args.start_delay)
     try:
         sql, rpc = _listen(args.ip, args.sql_port), _listen(args.ip, args.rpc_port)
     except OSError as exc:

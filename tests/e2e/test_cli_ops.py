@@ -65,7 +65,7 @@ def test_operator_flow_through_the_cli(tmp_path: Path, broker: Mosquitto) -> Non
         wrong = obstop(
             "task", "show", "1", "--url", f"http://127.0.0.1:{port}", "--password-file", "/dev/null"
         )
-        assert wrong.returncode == 2 and "401" in wrong.stderr
+        assert wrong.returncode == 4 and "401" in wrong.stderr  # authentication: README's exit-code table
     finally:
         controller.terminate()
         assert controller.wait(30) == 0
@@ -77,8 +77,11 @@ def test_operator_flow_through_the_cli(tmp_path: Path, broker: Mosquitto) -> Non
 def test_demo_runs_on_the_embedded_broker() -> None:
     res = obstop("demo", "--zones", "2", timeout=180)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "SUCCESSFUL" in res.stdout and "cluster obcluster STOPPED" in res.stdout
+    assert "Stop OB cluster SUCCESSFUL" in res.stdout and "cluster obcluster STOPPED" in res.stdout
     assert "observers stopped in" in res.stdout
+    # the demo ends by starting the cluster again: every observer back and listening
+    assert "Start OB cluster SUCCESSFUL" in res.stdout and "cluster obcluster RUNNING" in res.stdout
+    assert "2 observers back and listening" in res.stdout
     assert not [
         p
         for p in psutil.process_iter(["cmdline"])

@@ -31,7 +31,7 @@ async def test_seed_dag_for_one_zone_one_server(tmp_path: Path, fakes: Fakes, st
         assert task["cluster"] == {"id": 1, "name": "obcluster", "obClusterId": 22}
         assert task["creator"]["name"] == "admin"
         assert task["context"] == (
-            "Context(parallelIdx=-1, stringMap={cluster_name=obcluster, cluster_id=1, former_cluster_status=RUNNING, "
+            "Context(parallelIdx=-1, stringMap={cluster_name=obcluster, cluster_id=1, former_cluster_status=RUNNING, prohibit_rollback=false, "
             "freeze=true, freeze_timeout_seconds=600, force=false}, listMap={server_ids=[100], zone_names=[zone1]})"
         )
         names = by_name(task)

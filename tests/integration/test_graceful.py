@@ -10,41 +10,16 @@ from typing import Any
 import pytest
 
 from obstop.fakes.cluster import FakeCluster
-from tests.support.controller import Env, running, write_config
-from tests.support.fakes import Cluster, Fakes
+from tests.support.controller import Env, running
+from tests.support.fakes import Fakes
 from tests.support.processes import alive
-
-PASSWORD = "s3cret-sys"
+from tests.support.sqlcluster import PASSWORD, config, start
 
 
 @pytest.fixture
 def cluster_dir(tmp_path: Path) -> Iterator[Path]:
     FakeCluster.create(tmp_path / "cluster", password=PASSWORD, freeze_delay=0.3)
     yield tmp_path / "cluster"
-
-
-def start(
-    fakes: Fakes, cluster_dir: Path, n: int = 3, misbehave: dict[int, list[str]] | None = None
-) -> Cluster:
-    out = Cluster()
-    for i in range(n):
-        fake, pid = fakes.start(
-            *(misbehave or {}).get(i, []), "--cluster-dir", str(cluster_dir), "--zone", f"zone{i + 1}"
-        )
-        out.add(fake, pid, f"zone{i + 1}")
-    return out
-
-
-def config(tmp_path: Path, cluster: Cluster, password: str = PASSWORD, **overrides: Any) -> Path:
-    pw = tmp_path / "sys.password"
-    pw.write_text(password + "\n")
-    return write_config(
-        tmp_path,
-        cluster,
-        f"sqlite:///{tmp_path}/c.db",
-        cluster_sql=[{"cluster_id": 1, "user": "root@sys", "password_file": str(pw)}],
-        **overrides,
-    )
 
 
 def sigterm_times(fc: FakeCluster) -> list[float]:

@@ -48,6 +48,8 @@ async def play_h1(broker: Mosquitto, key: Any, ready: asyncio.Event) -> None:
         ready.set()
         async for m in c.messages:
             cmd = Command.model_validate_json(m.payload if isinstance(m.payload, bytes) else b"")
+            if cmd.kind not in (CommandKind.PROBE_OBSERVER, CommandKind.STOP_OBSERVER):
+                continue  # a watch of its observers: a hostile agent need not answer it
 
             async def send(event: Any, raw: bytes | None = None, cmd: Command = cmd) -> None:
                 event = event.model_copy(update={"command_digest": cmd.digest()})

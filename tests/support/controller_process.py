@@ -81,6 +81,15 @@ class ControllerProcess:
 
     def stop_cluster(self, cluster_id: int = 1, body: dict[str, Any] | None = None) -> int:
         """POST the stop; the new task's id."""
-        r = self.http.post(f"/api/v2/ob/clusters/{cluster_id}/stop", json=body)
+        return self.run_task(f"/api/v2/ob/clusters/{cluster_id}/stop", body)
+
+    def run_task(self, path: str, body: dict[str, Any] | None = None) -> int:
+        """POST an operation that answers a task (stop, start, rollback...); the task's id."""
+        r = self.http.post(path, json=body)
         assert r.status_code == 200, r.text
         return int(r.json()["data"]["id"])
+
+    def finish(self, task_id: int, timeout: float = 60) -> str:
+        """Wait (bounded) until the task no longer runs; its status."""
+        until(lambda: self.task(task_id)["status"] != "RUNNING", f"task {task_id} did not finish", timeout)
+        return str(self.task(task_id)["status"])

@@ -6,7 +6,16 @@ from collections import Counter
 
 import pytest
 
-from obstop.controller.steps.dag import NAMES, TASK_NAME, NodeSpec, Step, build_stop_dag, task_context
+from obstop.controller.steps.dag import (
+    NAMES,
+    START_TASK_NAME,
+    TASK_NAME,
+    NodeSpec,
+    Step,
+    build_start_dag,
+    build_stop_dag,
+    task_context,
+)
 from obstop.controller.steps.run import TaskOptions
 from obstop.controller.views import context_string, page
 
@@ -111,17 +120,20 @@ def test_timeouts_per_step() -> None:
 
 
 def test_steps_and_names() -> None:
-    nodes = dag(1, 1)
-    assert {n.step for n in nodes} == set(Step)
-    assert all(NAMES[Step(n.step)] == n.name for n in nodes)
-    assert TASK_NAME == "Stop OB cluster"
+    stop = dag(1, 1)
+    start = build_start_dag(["zone1"], [(100, "zone1")], process_timeout=180, step_timeout=60)
+    stop_steps, start_steps = {n.step for n in stop}, {n.step for n in start}
+    # every step belongs to a DAG, and the two DAGs share only the Wait node
+    assert stop_steps | start_steps == set(Step) and stop_steps & start_steps == {Step.WAIT}
+    assert all(NAMES[Step(n.step)] == n.name for n in stop + start)
+    assert (TASK_NAME, START_TASK_NAME) == ("Stop OB cluster", "Start OB cluster")
 
 
 def test_task_context_as_ocp_prints_it() -> None:
     ctx = task_context(1, "obcluster", "RUNNING", [100], ["zone1"], TaskOptions())
     assert context_string(ctx) == (
         "Context(parallelIdx=-1, stringMap={cluster_name=obcluster, cluster_id=1, former_cluster_status=RUNNING, "
-        "freeze=true, freeze_timeout_seconds=600, force=false}, listMap={server_ids=[100], zone_names=[zone1]})"
+        "prohibit_rollback=false, freeze=true, freeze_timeout_seconds=600, force=false}, listMap={server_ids=[100], zone_names=[zone1]})"
     )
     opts = TaskOptions(freeze=False, freeze_timeout_seconds=30, force=True)
     ctx = task_context(7, "c", "RUNNING", [1, 2], ["z1", "z2"], opts)
