@@ -13,6 +13,7 @@ from obstop.controller.store import models as m
 from obstop.fakes.install import FakeObserver
 from tests.support.controller import ADMIN, Env, basic, running, write_config
 from tests.support.fakes import Cluster, Fakes, fresh_ip, start_cluster
+from tests.support.lifecycle import wait_for
 
 
 @pytest.fixture
@@ -25,13 +26,21 @@ async def env(tmp_path: Path, fakes: Fakes) -> AsyncIterator[Env]:
         yield e
 
 
+WATCH = {"probe_interval": 0.2, "report_interval": 1}  # quick to see what runs
+
+
 @pytest.fixture
 async def idle(tmp_path: Path) -> AsyncIterator[Env]:
     """A controller of one cluster whose observer is not running: enough for calls that must be refused
     (a stop that got through would still write its task)."""
     cluster = Cluster()
     cluster.add(FakeObserver(tmp_path / "ob", fresh_ip()), 0, "zone1")
-    async with running(write_config(tmp_path, cluster, f"sqlite:///{tmp_path}/c.db")) as e:
+    async with running(write_config(tmp_path, cluster, f"sqlite:///{tmp_path}/c.db", watch=WATCH)) as e:
+
+        async def settled() -> bool:  # statuses follow the observers: its home has none, so not RUNNING
+            return bool((await e.get("/api/v2/ob/clusters/1"))["status"] != "RUNNING")
+
+        await wait_for(settled, "the controller never saw that no observer runs")
         yield e
 
 
