@@ -32,6 +32,7 @@ from obstop.controller.errors import ConfigError
 from obstop.controller.inventory import load_inventory
 from obstop.controller.steps.freeze import SQLPreparation
 from obstop.controller.steps.lifecycle import Steps
+from obstop.controller.steps.plan import Planner
 from obstop.controller.store import Store
 from obstop.controller.store.commands import Commands
 
@@ -135,6 +136,7 @@ async def build(config: ControllerConfig) -> Parts:
     registry = CollectorRegistry()
     created = Counter("obstop_tasks_created", "tasks created", registry=registry)
     service = Service(config, store, engine, created)
+    service.planner = Planner(router, config.cluster_sql, config.stop)
     app = create_app(Controller(config, store, service, Authenticator(config.api), registry))
     return Parts(config, store, router, engine, service, app, reconciler)
 
