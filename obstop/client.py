@@ -123,12 +123,16 @@ class Client:
             raise ApiError(r.status_code, message, code if isinstance(code, int) else None)
         return body["data"]
 
-    def stop(self, cluster_id: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/api/v2/ob/clusters/{cluster_id}/stop", json=body)
+    def stop(self, cluster_id: int, body: dict[str, Any] | None = None, plan: bool = False) -> dict[str, Any]:
+        """The task; with plan, the plan (dry run: every check, nothing done)."""
+        params = {"dryRun": "true"} if plan else None
+        path = f"/api/v2/ob/clusters/{cluster_id}/stop"
+        result: dict[str, Any] = self._call("POST", path, json=body, params=params)
         return result
 
-    def start(self, cluster_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/api/v2/ob/clusters/{cluster_id}/start")
+    def start(self, cluster_id: int, plan: bool = False) -> dict[str, Any]:
+        params = {"dryRun": "true"} if plan else None
+        result: dict[str, Any] = self._call("POST", f"/api/v2/ob/clusters/{cluster_id}/start", params=params)
         return result
 
     def task(self, task_id: int) -> dict[str, Any]:

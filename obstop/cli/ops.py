@@ -30,6 +30,17 @@ Config = Annotated[
     Path | None, typer.Option("--config", help="a controller.toml to find the API (and admin.password)")
 ]
 Watch = Annotated[bool, typer.Option("--watch", help="show the DAG live until the task ends")]
+Plan = Annotated[
+    bool,
+    typer.Option(
+        "--plan", help="dry run: every check, nothing done; exit 0 if it would run, 1 if something blocks it"
+    ),
+]
+
+
+class PlanFormat(StrEnum):
+    table = "table"
+    json = "json"
 
 
 class Format(StrEnum):
@@ -80,6 +91,15 @@ def follow(c: Client, task_id: int, watching: bool) -> None:
         sys.exit(EXIT_OK if task["status"] == "SUCCESSFUL" else EXIT_FAILED)
 
 
+def planned(data: dict[str, Any], fmt: PlanFormat) -> None:
+    """Print a plan; exit 0 when nothing blocks it, 1 when something does."""
+    if fmt is PlanFormat.json:
+        print(render.as_json(data))
+    else:
+        Console().print(render.plan(data))
+    sys.exit(EXIT_OK if data["executable"] else EXIT_FAILED)
+
+
 def show(c: Client, task: dict[str, Any], fmt: Format, console: Console) -> None:
     match fmt:
         case Format.json:
@@ -110,6 +130,8 @@ def register(app: typer.Typer) -> None:
         force: Annotated[
             bool, typer.Option("--force", help="stop processes even if SQL is unreachable")
         ] = False,
+        plan: Plan = False,
+        format: Annotated[PlanFormat, typer.Option("--format", help="of the plan")] = PlanFormat.table,
         url: Url = None,
         user: User = None,
         password_file: PwFile = None,
@@ -120,6 +142,8 @@ def register(app: typer.Typer) -> None:
         body: dict[str, Any] = {"freeze": not no_freeze, "force": force}
         if freeze_timeout is not None:
             body["freezeTimeoutSeconds"] = freeze_timeout
+        if plan:
+            planned(c.stop(cluster_id, body, plan=True), format)
         task = c.stop(cluster_id, body)
         typer.echo(f"task {task['id']} ({task['name']}) {task['status']}")
         follow(c, task["id"], watch_)
@@ -129,6 +153,8 @@ def register(app: typer.Typer) -> None:
     def start(
         cluster_id: int,
         watch_: Watch = False,
+        plan: Plan = False,
+        format: Annotated[PlanFormat, typer.Option("--format", help="of the plan")] = PlanFormat.table,
         url: Url = None,
         user: User = None,
         password_file: PwFile = None,
@@ -139,6 +165,8 @@ def register(app: typer.Typer) -> None:
         Each observer is started as the owner of its home, the way it restarts itself
         (cd HOME && ./bin/observer, from its persisted configuration)."""
         c = client(url, user, password_file, config)
+        if plan:
+            planned(c.start(cluster_id, plan=True), format)
         task = c.start(cluster_id)
         typer.echo(f"task {task['id']} ({task['name']}) {task['status']}")
         follow(c, task["id"], watch_)
