@@ -164,3 +164,27 @@ def plan(data: dict[str, Any]) -> Group:
     parts.append(Text(f"DAG ({len(data['tasks'])} subtasks): {stages(data['tasks'])}"))
     parts.append(Text("nothing was done: no task was created, nothing signalled, no status moved", "dim"))
     return Group(*parts)
+
+
+def audit(data: dict[str, Any]) -> Table:
+    """A page of the audit trail."""
+    page = data["page"]
+    t = Table(
+        title=f"audit · page {page['number']} of {page['totalPages']} · {page['totalElements']} in all",
+        title_justify="left",
+    )
+    for col in ("time", "user", "client", "call", "body", "status", "traceId"):
+        t.add_column(col, overflow="fold")
+    for e in data["contents"]:
+        call = f"{e['method']} {e['path']}" + (f"?{e['query']}" if e["query"] else "")
+        ok = 200 <= e["status"] < 300
+        t.add_row(
+            (e["time"] or "")[:23],
+            e["user"],
+            e["client"],
+            call,
+            e["body"],
+            Text(str(e["status"]), "green" if ok else "red"),
+            e["traceId"],
+        )
+    return t

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from obstop.controller.api import clusters, ops, tasks
+from obstop.controller.api import audit, clusters, ops, tasks
 from obstop.controller.api.deps import Controller
 from obstop.controller.api.envelope import JSONResponse, TraceMiddleware, error_response
 from obstop.controller.api.gate import Gate, strict_parameters
@@ -71,13 +71,14 @@ def create_app(controller: Controller) -> FastAPI:
         dependencies=[Depends(strict_parameters)],
     )
     app.state.controller = controller
+    app.add_middleware(audit.AuditTrail, audit=controller.store.audit)  # inside the gate: knows the caller
     app.add_middleware(Gate, auth=controller.auth)
     app.add_middleware(TraceMiddleware)  # added last: outermost, so the gate's answers carry a trace id
     app.add_exception_handler(ControllerError, domain_error)
     app.add_exception_handler(RequestValidationError, bad_input)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
-    for module in (ops, clusters, tasks):
+    for module in (ops, clusters, tasks, audit):
         app.include_router(module.router)
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
     return app

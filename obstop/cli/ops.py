@@ -29,6 +29,10 @@ PwFile = Annotated[
 Config = Annotated[
     Path | None, typer.Option("--config", help="a controller.toml to find the API (and admin.password)")
 ]
+CaFile = Annotated[
+    Path | None,
+    typer.Option("--ca-file", help="the CA of the controller's TLS certificate (env OBSTOP_CA_FILE)"),
+]
 Watch = Annotated[bool, typer.Option("--watch", help="show the DAG live until the task ends")]
 Plan = Annotated[
     bool,
@@ -50,8 +54,10 @@ class Format(StrEnum):
     mermaid = "mermaid"
 
 
-def client(url: str | None, user: str | None, pw: Path | None, config: Path | None) -> Client:
-    return Client(resolve(url, user, pw, config))
+def client(
+    url: str | None, user: str | None, pw: Path | None, config: Path | None, ca_file: Path | None = None
+) -> Client:
+    return Client(resolve(url, user, pw, config, ca_file))
 
 
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
@@ -113,7 +119,7 @@ def show(c: Client, task: dict[str, Any], fmt: Format, console: Console) -> None
 
 
 def register(app: typer.Typer) -> None:
-    from obstop.cli import tasks
+    from obstop.cli import audit, tasks
 
     @app.command("stop")
     @guarded
@@ -136,9 +142,10 @@ def register(app: typer.Typer) -> None:
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
+        ca_file: CaFile = None,
     ) -> None:
         """Stop a cluster. With --watch, exit 0 only when the task ends SUCCESSFUL."""
-        c = client(url, user, password_file, config)
+        c = client(url, user, password_file, config, ca_file)
         body: dict[str, Any] = {"freeze": not no_freeze, "force": force}
         if freeze_timeout is not None:
             body["freezeTimeoutSeconds"] = freeze_timeout
@@ -159,12 +166,13 @@ def register(app: typer.Typer) -> None:
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
+        ca_file: CaFile = None,
     ) -> None:
         """Start a stopped cluster, each observer from its home. With --watch, exit 0 only if SUCCESSFUL.
 
         Each observer is started as the owner of its home, the way it restarts itself
         (cd HOME && ./bin/observer, from its persisted configuration)."""
-        c = client(url, user, password_file, config)
+        c = client(url, user, password_file, config, ca_file)
         if plan:
             planned(c.start(cluster_id, plan=True), format)
         task = c.start(cluster_id)
@@ -172,3 +180,4 @@ def register(app: typer.Typer) -> None:
         follow(c, task["id"], watch_)
 
     tasks.register(app)
+    audit.register(app)
