@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from obstop.controller.engine.writer import Writer
 from obstop.controller.errors import StepFailed
 from obstop.controller.states.subtask import BACKWARD, SKIPPED, Operation, SubtaskStatus
@@ -231,6 +233,8 @@ class Engine:
         return self._tasks[task_id]
 
     async def _execute(self, claimed: Claimed) -> None:
+        # each subtask runs in its own asyncio task: what it logs (dispatch too) names the task and subtask
+        structlog.contextvars.bind_contextvars(taskId=claimed.task_id, subtaskId=claimed.id)
         try:
             # remote calls give up a little before the engine's own timeout, to say why (agent offline...)
             margin = min(2.0, claimed.timeout * 0.1)
