@@ -30,6 +30,7 @@ from obstop.controller.engine.runner import Engine
 from obstop.controller.engine.service import Service
 from obstop.controller.errors import ConfigError
 from obstop.controller.inventory import load_inventory
+from obstop.controller.metrics import Metrics
 from obstop.controller.steps.freeze import SQLPreparation
 from obstop.controller.steps.lifecycle import Steps
 from obstop.controller.steps.plan import Planner
@@ -137,7 +138,15 @@ async def build(config: ControllerConfig) -> Parts:
     created = Counter("obstop_tasks_created", "tasks created", registry=registry)
     service = Service(config, store, engine, created)
     service.planner = Planner(router, config.cluster_sql, config.stop)
-    app = create_app(Controller(config, store, service, Authenticator(config.api), registry))
+    metrics = Metrics(registry)
+    engine.metrics = metrics
+    if config.mqtt.url:
+        from obstop.controller.dispatch.mqtt import MqttDispatcher
+
+        for d in router.dispatchers:
+            if isinstance(d, MqttDispatcher):
+                d.metrics = metrics
+    app = create_app(Controller(config, store, service, Authenticator(config.api), registry, metrics))
     return Parts(config, store, router, engine, service, app, reconciler)
 
 

@@ -17,6 +17,7 @@ from obstop.controller.api.envelope import JSONResponse, TraceMiddleware, error_
 from obstop.controller.api.gate import Gate, strict_parameters
 from obstop.controller.api.openapi import document
 from obstop.controller.errors import BadRequest, ControllerError, PayloadTooLarge, UnsupportedMediaType
+from obstop.controller.metrics import ApiMetrics
 
 log = logging.getLogger("obstop.api")
 
@@ -74,6 +75,8 @@ def create_app(controller: Controller) -> FastAPI:
     app.add_middleware(audit.AuditTrail, audit=controller.store.audit)  # inside the gate: knows the caller
     app.add_middleware(Gate, auth=controller.auth)
     app.add_middleware(TraceMiddleware)  # added last: outermost, so the gate's answers carry a trace id
+    if controller.metrics is not None:
+        app.add_middleware(ApiMetrics, metrics=controller.metrics)  # outermost: refusals are timed too
     app.add_exception_handler(ControllerError, domain_error)
     app.add_exception_handler(RequestValidationError, bad_input)
     app.add_exception_handler(StarletteHTTPException, http_error)
