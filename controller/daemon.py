@@ -154,9 +154,25 @@ async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.
     """The controller until stopping is set; `ready` is set once the API listens."""
     parts = await build(config)
     host, port = config.api.host_port
+    tls = config.api
     server = _Server(
-        uvicorn.Config(parts.app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+        uvicorn.Config(
+            parts.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ssl_certfile=str(tls.tls_cert) if tls.tls_cert else None,
+            ssl_keyfile=str(tls.tls_key) if tls.tls_key else None,
+        )
     )
+    if config.api.refuses_plain_basic:
+        log.warning(
+            "api.listen %s is not loopback and [api] has no tls_cert: HTTP Basic will be refused (set "
+            "tls_cert and tls_key, or allow_basic_over_http behind a TLS proxy)",
+            config.api.listen,
+        )
 
     async def stop_server() -> None:
         await stopping.wait()
@@ -166,7 +182,13 @@ async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.
         """READY once the API listens; watchdog pings only while the store answers."""
         while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag only
             await asyncio.sleep(0.02)
-        log.info("obstop controller %s listening on http://%s:%d", config.engine.controller_id, host, port)
+        log.info(
+            "obstop controller %s listening on %s://%s:%d",
+            config.engine.controller_id,
+            tls.scheme,
+            host,
+            port,
+        )
         if ready is not None:
             ready.set()
         sdnotify.notify("READY=1")

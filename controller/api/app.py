@@ -73,7 +73,9 @@ def create_app(controller: Controller) -> FastAPI:
     )
     app.state.controller = controller
     app.add_middleware(audit.AuditTrail, audit=controller.store.audit)  # inside the gate: knows the caller
-    app.add_middleware(Gate, auth=controller.auth)
+    app.add_middleware(
+        Gate, auth=controller.auth, refuse_plain_basic=controller.config.api.refuses_plain_basic
+    )
     app.add_middleware(TraceMiddleware)  # added last: outermost, so the gate's answers carry a trace id
     if controller.metrics is not None:
         app.add_middleware(ApiMetrics, metrics=controller.metrics)  # outermost: refusals are timed too
