@@ -179,7 +179,7 @@ def audit(data: dict[str, Any]) -> Table:
         call = f"{e['method']} {e['path']}" + (f"?{e['query']}" if e["query"] else "")
         ok = 200 <= e["status"] < 300
         t.add_row(
-            (e["time"] or "")[:23],
+            (e["time"] or "")[:19].replace("T", " "),
             e["user"],
             e["client"],
             call,

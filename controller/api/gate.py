@@ -7,7 +7,7 @@ they arrive, whatever Content-Length says). The caller found here is what routes
 
 After routing, `strict_parameters` (a dependency of every route) refuses, on calls that change something,
 any query parameter or body field the route does not declare: a mistyped or unsupported option
-(`?dryRun=true`) is a 400, never silently ignored.
+(`?dryrun=true`) is a 400, never silently ignored.
 """
 
 from __future__ import annotations

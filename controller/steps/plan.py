@@ -21,6 +21,7 @@ and the service builds its DAG and calls `_plan(cluster_id, ZONE_STOP, nodes, op
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -39,6 +40,7 @@ from obstop.controller.steps.freeze import CHECKPOINT_SQL
 from obstop.controller.steps.process import target
 from obstop.controller.steps.run import ServerFacts, TaskOptions
 
+NO_RESULT = re.compile(r"^no result for command \S+ from agent \S+: ")
 PROBE_TIMEOUT = 5.0  # seconds an agent has to answer a plan's probe (an offline one is named, not awaited)
 
 
@@ -126,10 +128,11 @@ class Planning:
                 command_id, target(srv), ignore, time.monotonic() + self.probe_timeout
             )
         except ControllerError as exc:
-            self.block(srv.id, f"no probe: {exc.message}")
+            # "no result for command plan-...probe from agent h2: agent h2 offline since ...": the why
+            self.block(srv.id, "no probe answered: " + NO_RESULT.sub("", exc.message))
             return None
         except (ExecutorError, OSError, TimeoutError) as exc:
-            self.block(srv.id, f"no probe: {exc or type(exc).__name__}")
+            self.block(srv.id, f"no probe answered: {exc or type(exc).__name__}")
             return None
         self.probes[srv.id] = report
         return report
@@ -208,7 +211,7 @@ async def stop_probes(p: Planning) -> None:
     async def one(sp: ServerPlan) -> None:
         report = await p.probe(sp.facts)
         if report is None:
-            sp.action = "blocked: no probe answered"
+            sp.action = "blocked"
             return
         sp.observed = _describe(report)
         if report.state is ObserverState.REFUSED:
@@ -220,9 +223,8 @@ async def stop_probes(p: Planning) -> None:
             )
         else:
             sp.action = (
-                f"stop pid {report.pid} with {p.stop_config.signal} (SIGKILL if it outlives "
-                f"{p.stop_config.term_timeout:g}s), then wait until ports "
-                f"{sp.facts.sql_port}/{sp.facts.rpc_port} are free"
+                f"stop pid {report.pid} with {p.stop_config.signal} "
+                f"(SIGKILL after {p.stop_config.term_timeout:g}s)"
             )
             if sp.status not in (ServerStatus.RUNNING, ServerStatus.UNAVAILABLE):
                 p.note(sp.facts.id, f"its status says {sp.status}, but its observer runs")
@@ -239,7 +241,7 @@ async def start_probes(p: Planning) -> None:
     async def one(sp: ServerPlan) -> None:
         report = await p.probe(sp.facts)
         if report is None:
-            sp.action = "blocked: no probe answered"
+            sp.action = "blocked"
             return
         sp.observed = _describe(report)
         if report.state is ObserverState.REFUSED:
