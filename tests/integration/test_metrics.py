@@ -1,15 +1,16 @@
 """The metrics an on-call needs, as Prometheus scrapes them from /metrics while a stop runs and after it:
 tasks by status, subtask durations by name, agent presence, command round trips, MQTT connections and
-API latency by route."""
+API latency by route. And the agents' JSON log lines."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.controller import Env, amend_config, running
-from tests.support.fleet import Fleets
+from tests.support.fleet import Fleets, agent_log
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -58,3 +59,11 @@ async def test_metrics_during_and_after_a_stop(fleets: Fleets) -> None:
         read = {"method": "GET", "route": "/api/v2/tasks/instances/{id}", "status": "200"}
         assert value(again, "obstop_api_request_duration_seconds_count", **read) == 1
         assert not [k for k in again if str(task_id) in dict(k[1]).get("route", "x")]
+
+    # the agents' logs too are JSON lines (agent.log is no terminal), naming the command, task and subtask
+    for h in fleet.hosts:
+        lines = [json.loads(line) for line in agent_log(fleet, h).splitlines() if line.strip()]
+        (stopped,) = [x for x in lines if x["message"].endswith(": stopped")]
+        assert (
+            stopped["taskId"] == task_id and f"-t{task_id}-s{stopped['subtaskId']}-" in stopped["commandId"]
+        )
