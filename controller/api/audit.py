@@ -51,13 +51,14 @@ class AuditTrail:
                 break
         body = b"".join(chunks)
         recorded = False
+        replayed = False
 
         async def replay() -> Message:
-            nonlocal body
-            if body is not None:
-                out, body = body, None  # type: ignore[assignment]
-                return {"type": "http.request", "body": out, "more_body": False}
-            return await receive()
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the client's disconnect, when it comes
 
         text = body[: MAX_BODY + 1].decode("utf-8", errors="replace")
 

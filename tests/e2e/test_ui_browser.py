@@ -1,7 +1,7 @@
 """The page at /ui/ in a real browser (Debian's Chromium, driven by Playwright) on a real controller process
 and fake hosts: an operator logs in, stops the cluster with the button (and its confirmation), watches
 the DAG turn green stage by stage, reads a subtask's log, and sees the cluster STOPPED; a viewer sees no
-buttons. `OBSTOP_UI_SCREENSHOT=PATH` also writes the screenshot there (the README's picture)."""
+buttons; a stop that fails is rolled back with the page's buttons. `OBSTOP_UI_SCREENSHOT=PATH` also writes the screenshot there (the README's picture)."""
 
 from __future__ import annotations
 
@@ -127,6 +127,45 @@ def test_stop_from_the_page(
     assert [(e["user"], e["path"], e["query"]) for e in reversed(trail)] == [
         ("admin", "/api/v2/ob/clusters/1/stop", "dryRun=true"),
         ("admin", "/api/v2/ob/clusters/1/stop", ""),
+    ]
+
+
+def test_a_failed_stop_rolled_back_from_the_page(
+    tmp_path: Path, fleet: fakehosts.Fleet, controllers: Callable[..., ControllerProcess]
+) -> None:
+    (Path(fleet.dir) / "sys.password").write_text("not-the-password\n")  # the freeze cannot be prepared
+    ctl = controllers(amend_config(Path(fleet.dir) / "controller.toml"))
+    ctl.start()
+    with sync_playwright() as pw:
+        admin = browser(pw, tmp_path, "admin")
+        try:
+            page = first_page(admin)
+            page.goto(f"{ctl.url}/ui/")
+            page.locator("[data-cluster='1'] button[data-action=stop]").click()
+            page.locator("#confirm-yes").click()
+            expect(page.locator("#task-status")).to_have_text("FAILED", timeout=30_000)
+            failed = page.locator("#dag-svg g.node.st-FAILED")
+            expect(failed).to_have_count(1)
+            failed.click()
+            expect(page.locator("#log")).to_contain_text("Access denied")
+            # the subtask's operations (retry, skip) and the task's (retry, roll back), each confirmed
+            expect(page.locator("#subtask-head button")).to_have_text(["Retry", "Skip"])
+            page.locator("#task-head button", has_text="Roll back").click()
+            expect(page.locator("#confirm-text")).to_contain_text("Roll task 1 back?")
+            page.locator("#confirm-no").click()  # changed their mind: nothing happens
+            expect(page.locator("#task-status")).to_have_text("FAILED")
+            page.locator("#task-head button", has_text="Roll back").click()
+            page.locator("#confirm-yes").click()
+            expect(page.locator("#task-status")).to_have_text("SUCCESSFUL", timeout=30_000)
+            expect(page.locator("#task-head")).to_contain_text("ROLLBACK")
+            expect(page.locator("[data-cluster='1'] .title .badge")).to_have_text("RUNNING")
+        finally:
+            admin.close()
+    assert all(alive(h.observer_pid) for h in fleet.hosts)  # no process was touched
+    trail = ctl.http.get("/api/v2/audit").json()["data"]["contents"]
+    assert [e["path"] for e in reversed(trail)] == [
+        "/api/v2/ob/clusters/1/stop",
+        "/api/v2/tasks/instances/1/rollback",
     ]
 
 
