@@ -1,7 +1,8 @@
 """The page at /ui/ in a real browser (Debian's Chromium, driven by Playwright) on a real controller process
 and fake hosts: an operator logs in, stops the cluster with the button (and its confirmation), watches
 the DAG turn green stage by stage, reads a subtask's log, and sees the cluster STOPPED; a viewer sees no
-buttons; a stop that fails is rolled back with the page's buttons. `OBSTOP_UI_SCREENSHOT=PATH` also writes the screenshot there (the README's picture)."""
+buttons; a stop that fails is rolled back with the page's buttons. `OBSTOP_UI_SCREENSHOT=PATH` also
+writes the screenshot there (the README's picture)."""
 
 from __future__ import annotations
 
