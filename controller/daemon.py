@@ -154,7 +154,7 @@ async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.
     """The controller until stopping is set; `ready` is set once the API listens."""
     parts = await build(config)
     host, port = config.api.host_port
-    tls = config.api
+    api = config.api
     server = _Server(
         uvicorn.Config(
             parts.app,
@@ -163,15 +163,15 @@ async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.
             log_level="warning",
             lifespan="off",
             access_log=False,
-            ssl_certfile=str(tls.tls_cert) if tls.tls_cert else None,
-            ssl_keyfile=str(tls.tls_key) if tls.tls_key else None,
+            ssl_certfile=str(api.tls_cert) if api.tls_cert else None,  # https when set
+            ssl_keyfile=str(api.tls_key) if api.tls_key else None,
         )
     )
-    if config.api.refuses_plain_basic:
+    if api.refuses_plain_basic:
         log.warning(
             "api.listen %s is not loopback and [api] has no tls_cert: HTTP Basic will be refused (set "
             "tls_cert and tls_key, or allow_basic_over_http behind a TLS proxy)",
-            config.api.listen,
+            api.listen,
         )
 
     async def stop_server() -> None:
@@ -185,7 +185,7 @@ async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.
         log.info(
             "obstop controller %s listening on %s://%s:%d",
             config.engine.controller_id,
-            tls.scheme,
+            api.scheme,
             host,
             port,
         )
