@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
+import ssl
 from enum import StrEnum
 from pathlib import Path
 
@@ -47,11 +49,42 @@ class ApiConfig(Section):
     )
     failed_logins_per_user: int = Field(default=10, ge=1, description="failed logins as one user per window")
     failed_logins_window_seconds: float = Field(default=60.0, gt=0, le=86400)
+    tls_cert: ConfigPath | None = Field(default=None, description="PEM certificate (chain): the API on https")
+    tls_key: ConfigPath | None = Field(default=None, description="its PEM private key")
+    allow_basic_over_http: bool = Field(
+        default=False,
+        description="accept HTTP Basic over plain HTTP on a listener that is not loopback (a TLS proxy)",
+    )
 
     @property
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]") or "127.0.0.1", int(port)
+
+    @property
+    def loopback(self) -> bool:
+        host = self.host_port[0]
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def refuses_plain_basic(self) -> bool:
+        """Passwords never cross a network in clear: no TLS, not loopback, and not allowed by config."""
+        return self.tls_cert is None and not self.loopback and not self.allow_basic_over_http
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both (https) or neither")
+        return self
 
     @field_validator("listen")
     @classmethod
@@ -243,6 +276,21 @@ def check_config(config: ControllerConfig, path: Path) -> None:
         tomlconf.check_readable(h.known_hosts, f"agentless.ssh.{i}.known_hosts", fail)
     _check_store(config.store.url, fail)
     _check_listen(config.api, fail)
+    _check_tls(config.api, fail)
+
+
+def _check_tls(api: ApiConfig, fail: tomlconf.Fail) -> None:
+    if api.tls_cert is None or api.tls_key is None:
+        return
+    tomlconf.check_readable(api.tls_cert, "api.tls_cert", fail)
+    tomlconf.check_readable(api.tls_key, "api.tls_key", fail)
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(api.tls_cert, api.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise fail(
+            "api.tls_cert",
+            f"{api.tls_cert} and {api.tls_key}: not a PEM certificate and its key: {tomlconf.one_line(exc)}",
+        ) from exc
 
 
 def _check_store(url: str, fail: tomlconf.Fail) -> None:

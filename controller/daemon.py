@@ -30,8 +30,10 @@ from obstop.controller.engine.runner import Engine
 from obstop.controller.engine.service import Service
 from obstop.controller.errors import ConfigError
 from obstop.controller.inventory import load_inventory
+from obstop.controller.metrics import Metrics
 from obstop.controller.steps.freeze import SQLPreparation
 from obstop.controller.steps.lifecycle import Steps
+from obstop.controller.steps.plan import Planner
 from obstop.controller.store import Store
 from obstop.controller.store.commands import Commands
 
@@ -135,7 +137,16 @@ async def build(config: ControllerConfig) -> Parts:
     registry = CollectorRegistry()
     created = Counter("obstop_tasks_created", "tasks created", registry=registry)
     service = Service(config, store, engine, created)
-    app = create_app(Controller(config, store, service, Authenticator(config.api), registry))
+    service.planner = Planner(router, config.cluster_sql, config.stop)
+    metrics = Metrics(registry)
+    engine.metrics = metrics
+    if config.mqtt.url:
+        from obstop.controller.dispatch.mqtt import MqttDispatcher
+
+        for d in router.dispatchers:
+            if isinstance(d, MqttDispatcher):
+                d.metrics = metrics
+    app = create_app(Controller(config, store, service, Authenticator(config.api), registry, metrics))
     return Parts(config, store, router, engine, service, app, reconciler)
 
 
@@ -143,9 +154,25 @@ async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.
     """The controller until stopping is set; `ready` is set once the API listens."""
     parts = await build(config)
     host, port = config.api.host_port
+    api = config.api
     server = _Server(
-        uvicorn.Config(parts.app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+        uvicorn.Config(
+            parts.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ssl_certfile=str(api.tls_cert) if api.tls_cert else None,  # https when set
+            ssl_keyfile=str(api.tls_key) if api.tls_key else None,
+        )
     )
+    if api.refuses_plain_basic:
+        log.warning(
+            "api.listen %s is not loopback and [api] has no tls_cert: HTTP Basic will be refused (set "
+            "tls_cert and tls_key, or allow_basic_over_http behind a TLS proxy)",
+            api.listen,
+        )
 
     async def stop_server() -> None:
         await stopping.wait()
@@ -155,7 +182,13 @@ async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.
         """READY once the API listens; watchdog pings only while the store answers."""
         while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag only
             await asyncio.sleep(0.02)
-        log.info("obstop controller %s listening on http://%s:%d", config.engine.controller_id, host, port)
+        log.info(
+            "obstop controller %s listening on %s://%s:%d",
+            config.engine.controller_id,
+            api.scheme,
+            host,
+            port,
+        )
         if ready is not None:
             ready.set()
         sdnotify.notify("READY=1")

@@ -14,6 +14,7 @@ ControllerError                  500 10010  root: unexpected
  +-- Unauthorized                401 30000  no credentials
  |    +-- BadCredentials         401 30004  unknown user or wrong password
  +-- Forbidden                   403 30014  the user lacks the role
+ |    +-- InsecureTransport      403 10103  HTTP Basic over plain HTTP on a listener that is not loopback
  +-- NotFound                    404 10002  no such cluster, zone, server
  |    +-- TaskNotFound           404 20000  no such task or subtask
  +-- Conflict                    409 10100  a unique key or a concurrent change said no
@@ -60,6 +61,10 @@ class BadCredentials(Unauthorized):
 
 class Forbidden(ControllerError):
     status, code, name = 403, 30014, "IAM_OPERATION_NOT_PERMITTED"
+
+
+class InsecureTransport(Forbidden):
+    code, name = 10103, "INSECURE_TRANSPORT"
 
 
 class NotFound(ControllerError):

@@ -11,6 +11,7 @@ means for the command line (one exit code per kind, one line saying which):
 from __future__ import annotations
 
 import os
+import ssl
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ class Endpoint:
     user: str
     password: str
     password_source: str = ""  # where the password came from, to say so when it is refused
+    ca_file: Path | None = None  # the CA that signed the controller's certificate (https)
 
 
 def _read(path: Path, what: str) -> str:
@@ -71,8 +73,15 @@ def _read(path: Path, what: str) -> str:
         raise UsageError(f"{what} {path}: {exc.strerror or exc}") from None
 
 
-def resolve(url: str | None, user: str | None, password_file: Path | None, config: Path | None) -> Endpoint:
-    """Flags first, then OBSTOP_URL / OBSTOP_USER / OBSTOP_PASSWORD(_FILE), then a controller.toml."""
+def resolve(
+    url: str | None,
+    user: str | None,
+    password_file: Path | None,
+    config: Path | None,
+    ca_file: Path | None = None,
+) -> Endpoint:
+    """Flags first, then OBSTOP_URL / OBSTOP_USER / OBSTOP_PASSWORD(_FILE) / OBSTOP_CA_FILE, then a
+    controller.toml (https when its [api] has a tls_cert)."""
     url = url or os.environ.get("OBSTOP_URL")
     if url is None and config is not None:
         try:
@@ -82,7 +91,8 @@ def resolve(url: str | None, user: str | None, password_file: Path | None, confi
         listen = str(parsed.get("api", {}).get("listen", "127.0.0.1:8080"))
         host, _, port = listen.rpartition(":")
         host = "127.0.0.1" if host in ("", "0.0.0.0") else host
-        url = f"http://{host}:{port}"
+        scheme = "https" if parsed.get("api", {}).get("tls_cert") else "http"
+        url = f"{scheme}://{host}:{port}"
     password, source = os.environ.get("OBSTOP_PASSWORD"), "OBSTOP_PASSWORD"
     pw_file = password_file or (
         Path(os.environ["OBSTOP_PASSWORD_FILE"]) if os.environ.get("OBSTOP_PASSWORD_FILE") else None
@@ -94,21 +104,46 @@ def resolve(url: str | None, user: str | None, password_file: Path | None, confi
         source = f"password file {pw_file}" + ("" if password else ", which is empty")
     elif not password:
         source = "no password given (--password-file or OBSTOP_PASSWORD_FILE)"
+    ca = ca_file or (Path(os.environ["OBSTOP_CA_FILE"]) if os.environ.get("OBSTOP_CA_FILE") else None)
     return Endpoint(
-        url or "http://127.0.0.1:8080", user or os.environ.get("OBSTOP_USER", "admin"), password or "", source
+        url or "http://127.0.0.1:8080",
+        user or os.environ.get("OBSTOP_USER", "admin"),
+        password or "",
+        source,
+        ca,
     )
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Verification against the CA file when one is given (else the system's CAs)."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    _read(ca_file, "CA file")  # missing or unreadable: one line, exit 2
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except ssl.SSLError as exc:
+        raise UsageError(f"CA file {ca_file}: not a PEM certificate ({exc.reason or exc})") from None
 
 
 class Client:
     def __init__(self, target: Endpoint, timeout: float = 30.0) -> None:
         self.target = target
-        self._http = httpx.Client(base_url=target.url, auth=(target.user, target.password), timeout=timeout)
+        self._http = httpx.Client(
+            base_url=target.url,
+            auth=(target.user, target.password),
+            timeout=timeout,
+            verify=tls_context(target.ca_file),
+        )
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:
             r = self._http.request(method, path, **kw)
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
+            if "CERTIFICATE_VERIFY_FAILED" in reason:
+                reason += (
+                    " (give the CA that signed the controller's certificate: --ca-file or OBSTOP_CA_FILE)"
+                )
             raise Unreachable(f"cannot reach the controller at {self.target.url}: {reason}") from None
         try:
             body = r.json()
@@ -123,12 +158,16 @@ class Client:
             raise ApiError(r.status_code, message, code if isinstance(code, int) else None)
         return body["data"]
 
-    def stop(self, cluster_id: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/api/v2/ob/clusters/{cluster_id}/stop", json=body)
+    def stop(self, cluster_id: int, body: dict[str, Any] | None = None, plan: bool = False) -> dict[str, Any]:
+        """The task; with plan, the plan (dry run: every check, nothing done)."""
+        params = {"dryRun": "true"} if plan else None
+        path = f"/api/v2/ob/clusters/{cluster_id}/stop"
+        result: dict[str, Any] = self._call("POST", path, json=body, params=params)
         return result
 
-    def start(self, cluster_id: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/api/v2/ob/clusters/{cluster_id}/start")
+    def start(self, cluster_id: int, plan: bool = False) -> dict[str, Any]:
+        params = {"dryRun": "true"} if plan else None
+        result: dict[str, Any] = self._call("POST", f"/api/v2/ob/clusters/{cluster_id}/start", params=params)
         return result
 
     def task(self, task_id: int) -> dict[str, Any]:
@@ -157,6 +196,10 @@ class Client:
 
     def cancel(self, task_id: int, subtask_id: int) -> None:
         self._call("POST", f"/api/v2/tasks/instances/{task_id}/subtasks/{subtask_id}/cancel")
+
+    def audit(self, params: list[tuple[str, str | int]]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/api/v2/audit", params=params)
+        return result
 
     def cluster(self, cluster_id: int) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/api/v2/ob/clusters/{cluster_id}")

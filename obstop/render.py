@@ -119,3 +119,72 @@ def mermaid(task: dict[str, Any]) -> str:
 
 def as_json(task: dict[str, Any]) -> str:
     return json.dumps(task, indent=2)
+
+
+def stages(tasks: list[dict[str, Any]]) -> str:
+    """A DAG's stages in order, fan-outs counted: Prepare stop cluster -> Prepare stop OB zone x3 -> ..."""
+    out: list[tuple[str, int]] = []
+    for t in tasks:
+        if out and out[-1][0] == t["name"]:
+            out[-1] = (t["name"], out[-1][1] + 1)
+        else:
+            out.append((t["name"], 1))
+    return " → ".join(name + (f" x{n}" if n > 1 else "") for name, n in out)
+
+
+def plan(data: dict[str, Any]) -> Group:
+    """A plan (dry run) for people: per server what would happen and what blocks it; then the rest."""
+    verdict = ("would run", "green") if data["executable"] else ("BLOCKED", "bold red")
+    c = data["cluster"]
+    title = Text.assemble(
+        f"plan · {data['operation']} · cluster {c['name']} ({c['id']}) {c['status']} · ", verdict
+    )
+    t = Table(title=title, title_justify="left")
+    for col in ("server", "zone", "host", "status", "observed", "would", "blocked by"):
+        t.add_column(col, justify="right" if col == "server" else "left", overflow="fold")
+    for s in data["servers"]:
+        t.add_row(
+            str(s["id"]),
+            s["zone"],
+            s["host"],
+            s["status"],
+            s["observed"],
+            s["action"],
+            Text("; ".join(s["blockers"]), "red"),
+        )
+    parts: list[Any] = [t]
+    cluster_blockers = [b for b in data["blockers"] if not b.startswith("server ")]
+    for label, lines, style in (("blocked by", cluster_blockers, "red"), ("notes", data["notes"], "")):
+        if lines:
+            parts.append(Text(f"{label}:", style=f"bold {style}".strip()))
+            parts.extend(Text(f"  - {line}", style=style) for line in lines)
+    for s in data["servers"]:
+        for note in s["notes"]:
+            parts.append(Text(f"  server {s['id']}: {note}", style="dim"))
+    parts.append(Text(f"DAG ({len(data['tasks'])} subtasks): {stages(data['tasks'])}"))
+    parts.append(Text("nothing was done: no task was created, nothing signalled, no status moved", "dim"))
+    return Group(*parts)
+
+
+def audit(data: dict[str, Any]) -> Table:
+    """A page of the audit trail."""
+    page = data["page"]
+    t = Table(
+        title=f"audit · page {page['number']} of {page['totalPages']} · {page['totalElements']} in all",
+        title_justify="left",
+    )
+    for col in ("time", "user", "client", "call", "body", "status", "traceId"):
+        t.add_column(col, overflow="fold")
+    for e in data["contents"]:
+        call = f"{e['method']} {e['path']}" + (f"?{e['query']}" if e["query"] else "")
+        ok = 200 <= e["status"] < 300
+        t.add_row(
+            (e["time"] or "")[:19].replace("T", " "),
+            e["user"],
+            e["client"],
+            call,
+            e["body"],
+            Text(str(e["status"]), "green" if ok else "red"),
+            e["traceId"],
+        )
+    return t

@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import structlog
 from pydantic import ValidationError
 
 from obstop.agent import procedure, sdnotify, starting
@@ -195,6 +197,12 @@ class Agent:
         )
 
     async def _execute(self, cmd: Command) -> None:
+        # what this command's task logs names it (and the controller's task and subtask, from its id)
+        ids = TASK_IN_ID.search(cmd.command_id)
+        structlog.contextvars.bind_contextvars(
+            commandId=cmd.command_id,
+            **({"taskId": int(ids[1]), "subtaskId": int(ids[2])} if ids else {}),
+        )
         # a cancel or a watch never queues behind the work it is about
         light = cmd.kind in (CommandKind.CANCEL_COMMAND, CommandKind.WATCH_OBSERVERS)
         try:
@@ -335,6 +343,9 @@ class Agent:
             update |= {"command_id": cmd.command_id, "command_digest": cmd.digest()}
         signed = sign(event.model_copy(update=update), self.signing_key)
         await self.session.publish(self.events_topic, signed.model_dump_json())
+
+
+TASK_IN_ID = re.compile(r"-t(\d+)-s(\d+)-r\d+")  # command ids carry the task, subtask and run
 
 
 def _first_error(exc: ValidationError) -> str:

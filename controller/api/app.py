@@ -11,12 +11,13 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from obstop.controller.api import clusters, ops, tasks
+from obstop.controller.api import audit, clusters, ops, tasks, ui
 from obstop.controller.api.deps import Controller
 from obstop.controller.api.envelope import JSONResponse, TraceMiddleware, error_response
 from obstop.controller.api.gate import Gate, strict_parameters
 from obstop.controller.api.openapi import document
 from obstop.controller.errors import BadRequest, ControllerError, PayloadTooLarge, UnsupportedMediaType
+from obstop.controller.metrics import ApiMetrics
 
 log = logging.getLogger("obstop.api")
 
@@ -71,13 +72,18 @@ def create_app(controller: Controller) -> FastAPI:
         dependencies=[Depends(strict_parameters)],
     )
     app.state.controller = controller
-    app.add_middleware(Gate, auth=controller.auth)
+    app.add_middleware(audit.AuditTrail, audit=controller.store.audit)  # inside the gate: knows the caller
+    app.add_middleware(
+        Gate, auth=controller.auth, refuse_plain_basic=controller.config.api.refuses_plain_basic
+    )
     app.add_middleware(TraceMiddleware)  # added last: outermost, so the gate's answers carry a trace id
+    if controller.metrics is not None:
+        app.add_middleware(ApiMetrics, metrics=controller.metrics)  # outermost: refusals are timed too
     app.add_exception_handler(ControllerError, domain_error)
     app.add_exception_handler(RequestValidationError, bad_input)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
-    for module in (ops, clusters, tasks):
+    for module in (ops, clusters, tasks, audit, ui):
         app.include_router(module.router)
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
     return app

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from obstop.controller import views
@@ -12,6 +14,14 @@ from obstop.controller.config import Role
 from obstop.controller.engine.service import DEFAULT_FREEZE_TIMEOUT
 
 router = APIRouter(tags=["clusters"])
+
+DryRun = Annotated[
+    bool,
+    Query(
+        description="the plan: the DAG and every check (agents, identities, SQL, statuses, the lock), "
+        "nothing done, no task created; answers what would happen to each server and what blocks it"
+    ),
+]
 
 
 class StopRequest(BaseModel):
@@ -44,8 +54,17 @@ async def stop_cluster(
     ctl: Ctl,
     body: StopRequest | None = None,
     user: User = role(Role.CLUSTER_MANAGER),
+    dryRun: DryRun = False,
 ) -> JSONResponse:
     options = body or StopRequest()
+    if dryRun:
+        plan = await ctl.service.plan_stop(
+            id,
+            freeze=options.freeze,
+            freeze_timeout_seconds=options.freezeTimeoutSeconds,
+            force=options.force,
+        )
+        return envelope(request, plan)
     created = await ctl.service.stop_cluster(
         id,
         user.creator,
@@ -58,8 +77,10 @@ async def stop_cluster(
 
 @router.post("/api/v2/ob/clusters/{id}/start")
 async def start_cluster(
-    request: Request, id: Id, ctl: Ctl, user: User = role(Role.CLUSTER_MANAGER)
+    request: Request, id: Id, ctl: Ctl, user: User = role(Role.CLUSTER_MANAGER), dryRun: DryRun = False
 ) -> JSONResponse:
     """OCP's "Start OB cluster": every observer started from its home as it restarts itself."""
+    if dryRun:
+        return envelope(request, await ctl.service.plan_start(id))
     created = await ctl.service.start_cluster(id, user.creator)
     return envelope(request, views.task_view(created.task, created.cluster, created.subtasks))

@@ -12,6 +12,7 @@ from obstop.controller.auth import Authenticator, Caller
 from obstop.controller.config import ControllerConfig, Role
 from obstop.controller.engine.service import Creator, Service
 from obstop.controller.errors import Unauthorized
+from obstop.controller.metrics import Metrics
 from obstop.controller.store import Store
 
 MAX_ID = 2**62  # ids, and anything multiplied into an offset, stay within SQL's BIGINT
@@ -26,6 +27,7 @@ class Controller:
     service: Service
     auth: Authenticator
     registry: CollectorRegistry
+    metrics: Metrics | None = None  # refreshed at each scrape of /metrics
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
+import structlog
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -74,7 +75,8 @@ class ErrorEnvelope(BaseModel):
 
 
 class TraceMiddleware:
-    """A trace id and start time on every request (plain ASGI: no extra task per request)."""
+    """A trace id and start time on every request (plain ASGI: no extra task per request), bound to the
+    logs written while it is answered."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -92,4 +94,6 @@ class TraceMiddleware:
                 message.setdefault("headers", []).append((b"x-trace-id", trace_id.encode()))
             await send(message)
 
-        await self.app(scope, receive, send_with_trace)
+        # every log line written while answering carries the request's trace id (obstop/logs.py)
+        with structlog.contextvars.bound_contextvars(traceId=trace_id):
+            await self.app(scope, receive, send_with_trace)

@@ -7,7 +7,7 @@ they arrive, whatever Content-Length says). The caller found here is what routes
 
 After routing, `strict_parameters` (a dependency of every route) refuses, on calls that change something,
 any query parameter or body field the route does not declare: a mistyped or unsupported option
-(`?dryRun=true`) is a 400, never silently ignored.
+(`?dryrun=true`) is a 400, never silently ignored.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from obstop.controller.api.envelope import error_response
 from obstop.controller.auth import Authenticator
-from obstop.controller.errors import BadRequest, ControllerError, PayloadTooLarge
+from obstop.controller.errors import BadRequest, ControllerError, InsecureTransport, PayloadTooLarge
 
 MAX_BODY = 64 * 1024  # the stop body is under 100 bytes
 PUBLIC = frozenset({"/api/status", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -31,10 +31,13 @@ READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, auth: Authenticator, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, auth: Authenticator, max_body: int = MAX_BODY, refuse_plain_basic: bool = False
+    ) -> None:
         self.app = app
         self.auth = auth
         self.max_body = max_body
+        self.refuse_plain_basic = refuse_plain_basic  # [api]: no TLS, a listener that is not loopback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -42,6 +45,11 @@ class Gate:
             return
         try:
             if scope["path"] not in PUBLIC:
+                if self.refuse_plain_basic and scope.get("scheme") == "http":
+                    raise InsecureTransport(
+                        "HTTP Basic over plain HTTP is refused on a listener that is not loopback: set [api] "
+                        "tls_cert and tls_key (https), or allow_basic_over_http behind a TLS proxy"
+                    )
                 headers = dict(scope["headers"])
                 authorization = headers.get(b"authorization", b"").decode("latin-1") or None
                 client = scope.get("client") or ("?", 0)

@@ -19,4 +19,6 @@ async def status(request: Request, ctl: Ctl) -> JSONResponse:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(ctl: Ctl) -> PlainTextResponse:
+    if ctl.metrics is not None:
+        ctl.metrics.set_tasks(await ctl.store.tasks.count_by_status())
     return PlainTextResponse(generate_latest(ctl.registry).decode())

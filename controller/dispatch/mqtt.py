@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from obstop.agent.mqtt_session import Broker, Session, client_id
 from obstop.agent.protocol import (
@@ -57,6 +58,7 @@ from obstop.agent.signing import AgentKeys, load_private, sign
 from obstop.controller.config import ControllerConfig
 from obstop.controller.dispatch import Log, WatchPlan
 from obstop.controller.errors import ConfigError, StepFailed
+from obstop.controller.metrics import NULL, Metrics
 
 logger = logging.getLogger("obstop.mqtt")
 
@@ -133,6 +135,19 @@ class MqttDispatcher:
         self._watched: dict[str, list[ObserverTarget]] = {}  # agent id -> the observers it watches
         self._watch_ids: dict[str, str] = {}  # agent id -> its latest watch command
         self._to_watch: asyncio.Queue[str] = asyncio.Queue()
+        self.metrics: Metrics = NULL  # set by the daemon
+        self._count_connections()
+
+    def _count_connections(self) -> None:
+        """Each connection the session makes is counted (all but the first are reconnects)."""
+        hook = self.session.on_connect
+
+        async def counted(client: Any) -> None:
+            self.metrics.mqtt_connected()
+            if hook is not None:
+                await hook(client)
+
+        self.session.on_connect = counted
 
     def serves(self, host: str) -> bool:
         return True  # any host not agentless is served by the agent named after it (or routed in [agents])
@@ -233,6 +248,8 @@ class MqttDispatcher:
             while len(self._presence) > MAX_PRESENCE:
                 self._presence.popitem(last=False)
             logger.info("agent %s is %s", agent_id, state)
+            if agent_id in self._watched:  # agents of the inventory only: topics can name any id
+                self.metrics.agent_presence(agent_id, state is Presence.ONLINE)
             if state is Presence.ONLINE and agent_id in self._watched:
                 self._to_watch.put_nowait(agent_id)
 
@@ -390,6 +407,7 @@ class MqttDispatcher:
         waiter = self._waiters[command_id] = _Waiter(agent_id, command.digest(), command.issued_at)
         resend = self.config.stop.resend_interval
         sends = 0
+        began, outcome = time.monotonic(), "no_answer"
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -412,12 +430,14 @@ class MqttDispatcher:
                     except TimeoutError:
                         break
                     if isinstance(event, ResultEvent):
+                        outcome = "error" if event.error else "ok"
                         if event.error:
                             raise StepFailed(f"agent {agent_id}: {clean(event.error)}")
                         if event.replayed:
                             await log(f"agent {agent_id} answered command {command_id} from its journal")
                         return event
                     if isinstance(event, RejectedEvent):
+                        outcome = "error"
                         raise StepFailed(
                             f"agent {agent_id} rejected command {command_id}: {clean(event.reason)}"
                         )
@@ -429,6 +449,7 @@ class MqttDispatcher:
                     elif isinstance(event, AcceptedEvent) and sends <= 1:
                         await log(f"agent {agent_id} accepted command {command_id}")
         finally:
+            self.metrics.command_answered(str(kind), outcome, time.monotonic() - began)
             if self._waiters.get(command_id) is waiter:
                 del self._waiters[command_id]
 

@@ -20,8 +20,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from obstop.controller.engine.writer import Writer
 from obstop.controller.errors import StepFailed
+from obstop.controller.metrics import NULL, Metrics
 from obstop.controller.states.subtask import BACKWARD, SKIPPED, Operation, SubtaskStatus
 from obstop.controller.states.task import TaskStatus
 from obstop.controller.steps.run import ServerFacts, StepRun
@@ -121,6 +124,7 @@ class Engine:
         self.writer = Writer(store)
         self.sink = _Sink(store, self.writer)
         self.started = asyncio.Event()
+        self.metrics: Metrics = NULL
 
     def wake(self) -> None:
         self._wake.set()
@@ -231,6 +235,9 @@ class Engine:
         return self._tasks[task_id]
 
     async def _execute(self, claimed: Claimed) -> None:
+        # each subtask runs in its own asyncio task: what it logs (dispatch too) names the task and subtask
+        structlog.contextvars.bind_contextvars(taskId=claimed.task_id, subtaskId=claimed.id)
+        began = time.monotonic()
         try:
             # remote calls give up a little before the engine's own timeout, to say why (agent offline...)
             margin = min(2.0, claimed.timeout * 0.1)
@@ -271,6 +278,7 @@ class Engine:
             except LeaseLost as exc:
                 log.warning("%s", exc)
                 return
+            self.metrics.subtask_finished(claimed.name, ok, time.monotonic() - began)
             if done.promoted:
                 self.wake()
             if done.task_status is not None and done.task_status != TaskStatus.RUNNING:

@@ -7,16 +7,19 @@ it answers with the stored rows, so the caller renders them without reading them
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 from prometheus_client import Counter
 
 from obstop.controller.config import ControllerConfig
 from obstop.controller.engine.runner import Engine
+from obstop.controller.errors import ControllerError
 from obstop.controller.states.cluster import STARTABLE, STOPPABLE
-from obstop.controller.steps import dag
-from obstop.controller.steps.run import DEFAULT_FREEZE_TIMEOUT, TaskOptions
+from obstop.controller.steps import dag, plan
+from obstop.controller.steps.run import DEFAULT_FREEZE_TIMEOUT, ServerFacts, TaskOptions
 from obstop.controller.store import Store
 from obstop.controller.store.models import Cluster, Subtask, Task
 
@@ -46,6 +49,7 @@ class Service:
         self.store = store
         self.engine = engine
         self.created = created
+        self.planner: plan.Planner | None = None  # set by the daemon: plans need the dispatchers
 
     async def stop_cluster(
         self,
@@ -136,3 +140,65 @@ class Service:
         """A task with its subtasks, naming its cluster from its row (never loading its servers)."""
         task, subtasks = await self.store.tasks.get(task_id)
         return task, (await self.store.clusters.rows()).get(task.cluster_id), subtasks
+
+    # --- plans (dry runs): the same DAG and every check, nothing acted on, no task left behind ---------
+
+    async def plan_stop(
+        self,
+        cluster_id: int,
+        *,
+        freeze: bool = True,
+        freeze_timeout_seconds: int = DEFAULT_FREEZE_TIMEOUT,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """What `stop_cluster` would do with these options, and what would block it."""
+        options = TaskOptions(freeze=freeze, freeze_timeout_seconds=freeze_timeout_seconds, force=force)
+        layout = await self.store.clusters.layout(cluster_id)
+        process_timeout = int(self.config.stop.subtask_timeout)
+        nodes = dag.build_stop_dag(  # as stop_cluster builds it
+            layout.zones,
+            layout.servers,
+            process_timeout=process_timeout,
+            prepare_timeout=max(process_timeout, options.freeze_timeout_seconds + FREEZE_MARGIN),
+            step_timeout=int(self.config.engine.step_timeout),
+        )
+        spec = plan.PlanSpec(dag.TASK_NAME, "stop", STOPPABLE, plan.STOP_CLUSTER_CHECKS)
+        return await self._plan(cluster_id, spec, nodes, options)
+
+    async def plan_start(self, cluster_id: int) -> dict[str, Any]:
+        """What `start_cluster` would do, and what would block it."""
+        layout = await self.store.clusters.layout(cluster_id)
+        nodes = dag.build_start_dag(
+            layout.zones,
+            layout.servers,
+            process_timeout=int(self.config.start.subtask_timeout),
+            step_timeout=int(self.config.engine.step_timeout),
+        )
+        spec = plan.PlanSpec(dag.START_TASK_NAME, "start", STARTABLE, plan.START_CLUSTER_CHECKS)
+        return await self._plan(cluster_id, spec, nodes, None)
+
+    async def _plan(
+        self,
+        cluster_id: int,
+        spec: plan.PlanSpec,
+        nodes: list[dag.NodeSpec],
+        options: TaskOptions | None,
+        server_ids: Collection[int] | None = None,
+    ) -> dict[str, Any]:
+        """A plan of `spec` over the cluster's servers (or those named: a zone's, one server)."""
+        if self.planner is None:
+            raise ControllerError("plans need the controller's dispatchers, and this service has none")
+        cluster, zones, servers = await self.store.clusters.get(cluster_id)
+        holder = await self.store.tasks.holder(cluster_id)
+        facts = plan.ClusterFacts(
+            cluster.id,
+            cluster.name,
+            cluster.status,
+            None if holder is None else f"task {holder.id} ({holder.name}, {holder.status})",
+        )
+        chosen = [
+            (ServerFacts(s.id, s.zone, s.host, s.ip, s.sql_port, s.rpc_port, s.home_path), s.status)
+            for s in servers
+            if server_ids is None or s.id in server_ids
+        ]
+        return await self.planner.plan(spec, facts, {z.name: z.status for z in zones}, chosen, nodes, options)

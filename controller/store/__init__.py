@@ -8,6 +8,7 @@
     finish      the group commit of finishes (with their status moves), logs and command records
     operations  what an operator does to a task (retry, ...)
     commands    command records and marks
+    audit       the audit trail: every call that changed something
 
 Every status change is a compare-and-set through its machine in controller/states, committed with a
 history row before anyone acts on it. Imported by the engine, the API (reads) and the daemon; it knows
@@ -16,6 +17,7 @@ nothing of them.
 
 from __future__ import annotations
 
+from obstop.controller.store.audit import Audit
 from obstop.controller.store.clusters import Clusters
 from obstop.controller.store.commands import Commands
 from obstop.controller.store.db import Database
@@ -34,6 +36,7 @@ class Store:
         self.finishes = Finishes(db)
         self.operations = Operations(db)
         self.commands = Commands(db)
+        self.audit = Audit(db)
 
     @classmethod
     async def open(cls, url: str) -> Store:

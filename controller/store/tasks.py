@@ -270,3 +270,15 @@ class Tasks:
                     )
                 ).all()
             )
+
+    async def holder(self, cluster_id: int) -> Task | None:
+        """The task holding the cluster, if one does (a plan names it; it takes nothing)."""
+        async with self.db.tx() as s:
+            found: Task | None = await s.scalar(sa.select(Task).where(Task.holds_cluster == cluster_id))
+        return found
+
+    async def count_by_status(self) -> dict[str, int]:
+        """How many tasks are in each status (the metrics' gauge)."""
+        async with self.db.tx() as s:
+            rows = await s.execute(sa.select(Task.status, sa.func.count()).group_by(Task.status))
+            return {str(status): int(n) for status, n in rows.all()}

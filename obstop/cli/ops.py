@@ -29,7 +29,22 @@ PwFile = Annotated[
 Config = Annotated[
     Path | None, typer.Option("--config", help="a controller.toml to find the API (and admin.password)")
 ]
+CaFile = Annotated[
+    Path | None,
+    typer.Option("--ca-file", help="the CA of the controller's TLS certificate (env OBSTOP_CA_FILE)"),
+]
 Watch = Annotated[bool, typer.Option("--watch", help="show the DAG live until the task ends")]
+Plan = Annotated[
+    bool,
+    typer.Option(
+        "--plan", help="dry run: every check, nothing done; exit 0 if it would run, 1 if something blocks it"
+    ),
+]
+
+
+class PlanFormat(StrEnum):
+    table = "table"
+    json = "json"
 
 
 class Format(StrEnum):
@@ -39,8 +54,10 @@ class Format(StrEnum):
     mermaid = "mermaid"
 
 
-def client(url: str | None, user: str | None, pw: Path | None, config: Path | None) -> Client:
-    return Client(resolve(url, user, pw, config))
+def client(
+    url: str | None, user: str | None, pw: Path | None, config: Path | None, ca_file: Path | None = None
+) -> Client:
+    return Client(resolve(url, user, pw, config, ca_file))
 
 
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
@@ -80,6 +97,15 @@ def follow(c: Client, task_id: int, watching: bool) -> None:
         sys.exit(EXIT_OK if task["status"] == "SUCCESSFUL" else EXIT_FAILED)
 
 
+def planned(data: dict[str, Any], fmt: PlanFormat) -> None:
+    """Print a plan; exit 0 when nothing blocks it, 1 when something does."""
+    if fmt is PlanFormat.json:
+        print(render.as_json(data))
+    else:
+        Console().print(render.plan(data))
+    sys.exit(EXIT_OK if data["executable"] else EXIT_FAILED)
+
+
 def show(c: Client, task: dict[str, Any], fmt: Format, console: Console) -> None:
     match fmt:
         case Format.json:
@@ -93,7 +119,7 @@ def show(c: Client, task: dict[str, Any], fmt: Format, console: Console) -> None
 
 
 def register(app: typer.Typer) -> None:
-    from obstop.cli import tasks
+    from obstop.cli import audit, tasks
 
     @app.command("stop")
     @guarded
@@ -110,16 +136,21 @@ def register(app: typer.Typer) -> None:
         force: Annotated[
             bool, typer.Option("--force", help="stop processes even if SQL is unreachable")
         ] = False,
+        plan: Plan = False,
+        format: Annotated[PlanFormat, typer.Option("--format", help="of the plan")] = PlanFormat.table,
         url: Url = None,
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
+        ca_file: CaFile = None,
     ) -> None:
         """Stop a cluster. With --watch, exit 0 only when the task ends SUCCESSFUL."""
-        c = client(url, user, password_file, config)
+        c = client(url, user, password_file, config, ca_file)
         body: dict[str, Any] = {"freeze": not no_freeze, "force": force}
         if freeze_timeout is not None:
             body["freezeTimeoutSeconds"] = freeze_timeout
+        if plan:
+            planned(c.stop(cluster_id, body, plan=True), format)
         task = c.stop(cluster_id, body)
         typer.echo(f"task {task['id']} ({task['name']}) {task['status']}")
         follow(c, task["id"], watch_)
@@ -129,18 +160,24 @@ def register(app: typer.Typer) -> None:
     def start(
         cluster_id: int,
         watch_: Watch = False,
+        plan: Plan = False,
+        format: Annotated[PlanFormat, typer.Option("--format", help="of the plan")] = PlanFormat.table,
         url: Url = None,
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
+        ca_file: CaFile = None,
     ) -> None:
         """Start a stopped cluster, each observer from its home. With --watch, exit 0 only if SUCCESSFUL.
 
         Each observer is started as the owner of its home, the way it restarts itself
         (cd HOME && ./bin/observer, from its persisted configuration)."""
-        c = client(url, user, password_file, config)
+        c = client(url, user, password_file, config, ca_file)
+        if plan:
+            planned(c.start(cluster_id, plan=True), format)
         task = c.start(cluster_id)
         typer.echo(f"task {task['id']} ({task['name']}) {task['status']}")
         follow(c, task["id"], watch_)
 
     tasks.register(app)
+    audit.register(app)

@@ -9,7 +9,20 @@ import typer
 from rich.console import Console
 
 from obstop import render
-from obstop.cli.ops import Config, Format, PwFile, Url, User, Watch, client, follow, guarded, show, watch
+from obstop.cli.ops import (
+    CaFile,
+    Config,
+    Format,
+    PwFile,
+    Url,
+    User,
+    Watch,
+    client,
+    follow,
+    guarded,
+    show,
+    watch,
+)
 from obstop.client import Client
 
 
@@ -56,6 +69,7 @@ def register(app: typer.Typer) -> None:
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
+        ca_file: CaFile = None,
     ) -> None:
         """List tasks, newest first, with OCP's filters."""
         params: list[tuple[str, str | int]] = [("page", page), ("size", size), ("sort", sort)]
@@ -63,7 +77,7 @@ def register(app: typer.Typer) -> None:
         for key, value in (("name", name), ("clusterId", cluster_id), ("clusterName", cluster_name)):
             if value is not None:
                 params.append((key, value))
-        data = client(url, user, password_file, config).tasks(params)
+        data = client(url, user, password_file, config, ca_file).tasks(params)
         if format is ListFormat.json:
             print(render.as_json(data))
         else:
@@ -79,9 +93,10 @@ def register(app: typer.Typer) -> None:
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
+        ca_file: CaFile = None,
     ) -> None:
         """Show a task's DAG: a table (live with --watch), or json, dot, mermaid."""
-        c = client(url, user, password_file, config)
+        c = client(url, user, password_file, config, ca_file)
         if watch_ and format is Format.table:
             watch(c, task_id, Console())
         else:
@@ -99,9 +114,10 @@ def register(app: typer.Typer) -> None:
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
+        ca_file: CaFile = None,
     ) -> None:
         """Print subtask logs (each run opens with its operation: EXECUTE, RETRY, ROLLBACK...)."""
-        c = client(url, user, password_file, config)
+        c = client(url, user, password_file, config, ca_file)
         if subtask_id is not None:
             print(c.log(task_id, subtask_id), end="")
             return
@@ -124,9 +140,10 @@ def register(app: typer.Typer) -> None:
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
+        ca_file: CaFile = None,
     ) -> None:
         """Retry every FAILED subtask of a FAILED task (successful ones are not run again), or one."""
-        c = client(url, user, password_file, config)
+        c = client(url, user, password_file, config, ca_file)
         c.retry(task_id, subtask)
         _said(c, task_id, f"retrying {'subtask ' + str(subtask) if subtask else 'its FAILED subtasks'}")
         follow(c, task_id, watch_)
@@ -140,11 +157,12 @@ def register(app: typer.Typer) -> None:
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
+        ca_file: CaFile = None,
     ) -> None:
         """Roll a FAILED task back: its DAG undone backwards, statuses back to what they were.
 
         Observers this task stopped are started again; ones it started are stopped again."""
-        c = client(url, user, password_file, config)
+        c = client(url, user, password_file, config, ca_file)
         c.rollback(task_id)
         _said(c, task_id, "rolling back")
         follow(c, task_id, watch_)
@@ -159,9 +177,10 @@ def register(app: typer.Typer) -> None:
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
+        ca_file: CaFile = None,
     ) -> None:
         """Mark a FAILED subtask done without running it; the task goes on."""
-        c = client(url, user, password_file, config)
+        c = client(url, user, password_file, config, ca_file)
         c.skip(task_id, subtask_id)
         _said(c, task_id, f"subtask {subtask_id} skipped")
         follow(c, task_id, watch_)
@@ -176,11 +195,12 @@ def register(app: typer.Typer) -> None:
         user: User = None,
         password_file: PwFile = None,
         config: Config = None,
+        ca_file: CaFile = None,
     ) -> None:
         """Cancel a RUNNING subtask: it ends FAILED, and its command is cancelled where it runs.
 
         The agent journals the cancel first, stops waiting, and never signals for it after that."""
-        c = client(url, user, password_file, config)
+        c = client(url, user, password_file, config, ca_file)
         c.cancel(task_id, subtask_id)
         _said(c, task_id, f"subtask {subtask_id} cancelling")
         follow(c, task_id, watch_)

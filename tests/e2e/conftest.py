@@ -12,12 +12,14 @@ from tests.support.controller_process import ControllerProcess
 
 @pytest.fixture
 def controllers(tmp_path: Path) -> Iterator[Callable[..., ControllerProcess]]:
-    """controllers(config, env=None): a controller process logging to tmp_path/controller.log; none is
+    """controllers(config, env=None, ca_file=None): a controller process logging to tmp_path/controller.log; none is
     left running after the test."""
     made: list[ControllerProcess] = []
 
-    def make(config: Path, env: dict[str, str] | None = None) -> ControllerProcess:
-        made.append(ControllerProcess(config, tmp_path / "controller.log", env=env))
+    def make(
+        config: Path, env: dict[str, str] | None = None, ca_file: Path | None = None
+    ) -> ControllerProcess:
+        made.append(ControllerProcess(config, tmp_path / "controller.log", env=env, ca_file=ca_file))
         return made[-1]
 
     yield make

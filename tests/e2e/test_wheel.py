@@ -42,3 +42,8 @@ def test_the_wheel_installs_only_the_obstop_package(tmp_path: Path) -> None:
         assert z.read(f"{dist_info}/top_level.txt").decode().split() == ["obstop"]
     # the symlinked folders are in the wheel as real packages under obstop/
     assert {"obstop/agent/protocol.py", "obstop/controller/daemon.py", "obstop/cli/__init__.py"} <= set(names)
+    # the page's files ship in the wheel (no CDN: /ui/ needs nothing else)
+    static = {f"obstop/controller/api/static/{n}" for n in ("index.html", "app.js", "style.css")}
+    assert static <= set(names)
+    # and its migrations
+    assert "obstop/controller/store/migrations/versions/0004_audit.py" in names

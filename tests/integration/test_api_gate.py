@@ -44,7 +44,8 @@ def assert_error(r: httpx.Response, status: int, code: int, words: str) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "kw", "words"),
     [
-        ("post", "/api/v2/ob/clusters/1/stop?dryRun=true", {}, "unknown query parameter(s) dryRun"),
+        # a mistyped option is refused, never taken for another (?dryRun=true is the plan)
+        ("post", "/api/v2/ob/clusters/1/stop?dryrun=true", {}, "unknown query parameter(s) dryrun"),
         ("post", "/api/v2/ob/clusters/1/stop?force=true", {}, "unknown query parameter(s) force"),
         ("post", "/api/v2/ob/clusters/1/stop", {"json": {"freeze": False, "dryRun": True}}, "dryRun"),
         ("post", "/api/v2/tasks/instances/1/retry", {"json": {"all": True}}, "takes no request body"),

@@ -45,8 +45,16 @@ def manager() -> dict[str, str]:
 
 
 async def snapshot(env: Env) -> tuple[Any, ...]:
+    """What a refused call must not change (statuses the observers' reports move, "observed", aside)."""
     async with env.store.db.tx() as s:
-        counts = [await s.scalar(sa.select(sa.func.count()).select_from(m)) for m in (Task, HistoryEvent)]
+        counts = [
+            await s.scalar(sa.select(sa.func.count()).select_from(Task)),
+            await s.scalar(
+                sa.select(sa.func.count())
+                .select_from(HistoryEvent)
+                .where(sa.or_(HistoryEvent.note.is_(None), HistoryEvent.note != "observed"))
+            ),
+        ]
         subs = (await s.execute(sa.select(Subtask.id, Subtask.status, Subtask.operation))).all()
         tasks = (await s.execute(sa.select(Task.id, Task.status, Task.operation, Task.holds_cluster))).all()
     return (*counts, sorted(map(tuple, subs)), sorted(map(tuple, tasks)))

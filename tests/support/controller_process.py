@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import tomllib
 from pathlib import Path
@@ -23,12 +24,17 @@ def api_port(config: Path) -> int:
 class ControllerProcess:
     """Start, SIGKILL, restart and SIGTERM a controller; read its tasks as the admin user."""
 
-    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, log: Path, env: dict[str, str] | None = None, ca_file: Path | None = None
+    ) -> None:
+        """ca_file: the controller serves https ([api] tls_cert), verified against this CA."""
         self.config, self.log = config, log
         self.port = api_port(config)
         self.env = {**os.environ, "OBSTOP_LOG_LEVEL": "INFO", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers=ADMIN, timeout=10)
+        self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        self.http = httpx.Client(base_url=self.url, headers=ADMIN, timeout=10, verify=verify)
 
     def start(self) -> None:
         """Start it and return once /api/status answers (fails at once if the process exits)."""
