@@ -16,6 +16,7 @@ ControllerError                  500 10010  root: unexpected
  +-- Forbidden                   403 30014  the user lacks the role
  +-- NotFound                    404 10002  no such cluster, zone, server
  |    +-- TaskNotFound           404 20000  no such task or subtask
+ |    +-- ZoneNotFound           404 50004  no such zone in the cluster
  +-- Conflict                    409 10100  a unique key or a concurrent change said no
  |    +-- ClusterOpsNotAllowed   409 50002  the cluster's status, or another task holding it, forbids this
  +-- PayloadTooLarge             413 10101
@@ -68,6 +69,10 @@ class NotFound(ControllerError):
 
 class TaskNotFound(NotFound):
     code, name = 20000, "TASK_NOT_EXISTS"
+
+
+class ZoneNotFound(NotFound):
+    code, name = 50004, "OB_ZONE_NAME_NOT_FOUND"
 
 
 class Conflict(ControllerError):
