@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -129,6 +130,22 @@ class Client:
 
     def start(self, cluster_id: int) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", f"/api/v2/ob/clusters/{cluster_id}/start")
+        return result
+
+    def zone(
+        self, verb: str, cluster_id: int, zone: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Stop or start one zone (verb: stop | start)."""
+        path = f"/api/v2/ob/clusters/{cluster_id}/zones/{quote(zone, safe='')}/{verb}"
+        result: dict[str, Any] = self._call("POST", path, json=body)
+        return result
+
+    def server(
+        self, verb: str, cluster_id: int, server_id: int, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Stop or start one server (verb: stop | start)."""
+        path = f"/api/v2/ob/clusters/{cluster_id}/servers/{server_id}/{verb}"
+        result: dict[str, Any] = self._call("POST", path, json=body)
         return result
 
     def task(self, task_id: int) -> dict[str, Any]:
