@@ -15,6 +15,14 @@ def register(app: typer.Typer) -> None:
         zones: Annotated[int, typer.Option(min=1, max=32, help="zones")] = 3,
         servers_per_zone: Annotated[int, typer.Option(min=1, max=32, help="servers per zone")] = 1,
         keep: Annotated[bool, typer.Option("--keep", help="keep the temp dir (logs, store)")] = False,
+        zone_stop: Annotated[
+            bool,
+            typer.Option(
+                "--zone-stop",
+                help="a partial stop instead: one zone down while the cluster serves, a second refused "
+                "by the majority check, the first started again",
+            ),
+        ] = False,
     ) -> None:
         """Zero setup: broker, controller, fake hosts with agents; stop the cluster, then start it, live."""
         from rich.console import Console
@@ -22,5 +30,12 @@ def register(app: typer.Typer) -> None:
         from obstop.demo import run_demo
         from obstop.logs import setup
 
+        if zone_stop and zones < 3:
+            typer.echo(
+                "error: --zone-stop needs --zones 3 or more (one zone down must leave a majority of every "
+                "log stream)",
+                err=True,
+            )
+            sys.exit(2)
         setup("WARNING")
-        sys.exit(asyncio.run(run_demo(zones, servers_per_zone, keep, Console())))
+        sys.exit(asyncio.run(run_demo(zones, servers_per_zone, keep, Console(), zone_stop=zone_stop)))
