@@ -16,7 +16,7 @@ from obstop.fakes.cluster import FakeCluster
 from tests.support.controller import ADMIN, Env, running
 from tests.support.fakes import Fakes
 from tests.support.lifecycle import post, starts, subtasks, task, wait_for
-from tests.support.processes import alive, wait_dead
+from tests.support.processes import alive, kill_tree_under, wait_dead
 from tests.support.sqlcluster import PASSWORD, config, start_zones
 
 WATCH = {"probe_interval": 0.1, "report_interval": 0.5}
@@ -298,3 +298,31 @@ async def test_what_the_api_refuses(tmp_path: Path, fakes: Fakes, cluster_dir: P
         )
         t = await task(env, 1)
         assert subtasks(t, "Update OB cluster status")[0]["status"] == "SUCCESSFUL"
+
+
+async def test_rolling_back_a_zone_stop_starts_the_zone_again_in_the_cluster(
+    tmp_path: Path, fakes: Fakes, cluster_dir: Path
+) -> None:
+    """zone1's stop fails at its process (a child keeps its ports); rolled back, its observer starts again
+    and START ZONE gives the zone back to the cluster, which STOP ZONE had taken."""
+    cluster = start_zones(fakes, cluster_dir, zones=3, per_zone=1, misbehave={0: ["--linger-child", "60"]})
+    fc = FakeCluster(cluster_dir)
+    async with running(config(tmp_path, cluster, stop={"port_timeout": 0.5}, watch=WATCH)) as env:
+        task_id = await run_task(env, f"{ZONE}/zone1/stop")
+        assert await env.wait(task_id) == "FAILED"
+        t = await task(env, task_id)
+        assert [s["name"] for s in t["tasks"] if s["status"] == "FAILED"] == ["Stop observer process"]
+        assert dict(fc.zones())["zone1"] == "INACTIVE" and not alive(cluster.pids[0])
+
+        kill_tree_under(cluster.fakes[0].home)  # the cause goes: the lingering child
+        await post(env, f"/api/v2/tasks/instances/{task_id}/rollback")
+        assert await env.wait(task_id) == "SUCCESSFUL"
+        assert [starts(f.home) for f in cluster.fakes] == [2, 1, 1] and alive(cluster.fakes[0].pid() or 0)
+        sql = sql_of(cluster_dir)
+        assert sql.index("ALTER SYSTEM START ZONE 'zone1'") > sql.index("ALTER SYSTEM STOP ZONE 'zone1'")
+        assert dict(fc.zones())["zone1"] == "ACTIVE" and every_stream_leads(fc, set())
+        assert "(its status before this task)" in await env.log_of(task_id, "Prepare stop OB zone")
+        everything = {z: "RUNNING" for z in ("zone1", "zone2", "zone3")}
+        await settles_on(
+            env, ("RUNNING", everything, dict.fromkeys((100, 101, 102), "RUNNING")), "rolled back"
+        )
