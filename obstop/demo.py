@@ -51,7 +51,12 @@ async def _start_broker(port: int) -> Any:
 
 
 async def run_demo(
-    zones: int, servers_per_zone: int, keep: bool, console: Console, zone_stop: bool = False
+    zones: int,
+    servers_per_zone: int,
+    keep: bool,
+    console: Console,
+    zone_stop: bool = False,
+    first_ip: str | None = None,
 ) -> int:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,7 +76,7 @@ async def run_demo(
             zones=zones,
             servers_per_zone=servers_per_zone,
             broker=broker_url,
-            first_ip=free_block(n),
+            first_ip=first_ip or free_block(n),
         )
         console.print(f"{n} fake hosts in {work}/hosts, each with a fake observer and an agent:")
         for h in fleet.hosts:

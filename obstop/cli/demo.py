@@ -23,6 +23,12 @@ def register(app: typer.Typer) -> None:
                 "by the majority check, the first started again",
             ),
         ] = False,
+        first_ip: Annotated[
+            str | None,
+            typer.Option(
+                "--first-ip", help="the first fake host's address (default: the first free 127.0.0.x)"
+            ),
+        ] = None,
     ) -> None:
         """Zero setup: broker, controller, fake hosts with agents; stop the cluster, then start it, live."""
         from rich.console import Console
@@ -37,5 +43,18 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
             sys.exit(2)
+        if first_ip is not None and not _loopback(first_ip):
+            typer.echo(f"error: --first-ip {first_ip!r}: not an IPv4 loopback address (127.x.y.z)", err=True)
+            sys.exit(2)
         setup("WARNING")
-        sys.exit(asyncio.run(run_demo(zones, servers_per_zone, keep, Console(), zone_stop=zone_stop)))
+        demo = run_demo(zones, servers_per_zone, keep, Console(), zone_stop=zone_stop, first_ip=first_ip)
+        sys.exit(asyncio.run(demo))
+
+
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.IPv4Address(ip).is_loopback
+    except ValueError:
+        return False

@@ -75,7 +75,8 @@ def test_zone_and_server_stops_through_the_cli(fleet: tuple[Path, fakehosts.Flee
 
 
 def test_demo_zone_stop() -> None:
-    res = obstop("demo", "--zone-stop", timeout=180)
+    # its own addresses: the other demo test may run at the same time
+    res = obstop("demo", "--zone-stop", "--first-ip", fresh_block(3), timeout=180)
     out = " ".join(res.stdout.split())
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "Stop OB zone SUCCESSFUL · cluster obcluster RUNNING · 1 observer(s) of zone1 stopped" in out
