@@ -78,12 +78,12 @@ def every_stream_leads(fc: FakeCluster, away_from: set[str]) -> bool:
 
 
 async def test_stop_a_zone_of_three_then_start_it_again(
-    tmp_path: Path, fakes: Fakes, cluster_dir: Path
+    tmp_path: Path, fakes: Fakes, cluster_dir: Path, store_url: str
 ) -> None:
     cluster = start_zones(fakes, cluster_dir, zones=3, per_zone=1)
     fc = FakeCluster(cluster_dir)
     zone1 = f"{cluster.fakes[0].ip}:2882"
-    async with running(config(tmp_path, cluster, watch=WATCH)) as env:
+    async with running(config(tmp_path, cluster, store={"url": store_url}, watch=WATCH)) as env:
         task_id = await run_task(env, f"{ZONE}/zone1/stop")
         # the zone's task holds its cluster until it ends
         r = await env.stop()
