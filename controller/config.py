@@ -159,7 +159,8 @@ class AgentsConfig(Section):
 
 
 class ClusterSQLConfig(Section):
-    """How the controller reaches a cluster's sys tenant (for the minor freeze). Secrets by file only."""
+    """How the controller reaches a cluster's sys tenant (the minor freeze; the majority check and STOP/START
+    ZONE/SERVER of partial stops). Secrets by file only."""
 
     cluster_id: int = Field(gt=0)
     user: str = "root@sys"
@@ -167,6 +168,11 @@ class ClusterSQLConfig(Section):
     database: str = "oceanbase"
     connect_timeout: float = Field(default=5.0, gt=0)
     statement_timeout: float = Field(default=30.0, gt=0)
+    service_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="bound of ALTER SYSTEM STOP/START ZONE/SERVER and of the wait for leaders to move away",
+    )
 
 
 class StopConfig(Section):

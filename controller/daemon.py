@@ -118,7 +118,7 @@ async def build(config: ControllerConfig) -> Parts:
     except BaseException:
         await store.close()
         raise
-    steps = Steps(router, config.stop, config.start, SQLPreparation(config.cluster_sql))
+    steps = Steps(router, config.stop, config.start, SQLPreparation(config.cluster_sql), config.cluster_sql)
     engine = Engine(
         store,
         steps.run,

@@ -17,6 +17,7 @@ ControllerError                  500 10010  root: unexpected
  |    +-- InsecureTransport      403 10103  HTTP Basic over plain HTTP on a listener that is not loopback
  +-- NotFound                    404 10002  no such cluster, zone, server
  |    +-- TaskNotFound           404 20000  no such task or subtask
+ |    +-- ZoneNotFound           404 50004  no such zone in the cluster
  +-- Conflict                    409 10100  a unique key or a concurrent change said no
  |    +-- ClusterOpsNotAllowed   409 50002  the cluster's status, or another task holding it, forbids this
  +-- PayloadTooLarge             413 10101
@@ -73,6 +74,10 @@ class NotFound(ControllerError):
 
 class TaskNotFound(NotFound):
     code, name = 20000, "TASK_NOT_EXISTS"
+
+
+class ZoneNotFound(NotFound):
+    code, name = 50004, "OB_ZONE_NAME_NOT_FOUND"
 
 
 class Conflict(ControllerError):

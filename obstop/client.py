@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -168,6 +169,22 @@ class Client:
     def start(self, cluster_id: int, plan: bool = False) -> dict[str, Any]:
         params = {"dryRun": "true"} if plan else None
         result: dict[str, Any] = self._call("POST", f"/api/v2/ob/clusters/{cluster_id}/start", params=params)
+        return result
+
+    def zone(
+        self, verb: str, cluster_id: int, zone: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Stop or start one zone (verb: stop | start)."""
+        path = f"/api/v2/ob/clusters/{cluster_id}/zones/{quote(zone, safe='')}/{verb}"
+        result: dict[str, Any] = self._call("POST", path, json=body)
+        return result
+
+    def server(
+        self, verb: str, cluster_id: int, server_id: int, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Stop or start one server (verb: stop | start)."""
+        path = f"/api/v2/ob/clusters/{cluster_id}/servers/{server_id}/{verb}"
+        result: dict[str, Any] = self._call("POST", path, json=body)
         return result
 
     def task(self, task_id: int) -> dict[str, Any]:

@@ -4,6 +4,9 @@ An embedded MQTT broker (amqtt, in this process), fake hosts with an agent proce
 on SQLite in a temp dir; a stop through the HTTP API shown live, then a start that brings every observer
 back. Everything started is cleaned up, on Ctrl-C too. Exit 0 when both tasks end SUCCESSFUL with every
 observer as they say (stopped and its ports free; then running again and listening).
+
+With `zone_stop`, a partial stop instead: one zone stopped while the cluster stays RUNNING, a second zone
+refused by the majority check (the tenant named, nothing touched), then the first zone started again.
 """
 
 from __future__ import annotations
@@ -47,7 +50,14 @@ async def _start_broker(port: int) -> Any:
     return broker
 
 
-async def run_demo(zones: int, servers_per_zone: int, keep: bool, console: Console) -> int:
+async def run_demo(
+    zones: int,
+    servers_per_zone: int,
+    keep: bool,
+    console: Console,
+    zone_stop: bool = False,
+    first_ip: str | None = None,
+) -> int:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -66,7 +76,7 @@ async def run_demo(zones: int, servers_per_zone: int, keep: bool, console: Conso
             zones=zones,
             servers_per_zone=servers_per_zone,
             broker=broker_url,
-            first_ip=free_block(n),
+            first_ip=first_ip or free_block(n),
         )
         console.print(f"{n} fake hosts in {work}/hosts, each with a fake observer and an agent:")
         for h in fleet.hosts:
@@ -81,9 +91,9 @@ async def run_demo(zones: int, servers_per_zone: int, keep: bool, console: Conso
             try:
                 await _first(ready.wait(), controller)
                 console.print(f"controller on {fleet.api_url} (SQLite in {work}/state)\n")
-                result = await _stop_and_watch(
-                    fleet.api_url, (work / "admin.password").read_text().strip(), fleet, stopping, console
-                )
+                password = (work / "admin.password").read_text().strip()
+                run = _zone_stop_and_watch if zone_stop else _stop_and_watch
+                result = await run(fleet.api_url, password, fleet, stopping, console)
             finally:
                 done.set()
         return result
@@ -126,13 +136,30 @@ async def _stop_and_watch(
 async def _run_and_watch(
     http: httpx.AsyncClient, verb: str, fleet: fakehosts.Fleet, stopping: asyncio.Event, console: Console
 ) -> int:
+    task, elapsed = await _watch(http, f"/api/v2/ob/clusters/1/{verb}", stopping, console)
+    if task is None:
+        return 130 if stopping.is_set() else 1
+    cluster = (await http.get("/api/v2/ob/clusters/1")).json()["data"]
+    up = verb == "start"
+    did = f"{len(fleet.hosts)} observers " + ("back and listening" if up else "stopped")
+    wanted = {h.host: up for h in fleet.hosts}
+    ok = _summary(f"after the {verb}", task, cluster, fleet, elapsed, console, wanted, did)
+    console.print()
+    return 0 if task["status"] == "SUCCESSFUL" and ok else 1
+
+
+async def _watch(
+    http: httpx.AsyncClient, path: str, stopping: asyncio.Event, console: Console
+) -> tuple[dict[str, Any] | None, float]:
+    """POST the operation and show its DAG live until it ends; (the task, seconds), or None when it was
+    refused or interrupted."""
     started = time.monotonic()
-    console.print(f"POST /api/v2/ob/clusters/1/{verb}")
-    r = await http.post(f"/api/v2/ob/clusters/1/{verb}")
+    console.print(f"POST {path}")
+    r = await http.post(path)
     body = r.json()
     if not body.get("successful"):
-        console.print(f"[red]{verb} refused: {body.get('error')}")
-        return 1
+        console.print(f"[red]refused: {body.get('error')}")
+        return None, 0.0
     answered = time.monotonic() - started
     task_id = body["data"]["id"]
     console.print(f"answered in {answered * 1000:.0f} ms: task {task_id} {body['data']['status']}\n")
@@ -142,41 +169,90 @@ async def _run_and_watch(
             await asyncio.sleep(0.1)  # polling the API, as an operator's terminal does
             task = (await http.get(f"/api/v2/tasks/instances/{task_id}")).json()["data"]
             live.update(render.table(task))
-        failed = {}
-        for s in task["tasks"]:
-            if s["status"] == "FAILED":
-                log = (await http.get(f"/api/v2/tasks/instances/{task_id}/subtasks/{s['id']}/log")).json()
-                failed[s["id"]] = log["data"]["log"]
-        live.update(render.table(task, failed))
-    elapsed = time.monotonic() - started
+        live.update(render.table(task, await _failed_logs(http, task)))
     if stopping.is_set() and task["status"] == "RUNNING":
         console.print("[yellow]interrupted; cleaning up")
-        return 130
-    cluster = (await http.get("/api/v2/ob/clusters/1")).json()["data"]
+        return None, 0.0
     console.print()
-    ok = _summary(verb, task, cluster, fleet, elapsed, console)
-    console.print()
-    return 0 if task["status"] == "SUCCESSFUL" and ok else 1
+    return task, time.monotonic() - started
+
+
+async def _failed_logs(http: httpx.AsyncClient, task: dict[str, Any]) -> dict[int, str]:
+    failed = {}
+    for s in task["tasks"]:
+        if s["status"] == "FAILED":
+            log = (await http.get(f"/api/v2/tasks/instances/{task['id']}/subtasks/{s['id']}/log")).json()
+            failed[s["id"]] = log["data"]["log"]
+    return failed
+
+
+async def _zone_stop_and_watch(
+    url: str, password: str, fleet: fakehosts.Fleet, stopping: asyncio.Event, console: Console
+) -> int:
+    """Stop the first zone (the cluster stays RUNNING), see the second refused by the majority check with
+    nothing touched, start the first again; 0 when all three went as they must."""
+    zones = sorted({h.zone for h in fleet.hosts})
+    first, second = zones[0], zones[1]
+    # the refused stop is meant to fail: its reason is shown below, not as an engine warning too
+    logging.getLogger("obstop.engine").setLevel(logging.ERROR)
+    zone_api = "/api/v2/ob/clusters/1/zones"
+    async with httpx.AsyncClient(base_url=url, auth=("admin", password), timeout=30) as http:
+        task, elapsed = await _watch(http, f"{zone_api}/{first}/stop", stopping, console)
+        if task is None:
+            return 130 if stopping.is_set() else 1
+        cluster = (await http.get("/api/v2/ob/clusters/1")).json()["data"]
+        wanted = {h.host: h.zone != first for h in fleet.hosts}
+        n = sum(h.zone == first for h in fleet.hosts)
+        did = f"{n} observer(s) of {first} stopped while the rest serve"
+        ok = _summary(f"after stopping {first}", task, cluster, fleet, elapsed, console, wanted, did)
+        if not (ok and task["status"] == "SUCCESSFUL" and cluster["status"] == "RUNNING"):
+            return 1
+
+        console.print(f"\n[bold]{second} too? Stopping it would leave each log stream one replica of three:")
+        refused, _ = await _watch(http, f"{zone_api}/{second}/stop", stopping, console)
+        if refused is None:
+            return 130 if stopping.is_set() else 1
+        check = refused["tasks"][0]
+        last = (await _failed_logs(http, refused)).get(check["id"], "").strip().splitlines()[-1:]
+        reason = " ".join(last).partition("FAILED: ")[2].split("; tenant")[0]  # the first stream named
+        cluster = (await http.get("/api/v2/ob/clusters/1")).json()["data"]
+        title = f"after the refused stop of {second}"
+        untouched = _summary(title, refused, cluster, fleet, 0.0, console, wanted, "")
+        if refused["status"] != "FAILED" or check["status"] != "FAILED" or not untouched:
+            return 1
+        console.print(f"[green]refused before anything was touched:[/] {reason}\n")
+
+        task, elapsed = await _watch(http, f"{zone_api}/{first}/start", stopping, console)
+        if task is None:
+            return 130 if stopping.is_set() else 1
+        cluster = (await http.get("/api/v2/ob/clusters/1")).json()["data"]
+        everyone = {h.host: True for h in fleet.hosts}
+        did = f"{n} observer(s) of {first} back and listening"
+        ok = _summary(f"after starting {first}", task, cluster, fleet, elapsed, console, everyone, did)
+        return 0 if ok and task["status"] == "SUCCESSFUL" else 1
 
 
 def _summary(
-    verb: str,
+    title: str,
     task: dict[str, Any],
     cluster: dict[str, Any],
     fleet: fakehosts.Fleet,
     elapsed: float,
     console: Console,
+    wanted: dict[str, bool],
+    did: str,
 ) -> bool:
-    """A table of what each host really has now; True when it is what the task says."""
+    """A table of what each host really has now, then (if `did` says what the task did) a line for the
+    task; True when each host is as `wanted` (host -> up) says."""
     import psutil
 
-    t = Table(title=f"after the {verb}", title_justify="left")
+    t = Table(title=title, title_justify="left")
     for col in ("host", "zone", "observer pid", "process", "ports 2881/2882", "status"):
         t.add_column(col)
     statuses = {s["hostName"]: s["status"] for z in cluster["zones"] for s in z["servers"]}
-    wanted_up = verb == "start"
     all_right = True
     for h in fleet.hosts:
+        wanted_up = wanted[h.host]
         pid_file = Path(h.home) / "run" / "observer.pid"
         try:
             pid = int(pid_file.read_text().strip()) if wanted_up else h.observer_pid
@@ -200,10 +276,10 @@ def _summary(
             statuses.get(h.host, "?"),
         )
     console.print(t)
-    color = "green" if task["status"] == "SUCCESSFUL" and all_right else "red"
-    did = "back and listening" if wanted_up else "stopped"
-    console.print(
-        f"[{color}]task {task['id']} {task['name']} {task['status']}[/] · cluster {cluster['name']} "
-        f"{cluster['status']} · {len(fleet.hosts)} observers {did} in {elapsed:.2f} s"
-    )
+    if did:
+        color = "green" if task["status"] == "SUCCESSFUL" and all_right else "red"
+        console.print(
+            f"[{color}]task {task['id']} {task['name']} {task['status']}[/] · cluster {cluster['name']} "
+            f"{cluster['status']} · {did} in {elapsed:.2f} s"
+        )
     return all_right

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from obstop.controller.api import audit, clusters, ops, tasks, ui
+from obstop.controller.api import audit, clusters, ops, partial, tasks, ui
 from obstop.controller.api.deps import Controller
 from obstop.controller.api.envelope import JSONResponse, TraceMiddleware, error_response
 from obstop.controller.api.gate import Gate, strict_parameters
@@ -83,7 +83,7 @@ def create_app(controller: Controller) -> FastAPI:
     app.add_exception_handler(RequestValidationError, bad_input)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
-    for module in (ops, clusters, tasks, audit, ui):
+    for module in (ops, clusters, partial, tasks, audit, ui):
         app.include_router(module.router)
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
     return app

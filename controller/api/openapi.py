@@ -28,6 +28,7 @@ from obstop.controller.errors import (
     TaskStateInvalid,
     TooManyAttempts,
     Unauthorized,
+    ZoneNotFound,
 )
 
 REF = "#/components/schemas/ErrorEnvelope"
@@ -48,6 +49,8 @@ def answers(path: str, method: str) -> dict[int, list[type[ControllerError]]]:
         out[429] = [TooManyAttempts]
     if "{" in path:
         out[404] = [TaskNotFound] if tasks else [NotFound]
+        if "{zoneName}" in path:
+            out[404].append(ZoneNotFound)
     if changes:
         out[409] = [ClusterOpsNotAllowed, Conflict]
     return dict(sorted(out.items()))

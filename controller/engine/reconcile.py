@@ -5,6 +5,10 @@ ended is settled at once (nothing left STOPPING or STARTING) and then shows what
 
 Reports of a cluster's observers taken before its task ended could predate the task's last act: they are
 dropped, and fresh ones asked for (`Router.refresh`), so a settled cluster is never set back by old news.
+
+Zones and servers a partial stop took down on purpose are left out of their cluster's status (it stays
+RUNNING around them, as OCP shows it), never an observer that died on its own: the store reads them from
+the tasks that ended (store/intents.py, states/intent.py) in the same transaction as the reconciliation.
 """
 
 from __future__ import annotations

@@ -85,9 +85,11 @@ class ClusterSQL:
         *,
         timeout: float | None = None,
         quiet: bool = False,
+        once: bool = False,
     ) -> list[tuple[Any, ...]]:
-        """quiet: log failures only (for polls, whose progress the caller reports)."""
-        """Run one statement; on a lost connection, fall over once to another server."""
+        """Run one statement; on a lost connection, fall over once to another server. quiet: log
+        failures only (for polls, whose progress the caller reports); once: never send it a second time
+        (a statement that acts, like STOP SERVER: its error is the answer)."""
         for attempt in (1, 2):
             started = time.monotonic()
             limit = timeout or self.config.statement_timeout
@@ -109,7 +111,7 @@ class ClusterSQL:
                 ) from exc
             except asyncmy.errors.OperationalError as exc:
                 await self.log(f"SQL [{self._where}] {_short(sql, args)} -> {_describe(exc)}")
-                if attempt == 2:
+                if attempt == 2 or once:
                     raise SQLFailed(f"{_short(sql, args)} failed: {_describe(exc)}") from exc
                 failed, self._conn = self._where, None
                 await self._connect(skip=failed)

@@ -10,6 +10,20 @@ Start: Prepare start cluster -> Prepare start OB zone xZ -> Wait node -> Start o
 
 Each zone and server subtask records the status its zone or server had (`former_*_status`): what a
 rollback goes back to.
+
+Partial stops (OCP's "Stop OB zone", "Start OB zone", "Stop OB server", "Start OB server") touch one zone
+or one server, the majority check first, STOP ZONE/SERVER in SQL before the processes, START after:
+
+Stop zone:    Prepare stop OB zone -> Stop OB zone service -> Prepare stop observer xS -> Wait node ->
+              Stop observer process xS -> Wait node -> Update observer status xS -> Wait node ->
+              Update zone status -> Update OB cluster status
+Start zone:   Prepare start OB zone -> Start observer process xS -> Wait node -> Start OB zone service ->
+              Update observer status xS -> Wait node -> Update zone status -> Update OB cluster status
+Stop server:  Prepare stop OB server -> Stop OB server service -> Prepare stop observer ->
+              Stop observer process -> Update observer status -> Update zone status ->
+              Update OB cluster status
+Start server: Start observer process -> Start OB server service -> Update observer status ->
+              Update zone status -> Update OB cluster status
 """
 
 from __future__ import annotations
@@ -19,10 +33,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from obstop.controller.states.intent import Partial
 from obstop.controller.steps.run import TaskOptions
 
 TASK_NAME = "Stop OB cluster"
 START_TASK_NAME = "Start OB cluster"
+PARTIAL_TASK_NAMES: dict[Partial, str] = {
+    Partial.STOP_ZONE: "Stop OB zone",
+    Partial.START_ZONE: "Start OB zone",
+    Partial.STOP_SERVER: "Stop OB server",
+    Partial.START_SERVER: "Start OB server",
+}
 
 
 class Node(StrEnum):
@@ -60,6 +81,29 @@ class Step(StrEnum):
     STARTED_OBSERVER = "update_started_observer_status"
     STARTED_ZONE = "update_started_zone_status"
     STARTED_CLUSTER = "update_started_cluster_status"
+    # partial stops
+    PREPARE_ZONE_STOP = "prepare_zone_stop"
+    PREPARE_SERVER_STOP = "prepare_server_stop"
+    STOP_ZONE_SERVICE = "stop_zone_service"
+    STOP_SERVER_SERVICE = "stop_server_service"
+    START_ZONE_SERVICE = "start_zone_service"
+    START_SERVER_SERVICE = "start_server_service"
+    PARTIAL_ZONE = "update_partial_zone_status"
+    PARTIAL_CLUSTER = "update_partial_cluster_status"
+
+
+PARTIAL_STEPS = frozenset(
+    {
+        Step.PREPARE_ZONE_STOP,
+        Step.PREPARE_SERVER_STOP,
+        Step.STOP_ZONE_SERVICE,
+        Step.STOP_SERVER_SERVICE,
+        Step.START_ZONE_SERVICE,
+        Step.START_SERVER_SERVICE,
+        Step.PARTIAL_ZONE,
+        Step.PARTIAL_CLUSTER,
+    }
+)
 
 
 NAMES: dict[Step, str] = {
@@ -77,6 +121,14 @@ NAMES: dict[Step, str] = {
     Step.STARTED_OBSERVER: "Update observer status",
     Step.STARTED_ZONE: "Update zone status",
     Step.STARTED_CLUSTER: "Update OB cluster status",
+    Step.PREPARE_ZONE_STOP: "Prepare stop OB zone",
+    Step.PREPARE_SERVER_STOP: "Prepare stop OB server",
+    Step.STOP_ZONE_SERVICE: "Stop OB zone service",
+    Step.STOP_SERVER_SERVICE: "Stop OB server service",
+    Step.START_ZONE_SERVICE: "Start OB zone service",
+    Step.START_SERVER_SERVICE: "Start OB server service",
+    Step.PARTIAL_ZONE: "Update zone status",
+    Step.PARTIAL_CLUSTER: "Update OB cluster status",
 }
 
 
@@ -218,3 +270,116 @@ def node_of(node: str, stage: str) -> str:
     """The node of another stage for the same server or zone: node_of("update_observer:3", "stop_process")."""
     _, _, idx = node.partition(":")
     return f"{stage}:{idx}"
+
+
+def partial_context(
+    kind: Partial,
+    cluster: tuple[int, str, str],
+    zone: tuple[str, str],
+    server_ids: Sequence[int],
+    targets: tuple[str, str],
+    options: TaskOptions | None = None,
+    server_id: int | None = None,
+) -> dict[str, Any]:
+    """OCP's context of a partial stop or start. cluster: (id, name, status); zone: (name, status);
+    targets: the (cluster, zone) statuses it aims at. `partial` says what it means for the zones and
+    servers held down on purpose (controller/states/intent.py)."""
+    context = task_context(cluster[0], cluster[1], cluster[2], server_ids, [zone[0]], options)
+    strings = context["stringMap"]
+    strings.update(
+        partial=str(kind),
+        zone_name=zone[0],
+        former_zone_status=zone[1],
+        target_cluster_status=targets[0],
+        target_zone_status=targets[1],
+    )
+    if server_id is not None:
+        strings["server_id"] = str(server_id)
+    return context
+
+
+def build_zone_stop_dag(
+    zone: tuple[str, str],
+    servers: Sequence[tuple[int, str, str]],
+    *,
+    process_timeout: int,
+    step_timeout: int,
+    prepare_timeout: int,
+    service_timeout: int,
+) -> list[NodeSpec]:
+    """zone: (name, status); servers: the zone's (id, zone, status)."""
+    b = _Builder(step_timeout)
+    (per_zone,), per_server = _per_zone([zone]), _per_server(servers)
+    start = b.add(Node.PREPARE_CLUSTER, Step.PREPARE_ZONE_STOP, [], ctx=per_zone)
+    service = b.add("stop_service", Step.STOP_ZONE_SERVICE, [start], ctx=per_zone, timeout=service_timeout)
+    prep = b.fan("prepare_observer", Step.PREPARE_OBSERVER, [service], per_server, prepare_timeout)
+    w1 = b.add("wait:1", Step.WAIT, prep)
+    stops = b.fan("stop_process", Step.STOP_PROCESS, [w1], per_server, process_timeout)
+    w2 = b.add("wait:2", Step.WAIT, stops)
+    updates = b.fan("update_observer", Step.UPDATE_OBSERVER, [w2], per_server)
+    w3 = b.add("wait:3", Step.WAIT, updates)
+    upd_zone = b.add("update_zone", Step.UPDATE_ZONE, [w3], ctx=per_zone)
+    b.add("update_cluster", Step.PARTIAL_CLUSTER, [upd_zone])
+    return b.nodes
+
+
+def build_zone_start_dag(
+    zone: tuple[str, str],
+    servers: Sequence[tuple[int, str, str]],
+    *,
+    process_timeout: int,
+    step_timeout: int,
+    service_timeout: int,
+) -> list[NodeSpec]:
+    b = _Builder(step_timeout)
+    (per_zone,), per_server = _per_zone([zone]), _per_server(servers)
+    start = b.add("prepare_zone", Step.PREPARE_START_ZONE, [], ctx=per_zone)
+    starts = b.fan("start_process", Step.START_PROCESS, [start], per_server, process_timeout)
+    w1 = b.add("wait:1", Step.WAIT, starts)
+    service = b.add("start_service", Step.START_ZONE_SERVICE, [w1], ctx=per_zone, timeout=service_timeout)
+    updates = b.fan("update_observer", Step.STARTED_OBSERVER, [service], per_server)
+    w2 = b.add("wait:2", Step.WAIT, updates)
+    upd_zone = b.add("update_zone", Step.STARTED_ZONE, [w2], ctx=per_zone)
+    b.add("update_cluster", Step.PARTIAL_CLUSTER, [upd_zone])
+    return b.nodes
+
+
+def build_server_stop_dag(
+    zone: tuple[str, str],
+    server: tuple[int, str, str],
+    *,
+    process_timeout: int,
+    step_timeout: int,
+    prepare_timeout: int,
+    service_timeout: int,
+) -> list[NodeSpec]:
+    b = _Builder(step_timeout)
+    (per_zone,), per_server = _per_zone([zone]), _per_server([server])
+    ctx = per_server[0] | per_zone
+    start = b.add(Node.PREPARE_CLUSTER, Step.PREPARE_SERVER_STOP, [], ctx=ctx)
+    service = b.add("stop_service", Step.STOP_SERVER_SERVICE, [start], ctx=ctx, timeout=service_timeout)
+    prep = b.fan("prepare_observer", Step.PREPARE_OBSERVER, [service], per_server, prepare_timeout)
+    stop = b.fan("stop_process", Step.STOP_PROCESS, prep, per_server, process_timeout)
+    update = b.fan("update_observer", Step.UPDATE_OBSERVER, stop, per_server)
+    upd_zone = b.add("update_zone", Step.PARTIAL_ZONE, update, ctx=per_zone)
+    b.add("update_cluster", Step.PARTIAL_CLUSTER, [upd_zone])
+    return b.nodes
+
+
+def build_server_start_dag(
+    zone: tuple[str, str],
+    server: tuple[int, str, str],
+    *,
+    process_timeout: int,
+    step_timeout: int,
+    service_timeout: int,
+) -> list[NodeSpec]:
+    b = _Builder(step_timeout)
+    (per_zone,), per_server = _per_zone([zone]), _per_server([server])
+    start = b.fan("start_process", Step.START_PROCESS, [], per_server, process_timeout)
+    ctx = per_server[0] | per_zone
+    service = b.add("start_service", Step.START_SERVER_SERVICE, start, ctx=ctx, timeout=service_timeout)
+    update = b.fan("update_observer", Step.STARTED_OBSERVER, [service], per_server)
+    upd_zone = b.add("update_zone", Step.PARTIAL_ZONE, update, ctx=per_zone)
+    b.add("update_cluster", Step.PARTIAL_CLUSTER, [upd_zone])
+    return b.nodes

@@ -1,5 +1,6 @@
 """Clusters, zones and servers: the inventory synced into the store, read back with their statuses, and
-reconciled with what the observers are seen to be when no task holds their cluster."""
+reconciled with what the observers are seen to be when no task holds their cluster (zones and servers
+stopped on purpose, by a partial stop, keep their cluster RUNNING: store/intents.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from obstop.controller.states import cluster as cluster_states
 from obstop.controller.states import server as server_states
 from obstop.controller.states import zone as zone_states
 from obstop.controller.states.cluster import ClusterStatus
+from obstop.controller.states.intent import HeldDown, of_servers_held
 from obstop.controller.states.server import ServerStatus
 from obstop.controller.states.zone import ZoneStatus
 from obstop.controller.store.db import Database, rows
+from obstop.controller.store.intents import read_held_down
 from obstop.controller.store.models import Cluster, HistoryEvent, Server, Task, Zone, history, now
 
 
@@ -195,6 +198,7 @@ class Clusters:
                 sa.select(Server.id, Server.zone, Server.status).where(Server.cluster_id == cluster_id)
             )
         ).all()
+        held = await read_held_down(s, cluster_id)
         now_status: dict[int, str] = {}
         for sid, _zone, status in servers:
             wanted = observed.get(sid)
@@ -211,14 +215,14 @@ class Clusters:
                     moves.append(("server", sid, status, wanted))
                     status = wanted
             now_status[sid] = status
-        by_zone: dict[str, list[str]] = {}
+        by_zone: dict[str, list[tuple[str, bool]]] = {}
         for sid, zone, _ in servers:
-            by_zone.setdefault(zone, []).append(now_status[sid])
+            by_zone.setdefault(zone, []).append((now_status[sid], held.covers(sid, zone)))
         zones = (
             await s.execute(sa.select(Zone.id, Zone.name, Zone.status).where(Zone.cluster_id == cluster_id))
         ).all()
         for zid, name, status in zones:
-            zone_wanted = derived(by_zone.get(name, []))
+            zone_wanted = str(of_servers_held(by_zone.get(name, [])))
             if zone_wanted != status:
                 zone_states.MACHINE.check(status, zone_wanted, f"zone {name}")
                 done = await s.execute(
@@ -229,7 +233,7 @@ class Clusters:
                 if rows(done) == 1:
                     moves.append(("zone", zid, status, zone_wanted))
         cluster = await s.get(Cluster, cluster_id)
-        cluster_wanted = derived(now_status.values())
+        cluster_wanted = str(of_servers_held(item for items in by_zone.values() for item in items))
         if cluster is not None and cluster.status != cluster_wanted:
             old = cluster.status
             cluster_states.MACHINE.check(old, cluster_wanted, f"cluster {cluster_id}")
@@ -241,6 +245,11 @@ class Clusters:
             if rows(done) == 1:
                 moves.append(("cluster", cluster_id, old, cluster_wanted))
         return moves
+
+    async def held_down(self, cluster_id: int) -> HeldDown:
+        """The cluster's zones and servers stopped on purpose (by partial stops that succeeded)."""
+        async with self.db.tx() as s:
+            return await read_held_down(s, cluster_id)
 
     async def server_statuses(self, cluster_id: int) -> dict[int, str]:
         async with self.db.tx() as s:

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from obstop.cli import agent, controller, demo, fakehosts, observer, ops
+from obstop.cli import agent, controller, demo, fakehosts, observer, ops, partial
 
 app = typer.Typer(
     name="obstop",
@@ -50,5 +50,5 @@ def fake_observer(ctx: typer.Context) -> None:
     sys.exit(main(list(ctx.args)))
 
 
-for group in (ops, controller, agent, observer, fakehosts, demo):
+for group in (ops, partial, controller, agent, observer, fakehosts, demo):
     group.register(app)

@@ -4,6 +4,10 @@ so any of them answers SQL as the cluster would.
 A SQLite file in the cluster directory holds the servers (alive when their process is), pending minor
 freezes (each advances its server's checkpoint_scn when it comes due), stopped zones and servers, the
 settings (password, freeze delay, misbehaviours) and every statement received, for tests to read.
+
+Log streams (logstreams.py) are laid out across the zones from the servers registered, and answer
+GV$OB_LOG_STAT from which observers are alive: leaders are elected among live replicas outside stopped
+zones and servers, and only while a majority of a stream's replicas lives.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from obstop.fakes.logstreams import LogStatRow, elect, layout, loss, stat_rows
+
 DB = "cluster.db"
 BASE_SCN = 1_700_000_000_000_000_000
 
@@ -27,6 +33,8 @@ CREATE TABLE IF NOT EXISTS servers (
   PRIMARY KEY (ip, rpc_port));
 CREATE TABLE IF NOT EXISTS freezes (ip TEXT NOT NULL, rpc_port INTEGER NOT NULL, due_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS stopped_zones (zone TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS leaders (tenant_id INTEGER NOT NULL, ls_id INTEGER NOT NULL, leader TEXT NOT NULL,
+  PRIMARY KEY (tenant_id, ls_id));
 CREATE TABLE IF NOT EXISTS statements (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, server TEXT NOT NULL, sql TEXT NOT NULL);
 """
@@ -47,6 +55,10 @@ class ServerRow:
     zone: str
     pid: int
     stop_time: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.ip}:{self.rpc_port}"
 
     @property
     def alive(self) -> bool:
@@ -97,12 +109,15 @@ class FakeCluster:
 
     # --- what the fake observers do ------------------------------------------------------------------
 
-    def register(self, ip: str, rpc_port: int, sql_port: int, zone: str) -> None:
+    def register(self, ip: str, rpc_port: int, sql_port: int, zone: str, pid: int | None = None) -> None:
+        """A server (re)starting; a STOP SERVER it had stays until START SERVER, as in OceanBase."""
         with self._db() as db:
             db.execute(
-                "INSERT OR REPLACE INTO servers (ip, rpc_port, sql_port, zone, pid, started, stop_time) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0)",
-                (ip, rpc_port, sql_port, zone, os.getpid(), time.time()),
+                "INSERT INTO servers (ip, rpc_port, sql_port, zone, pid, started, stop_time) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (ip, rpc_port) DO UPDATE SET "
+                "sql_port = excluded.sql_port, zone = excluded.zone, pid = excluded.pid, "
+                "started = excluded.started",
+                (ip, rpc_port, sql_port, zone, os.getpid() if pid is None else pid, time.time()),
             )
 
     def record(self, server: str, sql: str) -> None:
@@ -148,12 +163,54 @@ class FakeCluster:
         with self._db() as db:
             db.execute("INSERT OR IGNORE INTO stopped_zones VALUES (?)", (zone,))
 
+    def start_zone(self, zone: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM stopped_zones WHERE zone = ?", (zone,))
+
     def stop_server(self, ip: str, rpc_port: int) -> None:
         with self._db() as db:
             db.execute(
-                "UPDATE servers SET stop_time = ? WHERE ip = ? AND rpc_port = ?",
+                "UPDATE servers SET stop_time = ? WHERE ip = ? AND rpc_port = ? AND stop_time = 0",
                 (int(time.time() * 1_000_000), ip, rpc_port),
             )
+
+    def start_server(self, ip: str, rpc_port: int) -> None:
+        with self._db() as db:
+            db.execute("UPDATE servers SET stop_time = 0 WHERE ip = ? AND rpc_port = ?", (ip, rpc_port))
+
+    def stopped_zones(self) -> set[str]:
+        with self._db() as db:
+            return {r[0] for r in db.execute("SELECT zone FROM stopped_zones")}
+
+    def log_stat(self) -> list[LogStatRow]:
+        """GV$OB_LOG_STAT: a row per replica on a live server, after electing leaders where needed."""
+        servers = self.servers()
+        streams = layout([(s.key, s.zone) for s in servers])
+        live = {s.key for s in servers if s.alive}
+        stopped_zones = self.stopped_zones()
+        serving = {s.key for s in servers if s.key in live and not (s.stop_time or s.zone in stopped_zones)}
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")  # observers answer at once: one election at a time
+            current = {(t, ls): leader for t, ls, leader in db.execute("SELECT * FROM leaders")}
+            leaders = {st.key: elect(st, current.get(st.key, ""), live, serving) for st in streams}
+            db.executemany(
+                "INSERT OR REPLACE INTO leaders VALUES (?, ?, ?)",
+                [(t, ls, leader) for (t, ls), leader in leaders.items()],
+            )
+            db.execute("COMMIT")
+        return stat_rows(streams, leaders, live)
+
+    def majority_loss(self, stopping: set[str]) -> str | None:
+        """Why stopping these servers ('ip:rpc_port') would leave a log stream without a majority of live
+        replicas (as OceanBase refuses STOP ZONE/SERVER), or None."""
+        servers = self.servers()
+        stopped_zones = self.stopped_zones()
+        up = {
+            s.key
+            for s in servers
+            if s.alive and not s.stop_time and s.zone not in stopped_zones and s.key not in stopping
+        }
+        return loss(layout([(s.key, s.zone) for s in servers]), stopping, up)
 
     # --- what tests read -----------------------------------------------------------------------------
 

@@ -1,5 +1,9 @@
 """The fake observer's SQL port: the MySQL protocol (mysql-mimic), answering the OceanBase SQL a stop uses
-(OCEANBASE_SQL.md) from the fake cluster's shared state, and recording every statement."""
+(OCEANBASE_SQL.md) from the fake cluster's shared state, and recording every statement.
+
+STOP ZONE/SERVER are refused, as OceanBase refuses them, when they would leave a log stream without a
+majority; they take `stop_zone_delay` / `stop_server_delay` seconds (settings) and fail with OceanBase's
+timeout error when that is longer than the session's ob_query_timeout."""
 
 from __future__ import annotations
 
@@ -14,13 +18,18 @@ from mysql_mimic import IdentityProvider, MysqlServer, NativePasswordAuthPlugin,
 from mysql_mimic.errors import ErrorCode, MysqlError
 
 from obstop.fakes.cluster import FakeCluster
+from obstop.fakes.logstreams import TENANTS, LogStatRow
 
 _WS = re.compile(r"\s+")
 _ADDR = re.compile(r"'([0-9.]+):(\d+)'")
 _FREEZE = re.compile(r"^ALTER SYSTEM MINOR FREEZE\b(.*)$", re.I)
 _STOP_ZONE = re.compile(r"^ALTER SYSTEM (?:FORCE )?STOP ZONE '([^']+)'", re.I)
 _STOP_SERVER = re.compile(r"^ALTER SYSTEM (?:FORCE )?STOP SERVER (.*)$", re.I)
+_START_ZONE = re.compile(r"^ALTER SYSTEM START ZONE '([^']+)'", re.I)
+_START_SERVER = re.compile(r"^ALTER SYSTEM START SERVER (.*)$", re.I)
 _SET = re.compile(r"^SET\s+(?:SESSION\s+)?@?@?(ob_query_timeout|ob_trx_timeout|autocommit|names)\b", re.I)
+_QUERY_TIMEOUT = re.compile(r"ob_query_timeout\s*=\s*(\d+)", re.I)
+OB_TIMEOUT, OB_OP_NOT_ALLOW = 4012, 4179  # OceanBase's error codes
 _LS_INFO = re.compile(r"__all_virtual_ls_info.*svr_ip\s*=\s*'([0-9.]+)'.*svr_port\s*=\s*(\d+)", re.I | re.S)
 
 
@@ -47,6 +56,7 @@ class ObSession(Session):  # type: ignore[misc]
         super().__init__()
         self.cluster = cluster
         self.me = me
+        self.query_timeout = 10.0  # seconds: OceanBase's default ob_query_timeout
 
     async def handle_query(self, sql: str, attrs: dict[str, str]) -> Any:
         text = _WS.sub(" ", sql.strip().rstrip(";"))
@@ -61,14 +71,33 @@ class ObSession(Session):  # type: ignore[misc]
             await asyncio.to_thread(self.cluster.freeze, servers)
             return None
         if m := _STOP_ZONE.match(text):
-            await asyncio.to_thread(self.cluster.stop_zone, m.group(1))
+            zone = m.group(1)
+            keys = {s.key for s in await asyncio.to_thread(self.cluster.servers) if s.zone == zone}
+            await self._stop_service("stop_zone_delay", keys)
+            await asyncio.to_thread(self.cluster.stop_zone, zone)
             return None
         if m := _STOP_SERVER.match(text):
+            found = [(ip, int(port)) for ip, port in _ADDR.findall(m.group(1))]
+            await self._stop_service("stop_server_delay", {f"{ip}:{port}" for ip, port in found})
+            for ip, port in found:
+                await asyncio.to_thread(self.cluster.stop_server, ip, port)
+            return None
+        if m := _START_ZONE.match(text):
+            await asyncio.to_thread(self.cluster.start_zone, m.group(1))
+            return None
+        if m := _START_SERVER.match(text):
             for ip, port in _ADDR.findall(m.group(1)):
-                await asyncio.to_thread(self.cluster.stop_server, ip, int(port))
+                await asyncio.to_thread(self.cluster.start_server, ip, int(port))
             return None
         if _SET.match(text):
+            if m := _QUERY_TIMEOUT.search(text):
+                self.query_timeout = int(m.group(1)) / 1_000_000
             return None
+        if "GV$OB_LOG_STAT" in upper:
+            stat = await asyncio.to_thread(self.cluster.log_stat)
+            return [r.values() for r in stat], list(LogStatRow.COLUMNS)
+        if "DBA_OB_TENANTS" in upper:
+            return [(t, name) for t, name, _ in TENANTS], ["TENANT_ID", "TENANT_NAME"]
         if "DBA_OB_SERVERS" in upper:
             rows = [
                 (
@@ -90,6 +119,21 @@ class ObSession(Session):  # type: ignore[misc]
         if upper.startswith("ALTER SYSTEM"):
             raise MysqlError(f"fake cluster does not know: {text[:80]}", ErrorCode.NOT_SUPPORTED_YET)
         return await super().handle_query(sql, attrs)
+
+    async def _stop_service(self, delay_setting: str, keys: set[str]) -> None:
+        """As OceanBase: refused without a majority left; slow when told to be; a timeout error when
+        slower than ob_query_timeout (and then nothing is stopped)."""
+        if why := await asyncio.to_thread(self.cluster.majority_loss, keys):
+            raise MysqlError(f"Operation not allowed now: {why}", OB_OP_NOT_ALLOW)
+        delay = float(await asyncio.to_thread(self.cluster.setting, delay_setting, "0"))
+        if delay > self.query_timeout:
+            await asyncio.sleep(self.query_timeout)
+            raise MysqlError(
+                f"Timeout, query has reached the maximum query timeout: {int(self.query_timeout * 1e6)}(us)",
+                OB_TIMEOUT,
+            )
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 class _Refuse:

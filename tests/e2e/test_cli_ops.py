@@ -4,6 +4,7 @@ fakehosts down; and `obstop demo` on the embedded broker."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -75,18 +76,16 @@ def test_operator_flow_through_the_cli(tmp_path: Path, broker: Mosquitto) -> Non
 
 
 def test_demo_runs_on_the_embedded_broker() -> None:
-    res = obstop("demo", "--zones", "2", timeout=180)
+    # addresses of its own, and its own leftovers checked: other tests (another demo) may run meanwhile
+    res = obstop("demo", "--zones", "2", "--first-ip", fresh_block(2), timeout=180)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "Stop OB cluster SUCCESSFUL" in res.stdout and "cluster obcluster STOPPED" in res.stdout
     assert "observers stopped in" in res.stdout
     # the demo ends by starting the cluster again: every observer back and listening
     assert "Start OB cluster SUCCESSFUL" in res.stdout and "cluster obcluster RUNNING" in res.stdout
     assert "2 observers back and listening" in res.stdout
-    assert not [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if any("obstop-demo-" in a for a in p.info["cmdline"] or [])
-    ]
+    work = re.search(r"fake hosts in (\S+)/hosts", res.stdout)
+    assert work is not None and processes_under(Path(work.group(1))) == []
 
 
 def test_fakehosts_down_spares_other_processes_in_its_directory(tmp_path: Path) -> None:

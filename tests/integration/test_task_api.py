@@ -14,7 +14,7 @@ from obstop.controller.auth import hash_password
 from obstop.controller.store.models import HistoryEvent, Subtask, Task
 from tests.support.controller import ADMIN, USERS, Env, basic, running, write_config
 from tests.support.fakes import Fakes, start_cluster
-from tests.support.lifecycle import until_subtask
+from tests.support.lifecycle import until_subtask, wait_for
 
 MANAGER = ("manager", "manager-pw")
 
@@ -130,6 +130,13 @@ async def test_error_codes_of_every_route_that_refuses(env: Env) -> None:
     # the task ends FAILED (its observer did not exit in time); then the state rules of a FAILED task
     await env.client.post(f"{base}/subtasks/{sub['id']}/cancel", headers=ADMIN)
     assert await env.wait(task_id) == "FAILED"
+
+    async def settled() -> bool:  # the ended task's cluster follows its observers (100 gone, 101 lingering)
+        c = await env.get("/api/v2/ob/clusters/1")
+        servers = {x["id"]: x["status"] for z in c["zones"] for x in z["servers"]}
+        return servers == {100: "PROCESS_STOPPED", 101: "RUNNING"} and c["status"] == "UNAVAILABLE"
+
+    await wait_for(settled, "the controller never settled on what the observers show")
     async with env.store.db.tx() as s:  # as OCP's context may say: this task must not be rolled back
         t = await s.get(Task, task_id)
         assert t is not None

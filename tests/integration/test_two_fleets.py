@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from obstop.fakes import hosts as fakehosts
-from obstop.fakes.net import free_block
 from tests.support.controller import Env, amend_config, running
+from tests.support.fakes import fresh_block
 from tests.support.mosquitto import Mosquitto
 from tests.support.processes import alive
 
@@ -52,10 +52,10 @@ async def test_two_fleets_on_one_broker_each_stop_their_own(
     tmp_path: Path, broker: Mosquitto, dirs: list[Path]
 ) -> None:
     fleets = []
-    for d in dirs:  # one after the other: the second block of addresses is free only after the first
+    for d in dirs:
         fleets.append(
             await asyncio.to_thread(
-                fakehosts.up, d, zones=2, servers_per_zone=1, broker=broker.url, first_ip=free_block(2)
+                fakehosts.up, d, zones=2, servers_per_zone=1, broker=broker.url, first_ip=fresh_block(2)
             )
         )
     a, b = fleets
@@ -78,10 +78,10 @@ async def test_a_fleet_ignores_another_fleets_stop(
     tmp_path: Path, broker: Mosquitto, dirs: list[Path]
 ) -> None:
     a = await asyncio.to_thread(
-        fakehosts.up, dirs[0], zones=1, servers_per_zone=1, broker=broker.url, first_ip=free_block(1)
+        fakehosts.up, dirs[0], zones=1, servers_per_zone=1, broker=broker.url, first_ip=fresh_block(1)
     )
     b = await asyncio.to_thread(
-        fakehosts.up, dirs[1], zones=1, servers_per_zone=1, broker=broker.url, first_ip=free_block(1)
+        fakehosts.up, dirs[1], zones=1, servers_per_zone=1, broker=broker.url, first_ip=fresh_block(1)
     )
     async with running(config_of(a)) as env:
         assert await stop(env) == "SUCCESSFUL"

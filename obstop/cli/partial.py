@@ -1,0 +1,137 @@
+"""`obstop zone stop|start CLUSTER ZONE` and `obstop server stop|start CLUSTER SERVER`: partial stops, only
+when every log stream keeps its majority (the task's first subtask checks it, and says which tenant would
+lose it). Exit codes as for `obstop stop` (obstop/client.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from obstop.cli.ops import Config, PwFile, Url, User, Watch, client, follow, guarded
+from obstop.client import Client, ClientError
+
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="FORCE STOP (no wait for the logs); the majority check is never skipped"),
+]
+NoFreeze = Annotated[bool, typer.Option("--no-freeze", help="skip the minor freeze")]
+FreezeTimeout = Annotated[
+    int | None,
+    typer.Option("--freeze-timeout", min=1, max=86400, help="seconds the minor freeze may take (600)"),
+]
+
+
+def server_id(c: Client, cluster_id: int, server: str) -> int:
+    """A server by its id, or by IP or IP:RPC_PORT as the cluster lists it."""
+    if server.isdigit():
+        return int(server)
+    ip, _, port = server.partition(":")
+    found = [
+        s
+        for z in c.cluster(cluster_id)["zones"]
+        for s in z["servers"]
+        if s["ip"] == ip and (not port or str(s["svrPort"]) == port)
+    ]
+    if len(found) != 1:
+        many = ", ".join(f"{s['id']} ({s['ip']}:{s['svrPort']})" for s in found)
+        raise ClientError(
+            f"cluster {cluster_id} has {'servers ' + many + ' at' if found else 'no server'} {server}"
+            + ("; name one by its id or IP:RPC_PORT" if found else "")
+        )
+    return int(found[0]["id"])
+
+
+def _stop_body(no_freeze: bool, freeze_timeout: int | None, force: bool, freeze_key: str) -> dict[str, Any]:
+    body: dict[str, Any] = {freeze_key: not no_freeze, "force": force}
+    if freeze_timeout is not None:
+        body["freezeTimeoutSeconds"] = freeze_timeout
+    return body
+
+
+def _said(c: Client, task: dict[str, Any], watching: bool) -> None:
+    typer.echo(f"task {task['id']} ({task['name']}) {task['status']}")
+    follow(c, task["id"], watching)
+
+
+def register(app: typer.Typer) -> None:
+    zone_app = typer.Typer(
+        help="Stop or start one zone while the rest of the cluster serves.", no_args_is_help=True
+    )
+    server_app = typer.Typer(
+        help="Stop or start one server while the rest of the cluster serves.", no_args_is_help=True
+    )
+    app.add_typer(zone_app, name="zone")
+    app.add_typer(server_app, name="server")
+
+    @zone_app.command("stop")
+    @guarded
+    def zone_stop(
+        cluster_id: int,
+        zone: str,
+        watch_: Watch = False,
+        no_freeze: NoFreeze = False,
+        freeze_timeout: FreezeTimeout = None,
+        force: Force = False,
+        url: Url = None,
+        user: User = None,
+        password_file: PwFile = None,
+        config: Config = None,
+    ) -> None:
+        """Stop a zone: the majority check, STOP ZONE, then its observers. With --watch, exit 0 only when the
+        task ends SUCCESSFUL."""
+        c = client(url, user, password_file, config)
+        _said(
+            c,
+            c.zone("stop", cluster_id, zone, _stop_body(no_freeze, freeze_timeout, force, "freeze")),
+            watch_,
+        )
+
+    @zone_app.command("start")
+    @guarded
+    def zone_start(
+        cluster_id: int,
+        zone: str,
+        watch_: Watch = False,
+        url: Url = None,
+        user: User = None,
+        password_file: PwFile = None,
+        config: Config = None,
+    ) -> None:
+        """Start a zone: its observers, then START ZONE once they answer."""
+        c = client(url, user, password_file, config)
+        _said(c, c.zone("start", cluster_id, zone), watch_)
+
+    @server_app.command("stop")
+    @guarded
+    def server_stop(
+        cluster_id: int,
+        server: Annotated[str, typer.Argument(help="the server's id, or IP[:RPC_PORT]")],
+        watch_: Watch = False,
+        no_freeze: NoFreeze = False,
+        freeze_timeout: FreezeTimeout = None,
+        force: Force = False,
+        url: Url = None,
+        user: User = None,
+        password_file: PwFile = None,
+        config: Config = None,
+    ) -> None:
+        """Stop a server: the majority check, STOP SERVER, then its observer."""
+        c = client(url, user, password_file, config)
+        body = _stop_body(no_freeze, freeze_timeout, force, "freezeServer")
+        _said(c, c.server("stop", cluster_id, server_id(c, cluster_id, server), body), watch_)
+
+    @server_app.command("start")
+    @guarded
+    def server_start(
+        cluster_id: int,
+        server: Annotated[str, typer.Argument(help="the server's id, or IP[:RPC_PORT]")],
+        watch_: Watch = False,
+        url: Url = None,
+        user: User = None,
+        password_file: PwFile = None,
+        config: Config = None,
+    ) -> None:
+        """Start a server: its observer, then START SERVER once it answers."""
+        c = client(url, user, password_file, config)
+        _said(c, c.server("start", cluster_id, server_id(c, cluster_id, server)), watch_)
