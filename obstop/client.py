@@ -172,19 +172,26 @@ class Client:
         return result
 
     def zone(
-        self, verb: str, cluster_id: int, zone: str, body: dict[str, Any] | None = None
+        self, verb: str, cluster_id: int, zone: str, body: dict[str, Any] | None = None, plan: bool = False
     ) -> dict[str, Any]:
-        """Stop or start one zone (verb: stop | start)."""
+        """Stop or start one zone (verb: stop | start): the task, or with plan the plan."""
         path = f"/api/v2/ob/clusters/{cluster_id}/zones/{quote(zone, safe='')}/{verb}"
-        result: dict[str, Any] = self._call("POST", path, json=body)
+        params = {"dryRun": "true"} if plan else None
+        result: dict[str, Any] = self._call("POST", path, json=body, params=params)
         return result
 
     def server(
-        self, verb: str, cluster_id: int, server_id: int, body: dict[str, Any] | None = None
+        self,
+        verb: str,
+        cluster_id: int,
+        server_id: int,
+        body: dict[str, Any] | None = None,
+        plan: bool = False,
     ) -> dict[str, Any]:
-        """Stop or start one server (verb: stop | start)."""
+        """Stop or start one server (verb: stop | start): the task, or with plan the plan."""
         path = f"/api/v2/ob/clusters/{cluster_id}/servers/{server_id}/{verb}"
-        result: dict[str, Any] = self._call("POST", path, json=body)
+        params = {"dryRun": "true"} if plan else None
+        result: dict[str, Any] = self._call("POST", path, json=body, params=params)
         return result
 
     def task(self, task_id: int) -> dict[str, Any]:

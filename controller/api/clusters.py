@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from obstop.controller import views
 from obstop.controller.api.deps import Ctl, Id, User, role
 from obstop.controller.api.envelope import JSONResponse, envelope
+from obstop.controller.api.operate import DryRun, operate
 from obstop.controller.config import Role
 from obstop.controller.engine.service import DEFAULT_FREEZE_TIMEOUT
 
 router = APIRouter(tags=["clusters"])
-
-DryRun = Annotated[
-    bool,
-    Query(
-        description="the plan: the DAG and every check (agents, identities, SQL, statuses, the lock), "
-        "nothing done, no task created; answers what would happen to each server and what blocks it"
-    ),
-]
 
 
 class StopRequest(BaseModel):
@@ -56,23 +47,15 @@ async def stop_cluster(
     user: User = role(Role.CLUSTER_MANAGER),
     dryRun: DryRun = False,
 ) -> JSONResponse:
+    """OCP's "Stop OB cluster": the freeze, then every observer, proved, stopped and its ports free."""
     options = body or StopRequest()
-    if dryRun:
-        plan = await ctl.service.plan_stop(
-            id,
-            freeze=options.freeze,
-            freeze_timeout_seconds=options.freezeTimeoutSeconds,
-            force=options.force,
-        )
-        return envelope(request, plan)
-    created = await ctl.service.stop_cluster(
+    prepared = await ctl.service.prepare_stop_cluster(
         id,
-        user.creator,
         freeze=options.freeze,
         freeze_timeout_seconds=options.freezeTimeoutSeconds,
         force=options.force,
     )
-    return envelope(request, views.task_view(created.task, created.cluster, created.subtasks))
+    return await operate(request, ctl, prepared, user, dryRun)
 
 
 @router.post("/api/v2/ob/clusters/{id}/start")
@@ -80,7 +63,4 @@ async def start_cluster(
     request: Request, id: Id, ctl: Ctl, user: User = role(Role.CLUSTER_MANAGER), dryRun: DryRun = False
 ) -> JSONResponse:
     """OCP's "Start OB cluster": every observer started from its home as it restarts itself."""
-    if dryRun:
-        return envelope(request, await ctl.service.plan_start(id))
-    created = await ctl.service.start_cluster(id, user.creator)
-    return envelope(request, views.task_view(created.task, created.cluster, created.subtasks))
+    return await operate(request, ctl, await ctl.service.prepare_start_cluster(id), user, dryRun)

@@ -11,11 +11,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from obstop.controller import views
 from obstop.controller.api.deps import MAX_ID, Ctl, Id, User, role
-from obstop.controller.api.envelope import JSONResponse, envelope
+from obstop.controller.api.envelope import JSONResponse
+from obstop.controller.api.operate import DryRun, operate
 from obstop.controller.config import Role
-from obstop.controller.engine.service import DEFAULT_FREEZE_TIMEOUT, Created
+from obstop.controller.engine.service import DEFAULT_FREEZE_TIMEOUT
 
 router = APIRouter(tags=["partial stops"])
 
@@ -47,10 +47,6 @@ class ServerStopRequest(BaseModel):
     )
 
 
-def _task(request: Request, created: Created) -> JSONResponse:
-    return envelope(request, views.task_view(created.task, created.cluster, created.subtasks))
-
-
 @router.post("/api/v2/ob/clusters/{id}/zones/{zoneName}/stop")
 async def stop_zone(
     request: Request,
@@ -59,26 +55,31 @@ async def stop_zone(
     ctl: Ctl,
     body: ZoneStopRequest | None = None,
     user: User = role(Role.CLUSTER_MANAGER),
+    dryRun: DryRun = False,
 ) -> JSONResponse:
     """OCP's "Stop OB zone": the majority check, STOP ZONE, its observers; the cluster stays RUNNING."""
     options = body or ZoneStopRequest()
-    created = await ctl.service.stop_zone(
+    prepared = await ctl.service.prepare_stop_zone(
         id,
         zoneName,
-        user.creator,
         freeze=options.freeze,
         freeze_timeout_seconds=options.freezeTimeoutSeconds,
         force=options.force,
     )
-    return _task(request, created)
+    return await operate(request, ctl, prepared, user, dryRun)
 
 
 @router.post("/api/v2/ob/clusters/{id}/zones/{zoneName}/start")
 async def start_zone(
-    request: Request, id: Id, zoneName: ZoneName, ctl: Ctl, user: User = role(Role.CLUSTER_MANAGER)
+    request: Request,
+    id: Id,
+    zoneName: ZoneName,
+    ctl: Ctl,
+    user: User = role(Role.CLUSTER_MANAGER),
+    dryRun: DryRun = False,
 ) -> JSONResponse:
     """OCP's "Start OB zone": the zone's observers, then START ZONE once they answer."""
-    return _task(request, await ctl.service.start_zone(id, zoneName, user.creator))
+    return await operate(request, ctl, await ctl.service.prepare_start_zone(id, zoneName), user, dryRun)
 
 
 @router.post("/api/v2/ob/clusters/{id}/servers/{serverId}/stop")
@@ -89,23 +90,28 @@ async def stop_server(
     ctl: Ctl,
     body: ServerStopRequest | None = None,
     user: User = role(Role.CLUSTER_MANAGER),
+    dryRun: DryRun = False,
 ) -> JSONResponse:
     """OCP's "Stop OB server": the majority check, STOP SERVER, its observer."""
     options = body or ServerStopRequest()
-    created = await ctl.service.stop_server(
+    prepared = await ctl.service.prepare_stop_server(
         id,
         serverId,
-        user.creator,
         freeze_server=options.freezeServer,
         freeze_timeout_seconds=options.freezeTimeoutSeconds,
         force=options.force,
     )
-    return _task(request, created)
+    return await operate(request, ctl, prepared, user, dryRun)
 
 
 @router.post("/api/v2/ob/clusters/{id}/servers/{serverId}/start")
 async def start_server(
-    request: Request, id: Id, serverId: ServerId, ctl: Ctl, user: User = role(Role.CLUSTER_MANAGER)
+    request: Request,
+    id: Id,
+    serverId: ServerId,
+    ctl: Ctl,
+    user: User = role(Role.CLUSTER_MANAGER),
+    dryRun: DryRun = False,
 ) -> JSONResponse:
     """OCP's "Start OB server": its observer, then START SERVER once it answers."""
-    return _task(request, await ctl.service.start_server(id, serverId, user.creator))
+    return await operate(request, ctl, await ctl.service.prepare_start_server(id, serverId), user, dryRun)

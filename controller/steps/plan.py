@@ -4,18 +4,15 @@ Nothing here signals, launches, freezes or moves a status: probes are read-only 
 MQTT, or the agent's own probe run agentless), SQL only reads the checkpoints the freeze would wait for.
 The answer says, per server, what would happen and what would block it, and what blocks the whole.
 
-Each operation is a `PlanSpec`: its task name, the cluster statuses it needs, the servers it acts on, and
-the checks it contributes. The checks are small functions over a `Planning` (the facts, and where
-findings go); an operation that needs another check (a zone or server stop's majority check) adds a
-function to its spec's `checks`, and nothing else changes:
+Each operation is a `PlanSpec`: its task name, the cluster statuses it needs, and the checks it
+contributes. The checks are small functions over a `Planning` (the facts, and where findings go); an
+operation that needs another check adds a function to its spec's checks, as a zone or server stop adds
+its majority check:
 
-    async def majority(p: Planning) -> None:
-        if not enough_left(p):
-            p.block(None, "stopping zone2 leaves 1 of 3 replicas of log stream 1001: no majority")
+    PARTIAL_STOP_CHECKS = (*STOP_CLUSTER_CHECKS, majority_kept)
 
-    ZONE_STOP = PlanSpec("Stop OB zone", "stop", ZONE_STOPPABLE, (*STOP_CLUSTER_CHECKS, majority))
-
-and the service builds its DAG and calls `_plan(cluster_id, ZONE_STOP, nodes, options, server_ids)`.
+controller/engine/operations.py names the spec of each operation, beside the DAG it builds: the service
+plans exactly what it would create.
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +31,7 @@ from obstop.controller.config import ClusterSQLConfig, StopConfig
 from obstop.controller.dispatch import Router
 from obstop.controller.errors import ControllerError
 from obstop.controller.states.server import ServerStatus
+from obstop.controller.steps import majority
 from obstop.controller.steps.cluster_sql import ClusterSQL
 from obstop.controller.steps.dag import NodeSpec
 from obstop.controller.steps.freeze import CHECKPOINT_SQL
@@ -89,6 +87,8 @@ class Planning:
     cluster: ClusterFacts
     zones: dict[str, str]  # name -> status
     servers: dict[int, ServerPlan]  # the servers the operation acts on
+    everyone: Sequence[tuple[ServerFacts, str]]  # every server of the cluster, with its status
+    subject: str  # what the operation acts on, in words ("zone zone1")
     options: TaskOptions
     nodes: Sequence[NodeSpec]
     router: Router
@@ -301,8 +301,45 @@ async def freeze_possible(p: Planning) -> None:
     )
 
 
+async def majority_kept(p: Planning) -> None:
+    """A partial stop's first check, as its first subtask runs it: every log stream with a replica on the
+    servers to stop keeps a majority in sync without them (force never skips it)."""
+    if p.sql is None:
+        p.block(None, f"the majority check needs [[cluster_sql]] credentials for cluster {p.cluster.id}")
+        return
+    stopping = {sp.facts.key for sp in p.servers.values()}
+    stopped = {f.key for f, status in p.everyone if status == ServerStatus.PROCESS_STOPPED}
+    # asked of the servers that stay up, running ones first
+    staying = sorted(
+        (x for x in p.everyone if x[0].key not in stopping),
+        key=lambda x: (x[1] != ServerStatus.RUNNING, x[0].id),
+    )
+
+    async def quiet(_line: str) -> None:
+        return None
+
+    try:
+        async with ClusterSQL(p.sql, [(f.ip, f.sql_port) for f, _ in staying], quiet) as sql:
+            replicas, tenants = await majority.read(sql)
+    except ControllerError as exc:
+        p.block(None, f"the majority check cannot be made: {exc.message}")
+        return
+    if not replicas:
+        p.block(None, "GV$OB_LOG_STAT lists no log stream: the majority cannot be checked")
+        return
+    verdict = majority.evaluate(replicas, stopping, stopped, tenants)
+    if verdict.losses:
+        p.block(None, verdict.refusal(f"stopping {p.subject}"))
+    else:
+        p.note(
+            None,
+            f"majority check: {verdict.checked} log stream(s) keep a majority in sync without {p.subject}",
+        )
+
+
 STOP_CLUSTER_CHECKS: tuple[Check, ...] = (lock_free, status_allows, stop_probes, freeze_possible)
 START_CLUSTER_CHECKS: tuple[Check, ...] = (lock_free, status_allows, start_probes)
+PARTIAL_STOP_CHECKS: tuple[Check, ...] = (*STOP_CLUSTER_CHECKS, majority_kept)
 
 
 class Planner:
@@ -325,16 +362,26 @@ class Planner:
         spec: PlanSpec,
         cluster: ClusterFacts,
         zones: dict[str, str],
-        servers: Sequence[tuple[ServerFacts, str]],
+        everyone: Sequence[tuple[ServerFacts, str]],
         nodes: Sequence[NodeSpec],
         options: TaskOptions | None = None,
+        *,
+        acting_on: Collection[int] | None = None,
+        subject: str = "",
     ) -> dict[str, Any]:
-        """The plan's view (what the API answers): every check run, nothing acted on."""
+        """The plan's view (what the API answers): every check run, nothing acted on. everyone: every
+        server of the cluster; acting_on: the ids of those the operation acts on (None: all)."""
         p = Planning(
             spec=spec,
             cluster=cluster,
             zones=zones,
-            servers={f.id: ServerPlan(f, status) for f, status in servers},
+            servers={
+                f.id: ServerPlan(f, status)
+                for f, status in everyone
+                if acting_on is None or f.id in acting_on
+            },
+            everyone=everyone,
+            subject=subject or f"cluster {cluster.name}",
             options=options or TaskOptions(),
             nodes=nodes,
             router=self.router,

@@ -8,7 +8,19 @@ from typing import Annotated, Any
 
 import typer
 
-from obstop.cli.ops import Config, PwFile, Url, User, Watch, client, follow, guarded
+from obstop.cli.ops import (
+    Config,
+    Plan,
+    PlanFormat,
+    PwFile,
+    Url,
+    User,
+    Watch,
+    client,
+    follow,
+    guarded,
+    planned,
+)
 from obstop.client import Client, ClientError
 
 Force = Annotated[
@@ -49,9 +61,16 @@ def _stop_body(no_freeze: bool, freeze_timeout: int | None, force: bool, freeze_
     return body
 
 
-def _said(c: Client, task: dict[str, Any], watching: bool) -> None:
-    typer.echo(f"task {task['id']} ({task['name']}) {task['status']}")
-    follow(c, task["id"], watching)
+Format = Annotated[PlanFormat, typer.Option("--format", help="of the plan")]
+
+
+def _said(c: Client, answer: dict[str, Any], watching: bool, plan: bool, fmt: PlanFormat) -> None:
+    """The task (followed with --watch), or with --plan the plan (exit 0 if it would run, 1 if blocked)."""
+    if plan:
+        planned(answer, fmt)
+        return
+    typer.echo(f"task {answer['id']} ({answer['name']}) {answer['status']}")
+    follow(c, answer["id"], watching)
 
 
 def register(app: typer.Typer) -> None:
@@ -70,6 +89,8 @@ def register(app: typer.Typer) -> None:
         cluster_id: int,
         zone: str,
         watch_: Watch = False,
+        plan: Plan = False,
+        format: Format = PlanFormat.table,
         no_freeze: NoFreeze = False,
         freeze_timeout: FreezeTimeout = None,
         force: Force = False,
@@ -81,11 +102,8 @@ def register(app: typer.Typer) -> None:
         """Stop a zone: the majority check, STOP ZONE, then its observers. With --watch, exit 0 only when the
         task ends SUCCESSFUL."""
         c = client(url, user, password_file, config)
-        _said(
-            c,
-            c.zone("stop", cluster_id, zone, _stop_body(no_freeze, freeze_timeout, force, "freeze")),
-            watch_,
-        )
+        body = _stop_body(no_freeze, freeze_timeout, force, "freeze")
+        _said(c, c.zone("stop", cluster_id, zone, body, plan), watch_, plan, format)
 
     @zone_app.command("start")
     @guarded
@@ -93,6 +111,8 @@ def register(app: typer.Typer) -> None:
         cluster_id: int,
         zone: str,
         watch_: Watch = False,
+        plan: Plan = False,
+        format: Format = PlanFormat.table,
         url: Url = None,
         user: User = None,
         password_file: PwFile = None,
@@ -100,7 +120,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start a zone: its observers, then START ZONE once they answer."""
         c = client(url, user, password_file, config)
-        _said(c, c.zone("start", cluster_id, zone), watch_)
+        _said(c, c.zone("start", cluster_id, zone, plan=plan), watch_, plan, format)
 
     @server_app.command("stop")
     @guarded
@@ -108,6 +128,8 @@ def register(app: typer.Typer) -> None:
         cluster_id: int,
         server: Annotated[str, typer.Argument(help="the server's id, or IP[:RPC_PORT]")],
         watch_: Watch = False,
+        plan: Plan = False,
+        format: Format = PlanFormat.table,
         no_freeze: NoFreeze = False,
         freeze_timeout: FreezeTimeout = None,
         force: Force = False,
@@ -119,7 +141,13 @@ def register(app: typer.Typer) -> None:
         """Stop a server: the majority check, STOP SERVER, then its observer."""
         c = client(url, user, password_file, config)
         body = _stop_body(no_freeze, freeze_timeout, force, "freezeServer")
-        _said(c, c.server("stop", cluster_id, server_id(c, cluster_id, server), body), watch_)
+        _said(
+            c,
+            c.server("stop", cluster_id, server_id(c, cluster_id, server), body, plan),
+            watch_,
+            plan,
+            format,
+        )
 
     @server_app.command("start")
     @guarded
@@ -127,6 +155,8 @@ def register(app: typer.Typer) -> None:
         cluster_id: int,
         server: Annotated[str, typer.Argument(help="the server's id, or IP[:RPC_PORT]")],
         watch_: Watch = False,
+        plan: Plan = False,
+        format: Format = PlanFormat.table,
         url: Url = None,
         user: User = None,
         password_file: PwFile = None,
@@ -134,4 +164,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start a server: its observer, then START SERVER once it answers."""
         c = client(url, user, password_file, config)
-        _said(c, c.server("start", cluster_id, server_id(c, cluster_id, server)), watch_)
+        _said(
+            c,
+            c.server("start", cluster_id, server_id(c, cluster_id, server), plan=plan),
+            watch_,
+            plan,
+            format,
+        )

@@ -4,6 +4,7 @@ majority check in the output; and `obstop demo --zone-stop`."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,11 +40,20 @@ def test_zone_and_server_stops_through_the_cli(fleet: tuple[Path, fakehosts.Flee
     cfg = ["--config", str(config)]
     h1, h2, h3 = hosts.hosts
 
+    # the plan first: every check, nothing touched; exit 0 as it would run
+    plan = obstop("zone", "stop", "1", "zone1", "--plan", "--format", "json", *cfg)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    planned = json.loads(plan.stdout)
+    assert planned["operation"] == "Stop OB zone" and planned["executable"]
+    assert [s["zone"] for s in planned["servers"]] == ["zone1"] and alive(h1.observer_pid)
+
     stop = obstop("zone", "stop", "1", "zone1", "--watch", *cfg)
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert "Stop OB zone" in stop.stdout and "Stop OB zone service" in stop.stdout
     assert not alive(h1.observer_pid) and alive(h2.observer_pid) and alive(h3.observer_pid)
 
+    blocked = obstop("zone", "stop", "1", "zone2", "--plan", *cfg)  # the table, and exit 1: blocked
+    assert blocked.returncode == 1 and "would lose the majority" in " ".join(blocked.stdout.split())
     refused = obstop("zone", "stop", "1", "zone2", "--watch", *cfg)
     assert refused.returncode == 1, refused.stdout + refused.stderr  # the task failed
     out = " ".join(refused.stdout.split())  # the table wraps long log lines
