@@ -20,6 +20,7 @@ from obstop.agent.identity import prove
 from obstop.agent.protocol import ObserverState, ObserverTarget, ProbeReport, StopOptions, StopReport
 
 Progress = Callable[[str], Awaitable[None]]
+EXIT_GRACE = 1.0  # seconds an unprovable process gets to finish exiting before escalation is refused
 
 
 class SignalJournal(Protocol):
@@ -213,11 +214,16 @@ async def _stop_running(
                     exited = True  # the pid was reused: our observer is gone
                 else:
                     reason = prove(again, target, found.resolved, found.pid_file)
-                    if reason:
+                    # an observer tearing down loses its exe and cwd links before it is gone: its proof
+                    # fails then, so wait a moment (never signal) before refusing to escalate
+                    if reason and not await host.wait_exit(pid, start_time, EXIT_GRACE):
                         return result(False, pid=pid, reason=f"not escalating to SIGKILL: {reason}")
-                    await progress(f"pid {pid} alive {opts.term_timeout:g}s after {first.name}; SIGKILL")
-                    await send(signal.SIGKILL)
-                    exited = await host.wait_exit(pid, start_time, opts.kill_timeout)
+                    if reason:
+                        exited = True  # gone during the grace: it was exiting
+                    else:
+                        await progress(f"pid {pid} alive {opts.term_timeout:g}s after {first.name}; SIGKILL")
+                        await send(signal.SIGKILL)
+                        exited = await host.wait_exit(pid, start_time, opts.kill_timeout)
             else:
                 exited = True
         if not exited:

@@ -36,6 +36,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--daemonize", action="store_true", help="detach like observer; exit once ready")
     p.add_argument("--sql-refuse", action="store_true", help="accept and drop every SQL connection")
     p.add_argument("--ignore-sigterm", action="store_true")
+    p.add_argument(
+        "--leave-home-on-term",
+        action="store_true",
+        help="on SIGTERM, chdir to / first (its identity can no longer be proved while it exits)",
+    )
     p.add_argument("--exit-delay", type=float, default=0.0, help="seconds between SIGTERM and exit")
     p.add_argument(
         "--start-delay",
@@ -135,6 +140,8 @@ async def _serve(args: argparse.Namespace, sql: socket.socket, rpc: socket.socke
             from obstop.fakes.cluster import FakeCluster
 
             FakeCluster(Path(args.cluster_dir)).record(f"{args.ip}:{args.sql_port}", "SIGNAL SIGTERM")
+        if args.leave_home_on_term:
+            os.chdir("/")
         if args.ignore_sigterm:
             _log("ignoring SIGTERM")
             return

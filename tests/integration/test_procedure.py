@@ -98,6 +98,29 @@ async def test_ignored_sigterm_escalates_to_sigkill(host: Host, fakes: Fakes) ->
     assert not alive(pid) and ports_free(fake)
 
 
+async def test_an_observer_that_cannot_be_proved_while_it_exits_counts_as_exited(
+    host: Host, fakes: Fakes
+) -> None:
+    # on SIGTERM it leaves its home, then exits after 0.8 s: at the escalation (0.3 s) its cwd says it is
+    # not the observer any more; the procedure waits a moment instead of failing, and sends no SIGKILL
+    fake, pid = fakes.start("--leave-home-on-term", "--exit-delay", "0.8")
+
+    report = await procedure.stop(host, target(fake, host), StopOptions(term_timeout=0.3, kill_timeout=5))
+
+    assert report.ok, report.reason
+    assert report.signals == ["SIGTERM"]
+    assert not alive(pid) and ports_free(fake)
+
+
+async def test_an_unprovable_process_that_lives_on_is_never_killed(host: Host, fakes: Fakes) -> None:
+    fake, pid = fakes.start("--leave-home-on-term", "--ignore-sigterm")
+
+    report = await procedure.stop(host, target(fake, host), StopOptions(term_timeout=0.3, kill_timeout=5))
+
+    assert not report.ok and report.reason and "not escalating to SIGKILL" in report.reason
+    assert report.signals == ["SIGTERM"] and alive(pid)
+
+
 async def test_slow_exit_is_waited_for(host: Host, fakes: Fakes) -> None:
     fake, pid = fakes.start("--exit-delay", "0.4")
 
