@@ -100,7 +100,9 @@ def run(plan: Plan) -> tuple[list[Result], dict[str, str]]:
             variants = tuple(v for v in variants if v in plan.stores)
         for variant in variants:
             span = plan.span
-            if span is None:
+            if not scenario.timed:
+                span = 0.0
+            elif span is None:
                 span = calibrate(scenario, variant, plan.root / f"{name}-{variant}-calibration")
             for n in range(1, plan.trials * (plan.r1_factor if name == "R1" else 1) + 1):
                 trial_root = plan.root / f"{name}-{variant}-{n}"
