@@ -401,7 +401,9 @@ class MqttDispatcher:
         deadline: float,
     ) -> ResultEvent:
         agent_id = self.agent_for(host)
-        ttl = max(self.config.signing.command_ttl_seconds, deadline - time.monotonic())
+        # the command expires when this wait for it ends: an agent that gets it later (queued on the
+        # broker while it was down, or journalled and cut off) must not act on a step already failed
+        ttl = min(self.config.signing.command_ttl_seconds, max(deadline - time.monotonic(), 0.1))
         command = sign(new_command(agent_id, kind, args, command_id=command_id, ttl=ttl), self.key)
         payload = command.model_dump_json()
         waiter = self._waiters[command_id] = _Waiter(agent_id, command.digest(), command.issued_at)
