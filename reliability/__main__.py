@@ -39,10 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"seed": args.seed, "started": began, "seconds": round(time.time() - began),
-                 "trials": [asdict(r) for r in results], "skipped": skipped, "table": text},
+                {
+                    "seed": args.seed,
+                    "started": began,
+                    "seconds": round(time.time() - began),
+                    "trials": [asdict(r) for r in results],
+                    "skipped": skipped,
+                    "table": text,
+                },
                 indent=1,
-            )  # fmt: skip
+            )
         )
     print(f"{len(results)} trials, {len(bad)} with a violation or an unexpected outcome; worlds in {root}")
     return 1 if bad else 0

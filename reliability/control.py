@@ -73,10 +73,10 @@ class Controller:
         """What systemd does for obstop-controller.service: an exit it would restart is restarted,
         RestartSec=2 after the last start."""
         proc = self.proc
-        if proc is not None and proc.poll() is not None and restartable(proc.returncode):
-            if time.monotonic() - self._spawned >= RESTART_SEC:
-                self.restarts += 1
-                self.spawn()
+        dead = proc is not None and proc.poll() is not None and restartable(proc.returncode)
+        if dead and time.monotonic() - self._spawned >= RESTART_SEC:
+            self.restarts += 1
+            self.spawn()
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

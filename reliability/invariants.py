@@ -41,7 +41,9 @@ def _journal(h: Host) -> tuple[dict[str, tuple[float, float | None]], list[tuple
         return {}, []
     db = sqlite3.connect(f"file:{h.journal}?mode=ro", uri=True, timeout=10)
     try:
-        commands = {c: (r, f) for c, r, f in db.execute("SELECT command_id, received_at, finished_at FROM commands")}
+        commands = {
+            c: (r, f) for c, r, f in db.execute("SELECT command_id, received_at, finished_at FROM commands")
+        }
         marks = list(db.execute("SELECT command_id, mark, at FROM marks WHERE mark LIKE 'SIG%'"))
     finally:
         db.close()
@@ -63,7 +65,9 @@ def signals(h: Host, ended: dict[tuple[int, int, int], float]) -> list[str]:
     for pid, n in Counter(int(pid) for _, pid in SIGTERM_LINE.findall(log)).items():
         marked = {c for c, m, _ in marks if m.startswith(f"SIGTERM:{pid}:")}
         if n > len(marked):
-            out.append(f"{h.name}: observer pid {pid} received SIGTERM {n} times for {len(marked)} command id(s)")
+            out.append(
+                f"{h.name}: observer pid {pid} received SIGTERM {n} times for {len(marked)} command id(s)"
+            )
     for command, mark, at in marks:
         run = RUN.search(command)
         if run is None:
@@ -131,4 +135,3 @@ def daemons(trial: Trial) -> list[str]:
         if h.agent is not None and not restartable(h.agent.poll()):
             out.append(f"agent {h.name} exited {h.agent.returncode}: systemd would not restart it")
     return out
-

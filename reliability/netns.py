@@ -44,8 +44,12 @@ class Netns:
     def create(cls, net: int, index: int) -> Netns:
         """Namespace and pair for host index on 10.213.net.(4*index)/30."""
         tag = secrets.token_hex(3)
-        ns = cls(f"obrel-{tag}-{index}", f"10.213.{net}.{4 * index + 1}", f"10.213.{net}.{4 * index + 2}",
-                 f"orh{tag}{index}")  # fmt: skip
+        ns = cls(
+            f"obrel-{tag}-{index}",
+            f"10.213.{net}.{4 * index + 1}",
+            f"10.213.{net}.{4 * index + 2}",
+            f"orh{tag}{index}",
+        )
         peer = f"orn{tag}{index}"
         _ip("netns", "add", ns.name)
         try:
@@ -53,8 +57,11 @@ class Netns:
             _ip("link", "set", peer, "netns", ns.name)
             _ip("addr", "add", f"{ns.outside}/30", "dev", ns.link)
             _ip("link", "set", ns.link, "up")
-            for args in (("addr", "add", f"{ns.inside}/30", "dev", peer), ("link", "set", peer, "up"),
-                         ("link", "set", "lo", "up")):  # fmt: skip
+            for args in (
+                ("addr", "add", f"{ns.inside}/30", "dev", peer),
+                ("link", "set", peer, "up"),
+                ("link", "set", "lo", "up"),
+            ):
                 _ip("netns", "exec", ns.name, "ip", *args)
         except TrialError:
             ns.delete()

@@ -122,8 +122,9 @@ def table(results: list[Result], skipped: dict[str, str]) -> str:
         mine = [r for r in results if (r.scenario, r.variant) == (s, v)]
         counts = [sum(r.outcome == o for r in mine) for o in OUTCOMES]
         lines.append(
-            f"| {s} | {v} | {len(mine)} | " + " | ".join(map(str, counts))
+            f"| {s} | {v} | {len(mine)} | "
+            + " | ".join(map(str, counts))
             + f" | {sum(len(r.violations) for r in mine)} |"
-        )  # fmt: skip
+        )
     lines += [f"| {s} | skipped: {why} | 0 |" + " |" * (len(OUTCOMES) + 1) for s, why in skipped.items()]
     return "\n".join(lines)

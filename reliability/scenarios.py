@@ -41,7 +41,9 @@ def _nothing() -> Iterator[None]:
     yield None
 
 
-def ended(trial: Trial, task_id: int, clear: Callable[[str], bool], before_retry: Callable[[], None]) -> Outcome:
+def ended(
+    trial: Trial, task_id: int, clear: Callable[[str], bool], before_retry: Callable[[], None]
+) -> Outcome:
     """The task's end after a fault: completed; or failed clearly, then (once the fault is gone) retried
     through; anything else is unexpected."""
     status = trial.finish(task_id, DONE)
@@ -271,7 +273,9 @@ SCENARIOS = {
             r3,
         ),
         Scenario("R4", "host cut off the network mid-stop", ("netns",), isolated, r4, netns.unavailable),
-        Scenario("R5", "store refusing writes mid-stop", ("sqlite-locked", "postgres-restarted"), own_store, r5),
+        Scenario(
+            "R5", "store refusing writes mid-stop", ("sqlite-locked", "postgres-restarted"), own_store, r5
+        ),
         Scenario("R6", "agent clock 10 minutes off", ("+10m", "-10m"), skewed, r6, _faketime, timed=False),
     )
 }

@@ -4,6 +4,7 @@ PostgreSQL instance of its own (the one R5 restarts); and a process holding SQLi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import subprocess
 import sys
@@ -38,10 +39,8 @@ def database(admin_url: str = SHARED_PG) -> Iterator[str]:
     try:
         yield f"{base}/{name}"
     finally:
-        try:
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
             asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        except (OSError, asyncpg.PostgresError):
-            pass
 
 
 @contextmanager
@@ -50,10 +49,8 @@ def own_postgres(root: Path) -> Iterator[OwnPostgres]:
     try:
         yield pg
     finally:
-        try:
+        with contextlib.suppress(TrialError):
             pg.stop("immediate")
-        except TrialError:
-            pass
 
 
 _LOCKER = """

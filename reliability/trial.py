@@ -56,14 +56,16 @@ class Trial:
                 self.successful[key] = s["name"]
             elif key in self.successful and s["operation"] != "ROLLBACK":
                 self._violate(
-                    ("lost", *key), f"finished state lost: subtask {key[1]} ({s['name']}) SUCCESSFUL, now {s['status']}"
+                    ("lost", *key),
+                    f"finished state lost: subtask {key[1]} ({s['name']}) SUCCESSFUL, now {s['status']}",
                 )
             if s["status"] == "RUNNING" and s.get("startTime"):
                 ran = (now - datetime.fromisoformat(s["startTime"])).total_seconds()
                 if ran > float(s["timeout"]) + GRACE:
                     self._violate(
                         ("overdue", *key),
-                        f"subtask {s['id']} ({s['name']}) RUNNING {ran:.0f}s, past its timeout {s['timeout']}s"
+                        f"subtask {s['id']} ({s['name']}) RUNNING {ran:.0f}s, past its timeout "
+                        f"{s['timeout']}s",
                     )
         return task
 

@@ -94,7 +94,8 @@ class World:
             base = first.rsplit(".", 1)
             ips = [f"{base[0]}.{int(base[1]) + i}" for i in range(self.spec.hosts)]
         self.hosts = [
-            Host(f"h{i + 1}", ip, f"zone{i + 1}", self.root / "hosts" / f"h{i + 1}") for i, ip in enumerate(ips)
+            Host(f"h{i + 1}", ip, f"zone{i + 1}", self.root / "hosts" / f"h{i + 1}")
+            for i, ip in enumerate(ips)
         ]
         return self.hosts
 
@@ -160,12 +161,21 @@ class World:
 
     def _controller_config(self) -> Path:
         servers = [
-            {"id": i, "zone": h.zone, "host": h.name, "ip": h.ip, "sql_port": 2881, "rpc_port": 2882,
-             "home_path": str(h.home)}
+            {
+                "id": i,
+                "zone": h.zone,
+                "host": h.name,
+                "ip": h.ip,
+                "sql_port": 2881,
+                "rpc_port": 2882,
+                "home_path": str(h.home),
+            }
             for i, h in enumerate(self.hosts, start=1)
-        ]  # fmt: skip
+        ]
         (self.root / "inventory.toml").write_text(
-            tomli_w.dumps({"clusters": [{"id": 1, "name": "obcluster", "ob_cluster_id": 1, "servers": servers}]})
+            tomli_w.dumps(
+                {"clusters": [{"id": 1, "name": "obcluster", "ob_cluster_id": 1, "servers": servers}]}
+            )
         )
         password = secrets.token_urlsafe(18)
         (self.root / "admin.password").write_text(password + "\n")
