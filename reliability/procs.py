@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -115,13 +116,15 @@ class OwnPostgres:
     """A PostgreSQL instance of the trial's own (initdb in its directory, as user postgres, on a free
     port), so restarting it never touches the shared server other work uses."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self) -> None:
         if not PG_BIN:
             raise TrialError("no PostgreSQL binaries under /usr/lib/postgresql")
-        self.bin, self.data, self.port = PG_BIN[-1], root / "pgdata", free_port()
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.chown(root, "postgres")
-        self.log = root / "postgres.log"
+        # in /tmp itself: user postgres cannot reach into a trial's directory (pytest's is 0700)
+        self.root = Path(tempfile.mkdtemp(prefix="obstop-reliability-pg-"))
+        self.bin, self.data, self.port = PG_BIN[-1], self.root / "pgdata", free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        self.log = self.root / "postgres.log"
 
     def _as_postgres(self, *argv: str, timeout: float = 60) -> None:
         cmd = ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else list(argv)

@@ -17,7 +17,7 @@ from reliability.procs import alive, until
 from reliability.trial import Outcome, Trial
 from reliability.world import Spec, World
 
-FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+FAKETIME = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))), Path("/nonexistent"))
 DONE = 120.0  # bound of a task's end after a fault (every subtask timeout is far shorter)
 
 
@@ -174,7 +174,7 @@ def own_store(root: Path, variant: str) -> Iterator[World]:
         with plain(root, "sqlite") as world:
             yield world
         return
-    with stores.own_postgres(root / "pg") as pg:
+    with stores.own_postgres() as pg:
         world = World(root, Spec(store_url=pg.url))
         world.postgres = pg
         try:
@@ -210,7 +210,7 @@ def r5(trial: Trial, variant: str, rng: random.Random, span: float) -> Outcome:
 def skewed(root: Path, variant: str) -> Iterator[World]:
     world = World(root, Spec())
     victim = world.plan_hosts()[random.randrange(3)]
-    victim.agent_env = {"LD_PRELOAD": FAKETIME, "FAKETIME": variant, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    victim.agent_env = {"LD_PRELOAD": str(FAKETIME), "FAKETIME": variant, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     try:
         yield world.up()
     finally:
@@ -251,7 +251,7 @@ class Scenario:
 
 
 def _faketime() -> str | None:
-    return None if Path(FAKETIME).exists() else "libfaketime is not installed (apt-get install faketime)"
+    return None if FAKETIME.exists() else "libfaketime is not installed (apt-get install faketime)"
 
 
 SCENARIOS = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -44,13 +45,14 @@ def database(admin_url: str = SHARED_PG) -> Iterator[str]:
 
 
 @contextmanager
-def own_postgres(root: Path) -> Iterator[OwnPostgres]:
-    pg = OwnPostgres(root).init()
+def own_postgres() -> Iterator[OwnPostgres]:
+    pg = OwnPostgres()
     try:
-        yield pg
+        yield pg.init()
     finally:
         with contextlib.suppress(TrialError):
             pg.stop("immediate")
+        shutil.rmtree(pg.root, ignore_errors=True)
 
 
 _LOCKER = """

@@ -4,6 +4,7 @@ them together (the same layout `obstop fakehosts up` writes)."""
 
 from __future__ import annotations
 
+import random
 import secrets
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from obstop.agent import signing
 from obstop.controller.auth import hash_password
 from obstop.fakes.cluster import FakeCluster
 from obstop.fakes.install import FakeObserver, install
-from obstop.fakes.net import free_block, free_port
+from obstop.fakes.net import bindable, free_port
 from reliability.control import Controller
 from reliability.netns import Netns
 from reliability.procs import Mosquitto, OwnPostgres, TrialError, child_env, kill_under, obstop, until
@@ -72,6 +73,17 @@ BASE_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
+def free_ips(count: int) -> list[str]:
+    """Loopback addresses with 2881/2882 free, in a block drawn at random from 127.220-249.x.x (clear of
+    the tests' and `fakehosts`' blocks), so trials run side by side (CI runs several) rarely meet."""
+    for _ in range(1000):
+        net = f"127.{random.randrange(220, 250)}.{random.randrange(0, 250)}"
+        ips = [f"{net}.{11 + i}" for i in range(count)]
+        if all(bindable(ip, p) for ip in ips for p in (2881, 2882)):
+            return ips
+    raise TrialError("no free block of loopback addresses")
+
+
 class World:
     def __init__(self, root: Path, spec: Spec) -> None:
         self.root, self.spec = root, spec
@@ -90,9 +102,7 @@ class World:
     def plan_hosts(self, ips: list[str] | None = None) -> list[Host]:
         """Name the hosts (on free loopback addresses unless given): scenarios may wrap them before up()."""
         if ips is None:
-            first = free_block(self.spec.hosts)
-            base = first.rsplit(".", 1)
-            ips = [f"{base[0]}.{int(base[1]) + i}" for i in range(self.spec.hosts)]
+            ips = free_ips(self.spec.hosts)
         self.hosts = [
             Host(f"h{i + 1}", ip, f"zone{i + 1}", self.root / "hosts" / f"h{i + 1}")
             for i, ip in enumerate(ips)
