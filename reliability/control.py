@@ -38,6 +38,7 @@ class Controller:
         self.http = httpx.Client(base_url=self.url, auth=("admin", password), timeout=10)
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0  # by the systemd stand-in (supervise), not by a scenario
+        self.exits: list[int] = []  # the exit statuses it restarted after
         self._spawned = 0.0
 
     def spawn(self) -> None:
@@ -75,7 +76,9 @@ class Controller:
         proc = self.proc
         dead = proc is not None and proc.poll() is not None and restartable(proc.returncode)
         if dead and time.monotonic() - self._spawned >= RESTART_SEC:
+            assert proc is not None and proc.returncode is not None
             self.restarts += 1
+            self.exits.append(proc.returncode)
             self.spawn()
 
     def close(self) -> None:

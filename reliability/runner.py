@@ -66,6 +66,10 @@ def run_one(scenario: Scenario, variant: str, n: int, root: Path, span: float, s
             result.fault_at = None if trial.fault_at is None else round(trial.fault_at, 3)
             result.notes = [n for n in trial.notes if n]
             result.controller_restarts = world.ctl.restarts
+            if world.ctl.exits:
+                result.notes.append(
+                    f"controller exited {world.ctl.exits} and was restarted, as systemd would"
+                )
     except Exception as exc:  # a harness failure: reported, counted, and the run goes on
         result.outcome, result.detail = "error", f"{type(exc).__name__}: {exc}"
         result.notes.append(traceback.format_exc(limit=3)[-600:])
