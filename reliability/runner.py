@@ -86,7 +86,7 @@ class Plan:
     seed: str
     span: float | None  # None: measured per scenario and variant
     keep: bool
-    r1_factor: int = 1  # R1 runs this many times the trials (its count is 50 where R2's is 20)
+    variants: list[str] | None = None  # only these variants (any scenario's)
     emit: Callable[[Result], None] = lambda r: print(json.dumps(asdict(r)), flush=True)
 
 
@@ -102,13 +102,15 @@ def run(plan: Plan) -> tuple[list[Result], dict[str, str]]:
         variants = scenario.variants
         if name == "R1" and plan.stores:
             variants = tuple(v for v in variants if v in plan.stores)
+        if plan.variants:
+            variants = tuple(v for v in variants if v in plan.variants)
         for variant in variants:
             span = plan.span
             if not scenario.timed:
                 span = 0.0
             elif span is None:
                 span = calibrate(scenario, variant, plan.root / f"{name}-{variant}-calibration")
-            for n in range(1, plan.trials * (plan.r1_factor if name == "R1" else 1) + 1):
+            for n in range(1, plan.trials + 1):
                 trial_root = plan.root / f"{name}-{variant}-{n}"
                 result = run_one(scenario, variant, n, trial_root, span, plan.seed)
                 plan.emit(result)

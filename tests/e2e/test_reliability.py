@@ -19,8 +19,12 @@ CASES = {
     "R2": ["--only", "R2"],
     "R3": ["--only", "R3"],
     "R4": ["--only", "R4"],
-    "R5": pytest.param(["--only", "R5"], marks=pytest.mark.postgres),
-    "R6": ["--only", "R6"],
+    "R5-sqlite": ["--only", "R5", "--variant", "sqlite-locked"],
+    "R5-postgres": pytest.param(
+        ["--only", "R5", "--variant", "postgres-restarted"], marks=pytest.mark.postgres
+    ),
+    "R6-ahead": ["--only", "R6", "--variant", "+10m"],
+    "R6-behind": ["--only", "R6", "--variant", "-10m"],
 }
 
 
