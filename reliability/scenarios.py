@@ -153,8 +153,8 @@ def r4(trial: Trial, variant: str, rng: random.Random, span: float) -> Outcome:
 
     def clear(logs: str) -> bool:
         took = time.monotonic() - cut_at
+        trial.notes.append(f"FAILED {took:.1f}s after the cut (subtask timeout {R4_SUBTASK_TIMEOUT:g}s)")
         if took > R4_SUBTASK_TIMEOUT * 2 + 10:  # its stop subtask, and at most one bookkeeping step after
-            trial.notes.append(f"failed {took:.0f}s after the cut")
             return False
         return victim.name in logs or victim.ip in logs
 
