@@ -57,6 +57,7 @@ class Spec:
     store_url: str | None = None  # default: SQLite in the trial's directory
     misbehave: list[str] = field(default_factory=lambda: ["--exit-delay", "0.3"])
     config: dict[str, dict[str, Any]] = field(default_factory=dict)  # controller.toml sections, merged
+    sql: dict[str, Any] = field(default_factory=dict)  # merged into the cluster's [[cluster_sql]]
     broker_bind: str = "127.0.0.1"
 
 
@@ -199,7 +200,9 @@ class World:
             "store": {"url": self.spec.store_url or "sqlite:///state/controller.db"},
             "signing": {"private_key": f"keys/{signing.PRIVATE_NAME}", "agent_keys_dir": "keys/agents"},
             "mqtt": {"url": self.broker.url(), "topic_prefix": self.prefix},
-            "cluster_sql": [{"cluster_id": 1, "user": "root@sys", "password_file": "sys.password"}],
+            "cluster_sql": [
+                {"cluster_id": 1, "user": "root@sys", "password_file": "sys.password", **self.spec.sql}
+            ],
         }
         for section in {*BASE_CONFIG, *self.spec.config}:
             config[section] = {**BASE_CONFIG.get(section, {}), **self.spec.config.get(section, {})}
