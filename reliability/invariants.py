@@ -6,7 +6,8 @@
 - no subtask RUNNING past its timeout (sampled while the trial ran; none RUNNING at the end);
 - statuses match the processes once settled: PROCESS_STOPPED servers have no observer running, RUNNING
   ones do;
-- no daemon left dead that systemd would not restart (Restart=on-failure).
+- no daemon left dead that systemd would not restart (Restart=on-failure);
+- no traceback in a daemon's log (a failure is said in one line: no traceback reaches a user).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def check(trial: Trial) -> list[str]:
     found += tasks(trial)
     found += statuses(trial)
     found += daemons(trial)
+    found += tracebacks(trial)
     return found
 
 
@@ -134,4 +136,17 @@ def daemons(trial: Trial) -> list[str]:
     for h in trial.world.hosts:
         if h.agent is not None and not restartable(h.agent.poll()):
             out.append(f"agent {h.name} exited {h.agent.returncode}: systemd would not restart it")
+    return out
+
+
+def tracebacks(trial: Trial) -> list[str]:
+    logs = [trial.world.ctl.log] + [h.root / "agent.log" for h in trial.world.hosts]
+    out = []
+    for log in logs:
+        try:
+            n = log.read_text(errors="replace").count("Traceback (most recent call last)")
+        except OSError:
+            continue
+        if n:
+            out.append(f"{n} traceback(s) in {log.name} of {log.parent.name}")
     return out
