@@ -35,7 +35,7 @@ class Controller:
         raw = tomllib.loads(config.read_text())
         self.url = f"http://{raw['api']['listen']}"
         password = (config.parent / "admin.password").read_text().strip()
-        self.http = httpx.Client(base_url=self.url, auth=("admin", password), timeout=10)
+        self.http = httpx.Client(base_url=self.url, auth=("admin", password), timeout=30)
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0  # by the systemd stand-in (supervise), not by a scenario
         self.exits: list[int] = []  # the exit statuses it restarted after
