@@ -123,7 +123,7 @@ class MqttDispatcher:
         self.prefix = cfg.topic_prefix
         root = agents_root(self.prefix)
         self.session = Session(
-            Broker(cfg.url, cfg.username, cfg.password_file, cfg.ca_file),
+            Broker.of(cfg.broker_urls, cfg.username, cfg.password_file, cfg.ca_file),
             client_id=cfg.client_id or client_id(self.prefix, "controller", config.engine.controller_id),
             subscriptions=[f"{root}/+/events", f"{root}/+/presence"],
             on_message=self._on_message,
