@@ -258,6 +258,7 @@ class Engine:
             return  # not running here, or it ended as the renewal ran
         entry.lost = True
         log.warning("subtask %s: %s; stopping work on it here", subtask_id, why)
+        self.writer.log(subtask_id, f"{why}: controller {self.owner} stops working on it")
         if entry.step is not None:
             entry.step.cancel()
 
