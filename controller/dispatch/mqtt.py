@@ -401,7 +401,9 @@ class MqttDispatcher:
         deadline: float,
     ) -> ResultEvent:
         agent_id = self.agent_for(host)
-        ttl = max(self.config.signing.command_ttl_seconds, deadline - time.monotonic())
+        # valid until the step stops waiting for it, never later: a copy queued for an offline agent, or
+        # one that arrives after the step failed, is rejected as expired instead of acted on late
+        ttl = max(1.0, min(self.config.signing.command_ttl_seconds, deadline - time.monotonic()))
         command = sign(new_command(agent_id, kind, args, command_id=command_id, ttl=ttl), self.key)
         payload = command.model_dump_json()
         waiter = self._waiters[command_id] = _Waiter(agent_id, command.digest(), command.issued_at)
