@@ -173,14 +173,14 @@ class Engine:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             tg.create_task(self.writer.run(writer_stopping), name="engine-writer")
-            await self._reclaim(tg)
+            await self._reclaim(tg, ours=True)
             next_reclaim = time.monotonic() + self.reclaim_interval
             heartbeat = tg.create_task(self._heartbeat(), name="engine-heartbeat")
             self.started.set()
             while not stopping.is_set():
                 if time.monotonic() >= next_reclaim:
                     next_reclaim = time.monotonic() + self.reclaim_interval
-                    await self._reclaim(tg)
+                    await self._reclaim(tg, ours=False)
                 free = self.max_concurrency - len(self._running)
                 claimed_now = (
                     await self.store.leases.claim_ready(self.owner, self.lease, free) if free > 0 else []
@@ -195,10 +195,12 @@ class Engine:
             await self._drain()
             writer_stopping.set()  # after the drain: outcomes decided while draining are still written
 
-    async def _reclaim(self, tg: asyncio.TaskGroup) -> None:
-        """Take the subtasks we held before a restart, and those whose controller's lease expired."""
+    async def _reclaim(self, tg: asyncio.TaskGroup, ours: bool) -> None:
+        """Take the subtasks whose controller's lease expired, and at start those we held before a restart
+        (later, ours that we dropped come back once expired: a controller misconfigured with our id
+        keeps its own)."""
         try:
-            found = await self.store.leases.reclaim(self.owner, self.lease, list(self._running))
+            found = await self.store.leases.reclaim(self.owner, self.lease, list(self._running), ours=ours)
         except Exception as exc:  # the store is away: the next round tries again
             if not self.started.is_set():
                 raise  # at start: the daemon says why it cannot run

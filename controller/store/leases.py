@@ -121,9 +121,11 @@ class Leases:
                 )
         return claimed
 
-    async def reclaim(self, owner: str, lease: float, running: Sequence[int] = ()) -> list[Claimed]:
-        """RUNNING (or CANCELING) subtasks whose lease is ours (we restarted) or has expired (its controller
-        died): take them. `running`: those running here, never taken twice (ours, or expired under us)."""
+    async def reclaim(
+        self, owner: str, lease: float, running: Sequence[int] = (), *, ours: bool = True
+    ) -> list[Claimed]:
+        """RUNNING (or CANCELING) subtasks whose lease has expired (its controller died), or, with `ours`,
+        is ours (we restarted): take them. `running`: those running here, never taken twice."""
         MACHINE.check(RUNNING, RUNNING)  # a resume stays put: no move
         t0 = now()
         async with self.db.tx() as s:
@@ -133,7 +135,7 @@ class Leases:
                     Subtask.status.in_([RUNNING, SubtaskStatus.CANCELING]),
                     Subtask.id.not_in(list(running)),
                     sa.or_(
-                        Subtask.lease_owner == owner,
+                        Subtask.lease_owner == owner if ours else sa.false(),
                         Subtask.lease_expires < self._now(),
                         Subtask.lease_owner.is_(None),
                     ),
