@@ -7,22 +7,17 @@ SIGTERM per observer."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import tomli_w
 
-from obstop.fakes import hosts as fakehosts
 from obstop.fakes.net import free_port
 from tests.support.controller import amend_config
 from tests.support.controller_process import ControllerProcess
 from tests.support.fleet import Fleets, agent_log, observer_log, wait_for
 from tests.support.nats import NatsCluster, nats_server
-from tests.support.processes import alive, wait_dead
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.skipif(nats_server() is None, reason="nats-server is not installed")
 
@@ -45,18 +40,6 @@ def fleets_on_nats(tmp_path: Path, nats: NatsCluster) -> Iterator[Fleets]:
         f.down()
 
 
-def move_agent(fleets: Fleets, fleet: fakehosts.Fleet, h: fakehosts.HostState, urls: list[str]) -> None:
-    """Restart the host's agent with [mqtt] urls (its own order of the cluster's nodes)."""
-    assert h.agent_pid is not None and h.agent_config is not None
-    os.kill(h.agent_pid, signal.SIGTERM)
-    wait_dead(h.agent_pid)
-    path = Path(h.agent_config)
-    data = tomllib.loads(path.read_text())
-    data["mqtt"]["urls"] = urls
-    path.write_text(tomli_w.dumps(data))
-    fleets.restart_agent(fleet, h)
-
-
 @pytest.mark.parametrize("node", [1, 0], ids=["an-agents-node", "the-controllers-node"])
 async def test_stop_completes_when_a_broker_node_dies(
     node: int,
@@ -69,7 +52,7 @@ async def test_stop_completes_when_a_broker_node_dies(
         zones=3, per_zone=1, misbehave={h: ["--exit-delay", "1"] for h in ("h1", "h2", "h3")}
     )
     for i, h in enumerate(fleet.hosts):  # h1 on node 1, h2 on node 2, h3 on node 3 first
-        await asyncio.to_thread(move_agent, fleets_on_nats, fleet, h, nats.urls(i))
+        await asyncio.to_thread(fleets_on_nats.move_agent, fleet, h, nats.urls(i))
     config = amend_config(
         Path(fleet.dir) / "controller.toml",
         api={"listen": f"127.0.0.1:{free_port()}"},
