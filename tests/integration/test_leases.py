@@ -67,7 +67,7 @@ async def test_a_lost_lease_stops_the_step_and_an_expired_one_is_taken_back(
     cluster = start_cluster(fakes, zones=1, per_zone=1, misbehave={0: ["--ignore-sigterm"]})
     log = cluster.fakes[0].home / "log" / "observer.log"
     config = write_config(
-        tmp_path, cluster, pg_url, engine={"lease_seconds": LEASE}, stop={"term_timeout": 2}
+        tmp_path, cluster, pg_url, engine={"lease_seconds": LEASE}, stop={"term_timeout": 4}
     )
     async with running(config) as env:
         task_id = (await env.stop()).json()["data"]["id"]
