@@ -102,15 +102,32 @@ def r2(trial: Trial, variant: str, rng: random.Random, span: float) -> Outcome:
 # --- R3 the broker killed and restarted mid-stop: completes, or fails clearly and a retry completes ------
 
 
+@contextmanager
+def broker_world(root: Path, variant: str) -> Iterator[World]:
+    world = World(root, Spec(config=_short(10.0), nats=variant == "nats-node"))
+    try:
+        yield world.up()
+    finally:
+        world.down()
+
+
 def r3(trial: Trial, variant: str, rng: random.Random, span: float) -> Outcome:
     task_id = trial.stop()
     trial.fault_at = rng.uniform(0, span)
     trial.sleep(trial.fault_at, task_id)
-    trial.world.broker.kill()
     down = rng.uniform(0.2, 3.0)
-    trial.sleep(down, task_id)
-    trial.world.broker.start()
-    trial.notes.append(f"broker down {down:.1f}s")
+    nats = trial.world.nats
+    if nats is None:
+        trial.world.broker.kill()
+        trial.sleep(down, task_id)
+        trial.world.broker.start()
+        trial.notes.append(f"broker down {down:.1f}s")
+    else:  # one node of the cluster: the clients on it move to the next node of their lists
+        node = rng.randrange(len(nats.mqtt_ports))
+        nats.kill(node)
+        trial.sleep(down, task_id)
+        nats.start_node(node)
+        trial.notes.append(f"NATS node n{node + 1} down {down:.1f}s")
 
     def agents_back() -> None:
         for h in trial.world.hosts:
@@ -271,11 +288,7 @@ SCENARIOS = {
             r2,
         ),
         Scenario(
-            "R3",
-            "broker SIGKILL mid-stop, restarted",
-            ("mosquitto",),
-            lambda root, v: plain(root, "sqlite", _short(10.0)),
-            r3,
+            "R3", "broker (node) SIGKILL mid-stop, restarted", ("mosquitto", "nats-node"), broker_world, r3
         ),
         Scenario("R4", "host cut off the network mid-stop", ("netns",), isolated, r4, netns.unavailable),
         Scenario(

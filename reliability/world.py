@@ -20,6 +20,7 @@ from obstop.fakes.cluster import FakeCluster
 from obstop.fakes.install import FakeObserver, install
 from obstop.fakes.net import bindable, free_port
 from reliability.control import Controller
+from reliability.nats import NatsCluster
 from reliability.netns import Netns
 from reliability.procs import Mosquitto, OwnPostgres, TrialError, child_env, kill_under, obstop, until
 
@@ -59,6 +60,7 @@ class Spec:
     config: dict[str, dict[str, Any]] = field(default_factory=dict)  # controller.toml sections, merged
     sql: dict[str, Any] = field(default_factory=dict)  # merged into the cluster's [[cluster_sql]]
     broker_bind: str = "127.0.0.1"
+    nats: bool = False  # a 3-node NATS cluster instead of one Mosquitto; clients list every node
 
 
 BASE_CONFIG: dict[str, dict[str, Any]] = {
@@ -94,6 +96,7 @@ class World:
         self.controller: Controller | None = None
         self.isolation: dict[str, Netns] = {}  # R4: each host's namespace
         self.postgres: OwnPostgres | None = None  # R5: the instance it restarts
+        self.nats: NatsCluster | None = None  # R3's NATS variant: the cluster it kills a node of
 
     @property
     def ctl(self) -> Controller:
@@ -113,7 +116,10 @@ class World:
     def up(self) -> World:
         if not self.hosts:
             self.plan_hosts()
-        self.broker.start()
+        if self.spec.nats:
+            self.nats = NatsCluster(self.root / "nats").start()
+        else:
+            self.broker.start()
         keys = self.root / "keys"
         signing.generate(keys)
         sys_password = secrets.token_urlsafe(12)
@@ -152,10 +158,16 @@ class World:
                     "state_dir": "agent-state",
                     "controller_public_key": str(self.root / "keys" / signing.PUBLIC_NAME),
                     "private_key": f"{h.name}.key",
-                    "mqtt": {"url": self.broker.url(h.broker_host), "topic_prefix": self.prefix},
+                    "mqtt": {**self._broker(h.broker_host, int(h.name[1:])), "topic_prefix": self.prefix},
                 }
             )
         )
+
+    def _broker(self, host: str, first: int) -> dict[str, Any]:
+        """[mqtt] of a client: the trial's Mosquitto, or every NATS node starting at another one."""
+        if self.nats is not None:
+            return {"urls": self.nats.urls(first)}
+        return {"url": self.broker.url(host)}
 
     def start_agent(self, h: Host, wrap: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         """Start (or restart) the host's agent; wrap and env default to the host's own."""
@@ -199,7 +211,7 @@ class World:
             },
             "store": {"url": self.spec.store_url or "sqlite:///state/controller.db"},
             "signing": {"private_key": f"keys/{signing.PRIVATE_NAME}", "agent_keys_dir": "keys/agents"},
-            "mqtt": {"url": self.broker.url(), "topic_prefix": self.prefix},
+            "mqtt": {**self._broker("127.0.0.1", 0), "topic_prefix": self.prefix},
             "cluster_sql": [
                 {"cluster_id": 1, "user": "root@sys", "password_file": "sys.password", **self.spec.sql}
             ],
@@ -220,3 +232,5 @@ class World:
                 h.agent.wait(10)
         kill_under(self.root)
         self.broker.kill()
+        if self.nats is not None:
+            self.nats.stop()
