@@ -17,7 +17,8 @@ CASES = {
     "R1-sqlite": ["--only", "R1", "--store", "sqlite"],
     "R1-postgres": pytest.param(["--only", "R1", "--store", "postgres"], marks=pytest.mark.postgres),
     "R2": ["--only", "R2"],
-    "R3": ["--only", "R3"],
+    "R3": ["--only", "R3", "--variant", "mosquitto"],
+    "R3-nats": ["--only", "R3", "--variant", "nats-node"],
     "R4": ["--only", "R4"],
     "R5-sqlite": ["--only", "R5", "--variant", "sqlite-locked"],
     "R5-postgres": pytest.param(
