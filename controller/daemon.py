@@ -36,6 +36,7 @@ from obstop.controller.steps.lifecycle import Steps
 from obstop.controller.steps.plan import Planner
 from obstop.controller.store import Store
 from obstop.controller.store.commands import Commands
+from obstop.controller.store.db import store_failure
 
 log = logging.getLogger("obstop.controller")
 
@@ -222,7 +223,7 @@ async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.
     log.info("controller stopped")
 
 
-def _store_error(group: BaseExceptionGroup[BaseException]) -> SQLAlchemyError | None:
+def _store_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The store's error, when every loop that died died of one (the store went away mid-run)."""
     leaves: list[BaseException] = []
 
@@ -234,7 +235,7 @@ def _store_error(group: BaseExceptionGroup[BaseException]) -> SQLAlchemyError | 
                 leaves.append(e)
 
     walk(group)
-    store = [e for e in leaves if isinstance(e, SQLAlchemyError)]
+    store = [e for e in leaves if store_failure(e)]
     return store[0] if store and len(store) == len(leaves) else None
 
 
