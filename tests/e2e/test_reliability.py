@@ -25,7 +25,7 @@ CASES = {
         ["--only", "R5", "--variant", "postgres-restarted"], marks=pytest.mark.postgres
     ),
     "R6-ahead": ["--only", "R6", "--variant", "+10m"],
-    "R6-behind": ["--only", "R6", "--variant", "-10m"],
+    "R6-behind": ["--only", "R6", "--variant=-10m"],  # = : argparse would take -10m for an option
 }
 
 
