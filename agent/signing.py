@@ -152,11 +152,18 @@ def verify(
     if command.agent_id != agent_id:
         raise Rejected(f"addressed to agent {command.agent_id}, not to {agent_id}", authenticated=True)
     t = now or datetime.now(UTC)
+    # both say this agent's time: a clock minutes off shows in the reason the controller logs
     if command.expires_at <= t:
-        raise Rejected(f"expired at {command.expires_at.isoformat()}", authenticated=True)
+        raise Rejected(
+            f"expired at {command.expires_at.isoformat()} by this agent's clock, which reads {t.isoformat()} "
+            f"(issued at {command.issued_at.isoformat()}): delivered late, or the clocks differ",
+            authenticated=True,
+        )
     if command.issued_at > t + timedelta(seconds=skew):
         raise Rejected(
-            f"issued in the future ({command.issued_at.isoformat()}); check the clocks", authenticated=True
+            f"issued in the future ({command.issued_at.isoformat()}) by this agent's clock, which reads "
+            f"{t.isoformat()}: check the clocks",
+            authenticated=True,
         )
 
 

@@ -28,7 +28,7 @@ from obstop.controller.dispatch.agentless import AgentlessDispatcher
 from obstop.controller.engine.reconcile import Reconciler
 from obstop.controller.engine.runner import Engine
 from obstop.controller.engine.service import Service
-from obstop.controller.errors import ConfigError
+from obstop.controller.errors import ConfigError, StoreLost
 from obstop.controller.inventory import load_inventory
 from obstop.controller.metrics import Metrics
 from obstop.controller.steps.freeze import SQLPreparation
@@ -36,6 +36,7 @@ from obstop.controller.steps.lifecycle import Steps
 from obstop.controller.steps.plan import Planner
 from obstop.controller.store import Store
 from obstop.controller.store.commands import Commands
+from obstop.controller.store.db import store_failure
 
 log = logging.getLogger("obstop.controller")
 
@@ -207,9 +208,35 @@ async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.
             tg.create_task(server.serve(), name="api")
             tg.create_task(stop_server(), name="api-stopper")
             tg.create_task(health(), name="health")
+    except BaseExceptionGroup as group:
+        lost = _store_error(group)
+        if lost is None:
+            raise
+        cause = one_line(getattr(lost, "orig", None) or lost)[:300]  # the driver's words, not the SQL
+        raise StoreLost(
+            f"the store stopped answering: {cause}; exiting, to be started again (Restart=on-failure) and "
+            "resume its tasks"
+        ) from None
     finally:
-        await parts.close()
+        with contextlib.suppress(SQLAlchemyError, OSError):  # closing a store that is gone
+            await parts.close()
     log.info("controller stopped")
+
+
+def _store_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The store's error, when every loop that died died of one (the store went away mid-run)."""
+    leaves: list[BaseException] = []
+
+    def walk(g: BaseExceptionGroup[BaseException]) -> None:
+        for e in g.exceptions:
+            if isinstance(e, BaseExceptionGroup):
+                walk(e)
+            else:
+                leaves.append(e)
+
+    walk(group)
+    store = [e for e in leaves if store_failure(e)]
+    return store[0] if store and len(store) == len(leaves) else None
 
 
 async def serve(config: ControllerConfig) -> None:

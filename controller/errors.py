@@ -23,7 +23,9 @@ ControllerError                  500 10010  root: unexpected
  +-- PayloadTooLarge             413 10101
  +-- UnsupportedMediaType        415 10102
  +-- TooManyAttempts             429 30007  too many failed logins: retry after `retry_after` seconds
+ +-- StoreUnavailable            503 10104  the store did not answer this request (restarting, unreachable)
  +-- ConfigError                        a config or inventory file is wrong (refused at start)
+ +-- StoreLost                          the store stopped answering a running controller (it exits 1)
  +-- StepFailed                         a subtask's step failed; its message goes to the log and the API
 """
 
@@ -102,6 +104,15 @@ class TooManyAttempts(ControllerError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StoreUnavailable(ControllerError):
+    status, code, name = 503, 10104, "STORE_UNAVAILABLE"
+
+
+class StoreLost(ControllerError):
+    """The store stopped answering while the controller ran: it exits non-zero with this one line, and
+    the service manager (Restart=on-failure) starts it again; the new one resumes its tasks."""
 
 
 class ConfigError(ControllerError):

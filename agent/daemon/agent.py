@@ -18,6 +18,7 @@ import contextlib
 import logging
 import re
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,9 @@ class Agent:
                 self._tg = tg
                 for entry in await self.journal.unfinished():
                     cmd = Command.model_validate_json(entry.payload)
+                    if cmd.expires_at <= datetime.now(UTC):
+                        await self._expired_unfinished(cmd)
+                        continue
                     log.info("finishing command %s cut off by a restart", cmd.command_id)
                     self._spawn(cmd)
                 session = tg.create_task(self.session.run(stopping), name="mqtt-session")
@@ -189,6 +193,17 @@ class Agent:
             await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id), cmd)
         else:
             self._spawn(cmd)
+
+    async def _expired_unfinished(self, cmd: Command) -> None:
+        """A command cut off by a restart and expired since: the controller no longer waits for it, so
+        it is not finished (no signal, no launch after its step ended); its journalled result says so."""
+        why = (
+            f"expired at {cmd.expires_at.isoformat()} while this agent was down, before it finished: "
+            "not run again"
+        )
+        log.warning("command %s %s", cmd.command_id, why)
+        result = ResultEvent(agent_id=self.id, command_id=cmd.command_id, error=why)
+        await self.journal.finish(cmd.command_id, result.model_dump(mode="json"))
 
     def _spawn(self, cmd: Command) -> None:
         assert self._tg is not None

@@ -9,14 +9,22 @@ import logging
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from obstop.agent.tomlconf import one_line
 from obstop.controller.api import audit, clusters, ops, partial, tasks, ui
 from obstop.controller.api.deps import Controller
 from obstop.controller.api.envelope import JSONResponse, TraceMiddleware, error_response
 from obstop.controller.api.gate import Gate, strict_parameters
 from obstop.controller.api.openapi import document
-from obstop.controller.errors import BadRequest, ControllerError, PayloadTooLarge, UnsupportedMediaType
+from obstop.controller.errors import (
+    BadRequest,
+    ControllerError,
+    PayloadTooLarge,
+    StoreUnavailable,
+    UnsupportedMediaType,
+)
 from obstop.controller.metrics import ApiMetrics
 
 log = logging.getLogger("obstop.api")
@@ -64,6 +72,16 @@ async def unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The store not answering (a PostgreSQL restart, a lost connection): one line in the log, 503."""
+    cause = one_line(getattr(exc, "orig", None) or exc)[:200]  # the driver's words, not the SQL
+    log.warning("the store did not answer %s %s: %s", request.method, request.url.path, cause)
+    trace = getattr(request.state, "trace_id", "?")
+    return await domain_error(
+        request, StoreUnavailable(f"the store did not answer (traceId {trace}): {cause}; try again")
+    )
+
+
 def create_app(controller: Controller) -> FastAPI:
     app = FastAPI(
         title="obstop",
@@ -82,6 +100,8 @@ def create_app(controller: Controller) -> FastAPI:
     app.add_exception_handler(ControllerError, domain_error)
     app.add_exception_handler(RequestValidationError, bad_input)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(SQLAlchemyError, store_unavailable)
+    app.add_exception_handler(ConnectionError, store_unavailable)  # a driver's connect, unwrapped
     app.add_exception_handler(Exception, unexpected)
     for module in (ops, clusters, partial, tasks, audit, ui):
         app.include_router(module.router)

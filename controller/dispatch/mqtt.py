@@ -417,7 +417,9 @@ class MqttDispatcher:
                     raise StepFailed(
                         f"no result for command {command_id} from agent {agent_id}: {self.presence(agent_id)}"
                     )
-                if await self._send(agent_id, payload):
+                # a broker slow to acknowledge (a cluster electing a new leader) holds a publish at most
+                # until the step gives up, so that the step still says why (R3 on NATS found it silent)
+                if await self._send(agent_id, payload, timeout=min(10.0, remaining)):
                     sends += 1
                     if sends > 1:
                         await log(
@@ -455,8 +457,8 @@ class MqttDispatcher:
             if self._waiters.get(command_id) is waiter:
                 del self._waiters[command_id]
 
-    async def _send(self, agent_id: str, payload: str) -> bool:
-        return await self.session.publish(commands_topic(agent_id, self.prefix), payload)
+    async def _send(self, agent_id: str, payload: str, timeout: float = 10.0) -> bool:
+        return await self.session.publish(commands_topic(agent_id, self.prefix), payload, timeout=timeout)
 
     async def close(self) -> None:
         return None

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from obstop.agent.tomlconf import one_line
 from obstop.controller.engine.writer import Writer
 from obstop.controller.errors import StepFailed
 from obstop.controller.metrics import NULL, Metrics
@@ -31,6 +32,7 @@ from obstop.controller.states.subtask import BACKWARD, SKIPPED, Operation, Subta
 from obstop.controller.states.task import TaskStatus
 from obstop.controller.steps.run import ServerFacts, StepRun
 from obstop.controller.store import Claimed, FinishRequest, LeaseLost, Store
+from obstop.controller.store.db import store_failure
 
 log = logging.getLogger("obstop.engine")
 
@@ -374,5 +376,9 @@ class Engine:
                 raise
             return False, entry.cancel_line
         except Exception as exc:
-            log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)
-            return False, f"internal error: {exc!r}"
+            if not store_failure(exc):
+                log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)
+                return False, f"internal error: {exc!r}"
+            cause = one_line(getattr(exc, "orig", None) or exc)  # the driver's words, not the SQL
+            log.warning("subtask %s (%s): the store did not answer: %s", claimed.id, claimed.name, cause)
+            return False, f"the store did not answer: {cause}"

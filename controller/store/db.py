@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import traceback
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,6 +43,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def store_failure(exc: BaseException) -> bool:
+    """The store failed, not the code using it: a database error, or a connection to the database refused
+    or lost (asyncpg raises those unwrapped). Said in one line, never as a traceback."""
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        return True
+    return isinstance(exc, ConnectionError) and any(
+        "sqlalchemy" in f.filename or "asyncpg" in f.filename for f in traceback.extract_tb(exc.__traceback__)
+    )
+
+
 def rows(result: Any) -> int:
     """How many rows an UPDATE or DELETE touched (a compare-and-set that touched none lost)."""
     return int(cast(sa.CursorResult[Any], result).rowcount)
@@ -61,7 +72,9 @@ class Database:
             # one connection: SQLite has one writer anyway, and this keeps writers from colliding
             kwargs = {"pool_size": 1, "max_overflow": 0, "connect_args": {"timeout": 30}}
         else:
-            kwargs = {"pool_size": 10, "max_overflow": 10}
+            # pre-ping: a connection that died with its server (a PostgreSQL restart) or was left mid-
+            # operation is replaced at checkout, not handed to the next query (fault trials, R5)
+            kwargs = {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True}
         self.engine = create_async_engine(
             async_url(url), json_serializer=_json_dumps, json_deserializer=orjson.loads, **kwargs
         )

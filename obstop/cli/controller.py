@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         """The controller daemon: API, durable engine, dispatch to agents."""
         from obstop.controller.config import check_config, load_config
         from obstop.controller.daemon import serve
-        from obstop.controller.errors import ConfigError
+        from obstop.controller.errors import ConfigError, StoreLost
         from obstop.logs import setup
 
         try:
@@ -33,6 +33,9 @@ def register(app: typer.Typer) -> None:
             message = " ".join(str(exc).split())  # one line, always naming the file
             typer.echo(f"error: {message if str(config) in message else f'{config}: {message}'}", err=True)
             sys.exit(2)
+        except StoreLost as exc:
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(1)
 
     @app.command("passwd")
     def passwd(

@@ -85,6 +85,18 @@ def test_clock_skew_is_tolerated_up_to_its_bound() -> None:
         verify(signed, PUBLIC, "h1", now=signed.expires_at)
 
 
+@pytest.mark.parametrize("off", [timedelta(minutes=10), timedelta(minutes=-10)], ids=["ahead", "behind"])
+def test_a_command_refused_for_its_time_names_the_agents_clock(off: timedelta) -> None:
+    """An agent whose clock is minutes off says what its clock reads (R6 of the fault trials: the
+    controller's log of the failed step must show the skew, not only that a command expired)."""
+    signed = sign(command(), KEY)
+    now = signed.issued_at + off
+    with pytest.raises(Rejected) as refused:
+        verify(signed, PUBLIC, "h1", now=now)
+    assert f"this agent's clock, which reads {now.isoformat()}" in str(refused.value)
+    assert "clocks" in str(refused.value)
+
+
 def test_a_re_signed_command_means_the_same_and_another_ask_does_not() -> None:
     first = sign(command(), KEY)
     again = sign(
