@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from obstop.controller.states.subtask import CLAIM, MACHINE, SubtaskStatus
 from obstop.controller.store.db import Database
@@ -64,44 +65,8 @@ class Leases:
         self.db = db
 
     async def claim_ready(self, owner: str, lease: float, limit: int) -> list[Claimed]:
-        frm, to = CLAIM
-        t0 = now()
         async with self.db.tx() as s:
-            ids = sa.select(Subtask.id).where(Subtask.status == frm).order_by(Subtask.id).limit(limit)
-            if not self.db.is_sqlite:
-                ids = ids.with_for_update(skip_locked=True)
-            rows = (
-                await s.execute(
-                    sa.update(Subtask)
-                    .where(Subtask.id.in_(ids.scalar_subquery()), Subtask.status == frm)
-                    .values(
-                        status=to,
-                        run_time=Subtask.run_time + 1,
-                        start_time=t0,
-                        finish_time=None,
-                        lease_owner=owner,
-                        lease_expires=t0 + timedelta(seconds=lease),
-                    )
-                    .returning(*_COLUMNS)
-                )
-            ).all()
-            claimed = [Claimed(**r._asdict()) for r in rows]
-            if claimed:
-                await s.execute(
-                    sa.insert(HistoryEvent),
-                    [
-                        history(c.task_id, "subtask", c.id, frm, to, t0, f"run {c.run_time} by {owner}", c.id)
-                        for c in claimed
-                    ],
-                )
-                await s.execute(
-                    sa.insert(cast(sa.Table, SubtaskLog.__table__)),
-                    [
-                        {"subtask_id": c.id, "at": t0, "line": separator(t0, c.run_time, c.operation)}
-                        for c in claimed
-                    ],
-                )
-        return claimed
+            return await claim_in(s, self.db.is_sqlite, owner, lease, limit)
 
     async def reclaim(self, owner: str, lease: float) -> list[Claimed]:
         """RUNNING (or CANCELING) subtasks whose lease is ours (we restarted) or has expired: take them."""
@@ -111,6 +76,7 @@ class Leases:
             rows = (
                 await s.execute(
                     sa.update(Subtask)
+                    .execution_options(synchronize_session=False)
                     .where(
                         Subtask.status.in_([RUNNING, SubtaskStatus.CANCELING]),
                         sa.or_(
@@ -152,6 +118,7 @@ class Leases:
         async with self.db.tx() as s:
             await s.execute(
                 sa.update(Subtask)
+                .execution_options(synchronize_session=False)
                 .where(
                     Subtask.id.in_(list(ids)),
                     Subtask.lease_owner == owner,
@@ -165,3 +132,43 @@ class Leases:
                 )
             )
             return list(found.all())
+
+
+async def claim_in(s: AsyncSession, is_sqlite: bool, owner: str, lease: float, limit: int) -> list[Claimed]:
+    """READY -> RUNNING under owner's lease, up to limit subtasks, in the caller's transaction (the
+    engine's own claims, and those made in the transaction of the finishes that promoted them)."""
+    frm, to = CLAIM
+    t0 = now()
+    ids = sa.select(Subtask.id).where(Subtask.status == frm).order_by(Subtask.id).limit(limit)
+    if not is_sqlite:
+        ids = ids.with_for_update(skip_locked=True)
+    rows = (
+        await s.execute(
+            sa.update(Subtask)
+            .execution_options(synchronize_session=False)
+            .where(Subtask.id.in_(ids.scalar_subquery()), Subtask.status == frm)
+            .values(
+                status=to,
+                run_time=Subtask.run_time + 1,
+                start_time=t0,
+                finish_time=None,
+                lease_owner=owner,
+                lease_expires=t0 + timedelta(seconds=lease),
+            )
+            .returning(*_COLUMNS)
+        )
+    ).all()
+    claimed = [Claimed(**r._asdict()) for r in rows]
+    if claimed:
+        await s.execute(
+            sa.insert(HistoryEvent),
+            [
+                history(c.task_id, "subtask", c.id, frm, to, t0, f"run {c.run_time} by {owner}", c.id)
+                for c in claimed
+            ],
+        )
+        await s.execute(
+            sa.insert(cast(sa.Table, SubtaskLog.__table__)),
+            [{"subtask_id": c.id, "at": t0, "line": separator(t0, c.run_time, c.operation)} for c in claimed],
+        )
+    return claimed
