@@ -34,25 +34,48 @@ from obstop.agent.executors.host import (
 )
 from obstop.agent.executors.ssh_config import SSHHostConfig
 
-# Shell functions the scripts share. st sets S (state) and T (start time in ticks) with builtins only:
-# the wait loop runs every 10 ms and must not fork more than its sleep.
+# Shell functions the scripts share, defined once per resident shell. st sets S (state) and T (start time
+# in ticks) with builtins only; nap sleeps without a fork where the shell is bash (`read -t` on a pipe
+# nobody writes to), else with sleep(1). The remote host's boot time and clock rate are read once here,
+# and inspect forks only for what no builtin reads (the exe, cwd and fd links, the command line): a
+# stop polls, and 30 hosts polling must not cost their machines a fork per poll. lst prints only the
+# LISTEN lines of /proc/net/tcp and tcp6 (on the hex ports given), not the whole tables.
 _FUNCS = r"""st() { S=; T=; read -r l 2>/dev/null < /proc/$1/stat || return 1; r=${l##*) }; set -- $r; S=$1
   eval "T=\${20}"; }
+if [ -n "${BASH_VERSION:-}" ] && { exec 9<> <(:); } 2>/dev/null; then
+  nap() { read -r -t "$1" -u 9 _ 2>/dev/null; true; }
+else
+  nap() { sleep "$1"; }
+fi
+BT=; while read -r k v; do [ "$k" = btime ] && { BT=$v; break; }; done < /proc/stat
+HZ=$(getconf CLK_TCK 2>/dev/null); HZ=${HZ:-100}
+lst() {
+  for t in /proc/net/tcp /proc/net/tcp6; do
+    [ -r $t ] || continue
+    while read -r a b c d e; do
+      [ "$d" = 0A ] || continue
+      [ $# -eq 0 ] || case " $* " in *" ${b##*:} "*) ;; *) continue;; esac
+      echo "$a $b $c $d $e"
+    done < $t
+  done; true
+}
 inspect() {
   p=$1
   st $p || { echo NOPROC; return 0; }
   echo "STAT $S $T"
-  echo "BTIME $(awk '/^btime/{print $2}' /proc/stat)"
-  echo "HZ $(getconf CLK_TCK)"
-  u=$(awk '/^Uid:/{print $2}' /proc/$p/status)
+  echo "BTIME $BT"
+  echo "HZ $HZ"
+  u=; while read -r k v _; do [ "$k" = Uid: ] && { u=$v; break; }; done < /proc/$p/status 2>/dev/null
   echo "UID $u"
-  echo "USER $(awk -F: -v u="$u" '$3==u{print $1; exit}' /etc/passwd)"
+  n=; while IFS=: read -r a _ i _; do [ "$i" = "$u" ] && { n=$a; break; }; done < /etc/passwd
+  echo "USER $n"
   echo "EXE $(readlink /proc/$p/exe 2>/dev/null)"
   echo "CWD $(readlink /proc/$p/cwd 2>/dev/null)"
   printf 'CMD '; tr '\000' '\036' < /proc/$p/cmdline 2>/dev/null; echo
   printf 'FDS '
-  for f in /proc/$p/fd/*; do readlink "$f" 2>/dev/null; done | grep '^socket:' | tr '\n' ' '; echo
-  echo LOCKS; cat /proc/locks
+  for l in $(readlink /proc/$p/fd/* 2>/dev/null); do case $l in socket:*) printf '%s ' "$l";; esac; done
+  echo
+  echo LOCKS; while IFS= read -r l; do echo "$l"; done < /proc/locks
 }
 pidfile() {
   f=$1
@@ -78,7 +101,7 @@ echo @@PROCESS
 c=""; [ -f "$f" ] && [ ! -L "$f" ] && c=$(dd if="$f" bs=64 count=1 2>/dev/null | tr -d ' \\n\\t')
 case "$c" in ''|*[!0-9]*) echo NOPROC;; *) inspect "$c";; esac
 echo @@TCP
-cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true
+lst
 """
 
 _SIGNAL = """p={pid}
@@ -91,7 +114,7 @@ _WAIT = """p={pid}; n={rounds}
 while [ $n -gt 0 ]; do
   st $p || {{ echo GONE; exit 0; }}
   [ "$S" = Z ] || [ "$T" != "{ticks}" ] && {{ echo GONE; exit 0; }}
-  sleep 0.01; n=$((n-1))
+  nap 0.01; n=$((n-1))
 done
 echo ALIVE
 """
@@ -112,6 +135,10 @@ _OWNERS = r"""for d in /proc/[0-9]*; do for f in $d/fd/*; do
   l=$(readlink "$f" 2>/dev/null) && case "$l" in socket:*) echo "${d#/proc/} $l";; esac
 done; done 2>/dev/null; true
 """
+
+
+# bash where there is one (its `read -t` sleeps without a fork), without rc files; else the POSIX shell
+_SHELL = "command -v bash >/dev/null 2>&1 && exec bash --noprofile --norc; exec /bin/sh"
 
 
 class _Shell:
@@ -244,7 +271,7 @@ class SSHHost:
         conn = await self._connection()
         try:
             # the login shell (and its rc files) runs once here, not once per step
-            proc = await conn.create_process("exec /bin/sh", encoding="utf-8")
+            proc = await conn.create_process(_SHELL, encoding="utf-8")
             await proc.stdin.drain()
         except (asyncssh.Error, OSError) as exc:
             self._conn = None
@@ -268,7 +295,7 @@ class SSHHost:
 
     async def inspect(self, pid: int) -> ProcessFacts | None:
         out = await self._run(
-            f"inspect {int(pid)}\necho @@TCP\ncat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true"
+            f"inspect {int(pid)}\necho @@TCP\nlst"
         )
         head, _, tcp = out.partition("@@TCP\n")
         return self._parse_process(pid, head, tcp)
@@ -335,7 +362,7 @@ class SSHHost:
         return out.strip() == "GONE"
 
     async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
-        text = await self._run("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true")
+        text = await self._run("lst " + " ".join(f"{p:04X}" for p in ports))  # LISTEN lines on ports only
         return procfs.on_address(procfs.parse_net_tcp(text), ip, ports)
 
     async def socket_owners(self, inodes: set[int]) -> dict[int, int]:
