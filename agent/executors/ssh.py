@@ -37,9 +37,10 @@ from obstop.agent.executors.ssh_config import SSHHostConfig
 # Shell functions the scripts share, defined once per resident shell. st sets S (state) and T (start time
 # in ticks) with builtins only; nap sleeps without a fork where the shell is bash (`read -t` on a pipe
 # nobody writes to), else with sleep(1). The remote host's boot time and clock rate are read once here,
-# and inspect forks only for what no builtin reads (the exe, cwd and fd links, the command line): a
-# stop polls, and 30 hosts polling must not cost their machines a fork per poll. lst prints only the
-# LISTEN lines of /proc/net/tcp and tcp6 (on the hex ports given), not the whole tables.
+# and inspect forks only for what no builtin reads well (links, the command line, the locks; bash reads
+# a /proc file a byte per syscall, so no loop reads a long one): a stop polls, and 30 hosts polling must
+# not cost their machines a fork per poll. lst prints only the LISTEN lines of /proc/net/tcp and tcp6
+# (on the hex ports given), not the whole tables.
 _FUNCS = r"""st() { S=; T=; read -r l 2>/dev/null < /proc/$1/stat || return 1; r=${l##*) }; set -- $r; S=$1
   eval "T=\${20}"; }
 if [ -n "${BASH_VERSION:-}" ] && { exec 9<> <(:); } 2>/dev/null; then
@@ -47,18 +48,10 @@ if [ -n "${BASH_VERSION:-}" ] && { exec 9<> <(:); } 2>/dev/null; then
 else
   nap() { sleep "$1"; }
 fi
-BT=; while read -r k v; do [ "$k" = btime ] && { BT=$v; break; }; done < /proc/stat
+BT=$(awk '/^btime/{print $2}' /proc/stat)
 HZ=$(getconf CLK_TCK 2>/dev/null); HZ=${HZ:-100}
-lst() {
-  for t in /proc/net/tcp /proc/net/tcp6; do
-    [ -r $t ] || continue
-    while read -r a b c d e; do
-      [ "$d" = 0A ] || continue
-      [ $# -eq 0 ] || case " $* " in *" ${b##*:} "*) ;; *) continue;; esac
-      echo "$a $b $c $d $e"
-    done < $t
-  done; true
-}
+lst() { awk -v p=" $* " '$4 == "0A" && (p == "  " || index(p, " " substr($2, index($2, ":") + 1) " "))' \
+  /proc/net/tcp /proc/net/tcp6 2>/dev/null; true; }
 inspect() {
   p=$1
   st $p || { echo NOPROC; return 0; }
@@ -75,7 +68,7 @@ inspect() {
   printf 'FDS '
   for l in $(readlink /proc/$p/fd/* 2>/dev/null); do case $l in socket:*) printf '%s ' "$l";; esac; done
   echo
-  echo LOCKS; while IFS= read -r l; do echo "$l"; done < /proc/locks
+  echo LOCKS; cat /proc/locks
 }
 pidfile() {
   f=$1
