@@ -287,9 +287,7 @@ class SSHHost:
         return Facts(resolved, found, listeners, process)
 
     async def inspect(self, pid: int) -> ProcessFacts | None:
-        out = await self._run(
-            f"inspect {int(pid)}\necho @@TCP\nlst"
-        )
+        out = await self._run(f"inspect {int(pid)}\necho @@TCP\nlst")
         head, _, tcp = out.partition("@@TCP\n")
         return self._parse_process(pid, head, tcp)
 
