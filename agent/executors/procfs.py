@@ -35,6 +35,27 @@ def parse_net_tcp(text: str) -> list[Listener]:
     return out
 
 
+def table_addresses(ip: str) -> list[str]:
+    """How /proc/net/tcp and tcp6 spell ip (the inverse of _hex_ip): an IPv4 address also as ::ffff:ip."""
+    addr = ipaddress.ip_address(ip)
+    forms = []
+    if addr.version == 4:
+        forms.append(addr.packed[::-1].hex().upper())
+        addr = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + addr.packed)
+    raw = addr.packed
+    forms.append(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)).hex().upper())
+    return forms
+
+
+def table_keys(addresses: list[str], ports: tuple[int, ...]) -> list[str]:
+    """The local-address keys (ADDR:PORT, as the kernel's tables print them) on_address would match for
+    these addresses; '*:PORT' for any address (a wildcard target)."""
+    if any(a in WILDCARDS for a in addresses):
+        return [f"*:{p:04X}" for p in ports]
+    ips = sorted({f for a in [*addresses, *WILDCARDS] for f in table_addresses(a)})
+    return [f"{ip}:{p:04X}" for ip in ips for p in ports]
+
+
 def on_address(listeners: list[Listener], ip: str, ports: tuple[int, ...]) -> list[Listener]:
     """Listeners on these ports that bind ip; a wildcard on either side matches any address."""
     return [x for x in listeners if x.port in ports and (ip in WILDCARDS or x.ip == ip or x.ip in WILDCARDS)]

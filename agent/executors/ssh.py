@@ -1,4 +1,5 @@
-"""The SSH executor: the same primitives as the local one, answered by a POSIX shell and /proc remotely.
+"""The SSH executor: the same primitives as the local one, answered by a POSIX shell and /proc remotely
+(the scripts are in ssh_scripts.py); `settle` does the wait after a signal in one trip.
 
 One connection per host, reused; at most `max_sessions` channels on it at once (OpenSSH's MaxSessions
 is 10) and a shared limit on concurrent handshakes (sshd's MaxStartups drops the rest). Host keys are
@@ -23,6 +24,7 @@ from obstop.agent.errors import (
     RemoteCommandFailed,
 )
 from obstop.agent.executors import procfs
+from obstop.agent.executors import ssh_scripts as scripts
 from obstop.agent.executors.host import (
     Facts,
     Launch,
@@ -30,108 +32,10 @@ from obstop.agent.executors.host import (
     PidFile,
     ProcessFacts,
     Resolved,
+    Settled,
     parse_pid,
 )
 from obstop.agent.executors.ssh_config import SSHHostConfig
-
-# Shell functions the scripts share, defined once per resident shell. st sets S (state) and T (start time
-# in ticks) with builtins only; nap sleeps without a fork where the shell is bash (`read -t` on a pipe
-# nobody writes to), else with sleep(1). The remote host's boot time and clock rate are read once here,
-# and inspect forks only for what no builtin reads well (links, the command line, the locks; bash reads
-# a /proc file a byte per syscall, so no loop reads a long one): a stop polls, and 30 hosts polling must
-# not cost their machines a fork per poll. lst prints only the LISTEN lines of /proc/net/tcp and tcp6
-# (on the hex ports given), not the whole tables.
-_FUNCS = r"""st() { S=; T=; read -r l 2>/dev/null < /proc/$1/stat || return 1; r=${l##*) }; set -- $r; S=$1
-  eval "T=\${20}"; }
-if [ -n "${BASH_VERSION:-}" ] && { exec 9<> <(:); } 2>/dev/null; then
-  nap() { read -r -t "$1" -u 9 _ 2>/dev/null; true; }
-else
-  nap() { sleep "$1"; }
-fi
-BT=$(awk '/^btime/{print $2}' /proc/stat)
-HZ=$(getconf CLK_TCK 2>/dev/null); HZ=${HZ:-100}
-lst() { awk -v p=" $* " '$4 == "0A" && (p == "  " || index(p, " " substr($2, index($2, ":") + 1) " "))' \
-  /proc/net/tcp /proc/net/tcp6 2>/dev/null; true; }
-inspect() {
-  p=$1
-  st $p || { echo NOPROC; return 0; }
-  echo "STAT $S $T"
-  echo "BTIME $BT"
-  echo "HZ $HZ"
-  u=; while read -r k v _; do [ "$k" = Uid: ] && { u=$v; break; }; done < /proc/$p/status 2>/dev/null
-  echo "UID $u"
-  n=; while IFS=: read -r a _ i _; do [ "$i" = "$u" ] && { n=$a; break; }; done < /etc/passwd
-  echo "USER $n"
-  echo "EXE $(readlink /proc/$p/exe 2>/dev/null)"
-  echo "CWD $(readlink /proc/$p/cwd 2>/dev/null)"
-  printf 'CMD '; tr '\000' '\036' < /proc/$p/cmdline 2>/dev/null; echo
-  printf 'FDS '
-  for l in $(readlink /proc/$p/fd/* 2>/dev/null); do case $l in socket:*) printf '%s ' "$l";; esac; done
-  echo
-  echo LOCKS; cat /proc/locks
-}
-pidfile() {
-  f=$1
-  if [ -L "$f" ]; then echo LINK; ls -di "$f" | awk '{print $1}'
-  elif [ ! -e "$f" ]; then echo MISSING
-  elif [ ! -r "$f" ]; then echo DENIED
-  else echo OK; ls -di "$f" | awk '{print $1}'
-    dd if="$f" bs=64 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n'; echo
-  fi
-}
-"""
-
-# one round trip for every fact a probe needs; sections are marked, the pid file's bytes are hex
-_FACTS = """h={home}; f={pid_file}
-echo @@RESOLVE
-(cd -- "$h" 2>/dev/null && pwd -P) || echo "$h"
-readlink -f "$h/bin/observer" 2>/dev/null || echo "$h/bin/observer"
-[ -d "$h" ] && echo HOME || echo NOHOME
-[ -f "$h/bin/observer" ] && echo BIN || echo NOBIN
-echo @@PIDFILE
-pidfile "$f"
-echo @@PROCESS
-c=""; [ -f "$f" ] && [ ! -L "$f" ] && c=$(dd if="$f" bs=64 count=1 2>/dev/null | tr -d ' \\n\\t')
-case "$c" in ''|*[!0-9]*) echo NOPROC;; *) inspect "$c";; esac
-echo @@TCP
-lst
-"""
-
-_SIGNAL = """p={pid}
-st $p || {{ echo GONE; exit 0; }}
-[ "$S" = Z ] || [ "$T" != "{ticks}" ] && {{ echo GONE; exit 0; }}
-kill -s {sig} $p && echo SENT
-"""
-
-_WAIT = """p={pid}; n={rounds}
-while [ $n -gt 0 ]; do
-  st $p || {{ echo GONE; exit 0; }}
-  [ "$S" = Z ] || [ "$T" != "{ticks}" ] && {{ echo GONE; exit 0; }}
-  nap 0.01; n=$((n-1))
-done
-echo ALIVE
-"""
-
-# as the SSH user, who must own HOME (observer runs as the owner of its etc/); output to a file, not our
-# pipe, so the daemon it becomes holds nothing of this session
-_LAUNCH = """h={home}; me=$(id -un); owner=$(stat -c %U -- "$h" 2>/dev/null)
-[ -n "$owner" ] || {{ echo "@@REFUSED cannot stat $h"; exit 0; }}
-[ "$owner" = "$me" ] || {{
-  echo "@@REFUSED $h belongs to $owner; SSH user $me cannot start it as its owner"; exit 0; }}
-cd -- "$h" || {{ echo "@@REFUSED cannot cd to $h"; exit 0; }}
-o=$(mktemp) || {{ echo "@@REFUSED mktemp failed"; exit 0; }}
-LD_LIBRARY_PATH="$h/lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" ./bin/observer </dev/null >"$o" 2>&1; rc=$?
-echo "@@USER $me"; echo "@@EXIT $rc"; tail -c 4000 "$o"; rm -f -- "$o"
-"""
-
-_OWNERS = r"""for d in /proc/[0-9]*; do for f in $d/fd/*; do
-  l=$(readlink "$f" 2>/dev/null) && case "$l" in socket:*) echo "${d#/proc/} $l";; esac
-done; done 2>/dev/null; true
-"""
-
-
-# bash where there is one (its `read -t` sleeps without a fork), without rc files; else the POSIX shell
-_SHELL = "command -v bash >/dev/null 2>&1 && exec bash --noprofile --norc; exec /bin/sh"
 
 
 class _Shell:
@@ -264,18 +168,19 @@ class SSHHost:
         conn = await self._connection()
         try:
             # the login shell (and its rc files) runs once here, not once per step
-            proc = await conn.create_process(_SHELL, encoding="utf-8")
+            proc = await conn.create_process(scripts.SHELL, encoding="utf-8")
             await proc.stdin.drain()
         except (asyncssh.Error, OSError) as exc:
             self._conn = None
             raise ExecutorError(self.name, f"SSH session failed: {exc}") from exc
         shell = _Shell(proc)
-        await shell.run(_FUNCS, self.target.command_timeout, subshell=False)  # functions live in the shell
+        # the functions live in the shell, for every script it runs after
+        await shell.run(scripts.FUNCS, self.target.command_timeout, subshell=False)
         return shell
 
     async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
         out = _sections(
-            await self._run(_FACTS.format(home=shlex.quote(home_path), pid_file=shlex.quote(pid_file)))
+            await self._run(scripts.FACTS.format(home=shlex.quote(home_path), pid_file=shlex.quote(pid_file)))
         )
         resolve = out.get("RESOLVE", "").splitlines()
         found = _parse_pidfile(pid_file, out.get("PIDFILE", ""))
@@ -343,14 +248,46 @@ class SSHHost:
 
     async def send_signal(self, pid: int, sig: signal.Signals, start_time: float) -> bool:
         name = sig.name.removeprefix("SIG")
-        out = await self._run(_SIGNAL.format(pid=int(pid), ticks=self._ticks(start_time), sig=name))
+        out = await self._run(scripts.SIGNAL.format(pid=int(pid), ticks=self._ticks(start_time), sig=name))
         return out.strip() == "SENT"
 
     async def wait_exit(self, pid: int, start_time: float, timeout: float) -> bool:
         rounds = max(1, int(timeout / 0.012))
-        script = _WAIT.format(pid=int(pid), ticks=self._ticks(start_time), rounds=rounds)
+        script = scripts.WAIT.format(pid=int(pid), ticks=self._ticks(start_time), rounds=rounds)
         out = await self._run(script, timeout=timeout + self.target.command_timeout)
         return out.strip() == "GONE"
+
+    async def settle(
+        self,
+        pid: int,
+        start_time: float,
+        exit_timeout: float,
+        addresses: list[str],
+        ports: tuple[int, ...],
+        port_timeout: float,
+        pid_file: str | None,
+        expected: str | None,
+    ) -> Settled:
+        script = scripts.SETTLE.format(
+            pid=int(pid),
+            ticks=self._ticks(start_time),
+            rounds=max(1, int(exit_timeout / 0.012)),
+            port_cs=max(0, round(port_timeout * 100)),
+            keys=" ".join(shlex.quote(k) for k in procfs.table_keys(addresses, ports)),
+            pid_file=shlex.quote(pid_file or ""),
+            want=shlex.quote((expected or "").strip()),
+        )
+        out = await self._run(script, timeout=exit_timeout + port_timeout + self.target.command_timeout)
+        lines = dict(line.partition(" ")[::2] for line in out.splitlines())
+        if "EXIT" not in lines:
+            return Settled(exited=False)
+        free = lines.get("FREE")
+        return Settled(
+            exited=True,
+            exit_s=int(lines["EXIT"]) / 100,
+            ports_free_s=int(free) / 100 if free is not None else None,
+            removed="REMOVED" in lines,
+        )
 
     async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
         text = await self._run("lst " + " ".join(f"{p:04X}" for p in ports))  # LISTEN lines on ports only
@@ -358,7 +295,7 @@ class SSHHost:
 
     async def socket_owners(self, inodes: set[int]) -> dict[int, int]:
         owners: dict[int, int] = {}
-        for line in (await self._run(_OWNERS)).splitlines():
+        for line in (await self._run(scripts.OWNERS)).splitlines():
             pid_text, _, link = line.partition(" ")
             for inode in procfs.socket_inodes([link]) & inodes:
                 owners[inode] = int(pid_text)
@@ -374,7 +311,7 @@ class SSHHost:
 
     async def launch(self, home_path: str, timeout: float) -> Launch:
         try:
-            out = await self._run(_LAUNCH.format(home=shlex.quote(home_path)), timeout=timeout)
+            out = await self._run(scripts.LAUNCH.format(home=shlex.quote(home_path)), timeout=timeout)
         except RemoteCommandFailed as exc:
             if "timed out" in str(exc):
                 return Launch(user=self.target.user, exit_status=None, output="")
