@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from obstop.agent.executors.host import Listener
@@ -10,6 +11,7 @@ _LISTEN = "0A"
 WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 
+@functools.lru_cache(maxsize=4096)  # a host's tables repeat the same few addresses poll after poll
 def _hex_ip(text: str) -> str:
     raw = bytes.fromhex(text)
     if len(raw) == 4:

@@ -180,7 +180,13 @@ class SSHHost:
 
     async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
         out = _sections(
-            await self._run(scripts.FACTS.format(home=shlex.quote(home_path), pid_file=shlex.quote(pid_file)))
+            await self._run(
+                scripts.FACTS.format(
+                    home=shlex.quote(home_path),
+                    pid_file=shlex.quote(pid_file),
+                    ports=" ".join(f"{p:04X}" for p in ports),  # all that is asked of listeners here
+                )
+            )
         )
         resolve = out.get("RESOLVE", "").splitlines()
         found = _parse_pidfile(pid_file, out.get("PIDFILE", ""))

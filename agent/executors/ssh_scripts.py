@@ -57,6 +57,7 @@ pidfile() {
 """
 
 # one round trip for every fact a probe needs; sections are marked, the pid file's bytes are hex
+# (LISTEN lines on the target ports only: all that the identity proof and the port checks look at)
 FACTS = """h={home}; f={pid_file}
 echo @@RESOLVE
 (cd -- "$h" 2>/dev/null && pwd -P) || echo "$h"
@@ -69,7 +70,7 @@ echo @@PROCESS
 c=""; [ -f "$f" ] && [ ! -L "$f" ] && c=$(dd if="$f" bs=64 count=1 2>/dev/null | tr -d ' \\n\\t')
 case "$c" in ''|*[!0-9]*) echo NOPROC;; *) inspect "$c";; esac
 echo @@TCP
-lst
+lst {ports}
 """
 
 SIGNAL = """p={pid}
