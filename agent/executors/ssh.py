@@ -50,18 +50,16 @@ class _Shell:
         marker = f"@@END {nonce} "
         body = f"(\n{script}\n) 2>/dev/null </dev/null" if subshell else f"{script}\ntrue"
         self.proc.stdin.write(f"{body}; printf '\\n{marker}%d\\n' $?\n")
-        lines: list[str] = []
+        end = "\n" + marker  # the newline printed before the marker is not the script's
         async with asyncio.timeout(timeout):
-            while True:
-                line = await self.proc.stdout.readline()
-                if not line:
-                    raise EOFError("remote shell closed")
-                if line.startswith(marker):
-                    rc = int(line[len(marker) :].strip() or 1)
-                    break
-                lines.append(line)
-        out = "".join(lines)
-        return rc, out[:-1] if out.endswith("\n") else out  # the newline printed before the marker
+            try:  # one read up to the marker, not one per line: a probe answers dozens of lines
+                out = await self.proc.stdout.readuntil(end)
+                status = await self.proc.stdout.readline()
+            except asyncio.IncompleteReadError as exc:
+                raise EOFError("remote shell closed") from exc
+        if not status.endswith("\n"):
+            raise EOFError("remote shell closed")
+        return int(status.strip() or 1), out[: -len(end)]
 
     def close(self) -> None:
         self.proc.close()

@@ -6,10 +6,10 @@ No Python is needed remotely. Each script's output is parsed by agent/executors/
 # Shell functions the scripts share, defined once per resident shell. st sets S (state) and T (start time
 # in ticks) with builtins only; nap sleeps without a fork where the shell is bash (`read -t` on a pipe
 # nobody writes to), else with sleep(1). The remote host's boot time and clock rate are read once here,
-# and inspect forks only for what no builtin reads well (links, the command line, the locks; bash reads
-# a /proc file a byte per syscall, so no loop reads a long one): a stop polls, and 30 hosts polling must
-# not cost their machines a fork per poll. lst prints only the LISTEN lines of /proc/net/tcp and tcp6
-# (on the hex ports given), not the whole tables; held says whether any LISTEN socket has one of the
+# and inspect forks only for what no builtin reads well (links, the command line, the pid's own locks;
+# bash reads a /proc file a byte per syscall, so no loop reads a long one): a stop polls, and 30 hosts
+# polling must not cost their machines a fork per poll. lst prints only the LISTEN lines of /proc/net/tcp
+# and tcp6 (on the hex ports given), not the whole tables; held says whether any LISTEN socket has one of the
 # local addresses given (ADDR:PORT as the tables print them, *:PORT for any address); cs sets C to the
 # uptime in 1/100 s.
 FUNCS = r"""st() { S=; T=; read -r l 2>/dev/null < /proc/$1/stat || return 1; r=${l##*) }; set -- $r; S=$1
@@ -43,7 +43,7 @@ inspect() {
   printf 'FDS '
   for l in $(readlink /proc/$p/fd/* 2>/dev/null); do case $l in socket:*) printf '%s ' "$l";; esac; done
   echo
-  echo LOCKS; cat /proc/locks
+  echo LOCKS; awk -v p=$p '$5 == p' /proc/locks
 }
 pidfile() {
   f=$1
