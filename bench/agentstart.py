@@ -96,7 +96,7 @@ def main() -> None:
                     print(json.dumps({"run": i, **row}), flush=True)
             finally:
                 fakehosts.down(d)
-    out = {k: summary([r[k] for r in runs]) for k in runs[0]} | {"runs": runs}
+    out: dict[str, Any] = {k: summary([r[k] for r in runs]) for k in runs[0]} | {"runs": runs}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=2))
     s, r = out["started_to_online_s"], out["idle_rss_mb"]
