@@ -4,7 +4,9 @@ While connected, one TaskGroup owns the session's named loops: the reader of `cl
 loop its owner adds (the agent's watchdog). The reader hands each message to the owner's `on_message`
 under a guard: an oversized payload is dropped before anyone parses it, and whatever one message's
 handling raises is logged, never the end of the daemon. A lost connection ends the group; the session
-reconnects and subscribes again (persistent session: QoS 1 messages wait at the broker meanwhile).
+reconnects and subscribes again (persistent session: QoS 1 messages wait at the broker meanwhile). With
+several broker URLs (the nodes of a cluster), a lost or refused connection moves on to the next one, in
+turn; the owner's `on_connect` runs on every connection (the agent announces its presence there).
 """
 
 from __future__ import annotations
@@ -57,18 +59,29 @@ def read_secret(path: Path | None) -> str | None:
 
 @dataclass(frozen=True)
 class Broker:
-    """Where and as whom a daemon connects."""
+    """Where and as whom a daemon connects: `url`, then `more` (the other nodes of a cluster), in turn."""
 
     url: str
     username: str | None = None
     password_file: Path | None = None
     ca_file: Path | None = None
+    more: tuple[str, ...] = ()
+
+    @classmethod
+    def of(
+        cls, urls: Sequence[str], username: str | None, password_file: Path | None, ca_file: Path | None
+    ) -> Broker:
+        return cls(urls[0], username, password_file, ca_file, tuple(urls[1:]))
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return (self.url, *self.more)
 
     def client(
-        self, identifier: str, will: aiomqtt.Will | None = None, keepalive: int = 15
+        self, identifier: str, will: aiomqtt.Will | None = None, keepalive: int = 15, url: str | None = None
     ) -> aiomqtt.Client:
         """A client on a persistent session (clean_session=False): QoS 1 messages wait while we reconnect."""
-        addr = parse_url(self.url)
+        addr = parse_url(url or self.url)
         tls = (
             ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
             if addr.tls
@@ -161,15 +174,18 @@ class Session:
     async def run(self, stopping: asyncio.Event) -> None:
         """Keep the session up until stopping is set; a clean close runs `on_close` first."""
         backoff = Backoff()
+        urls = self.broker.urls
+        at = 0
         while not stopping.is_set():
+            url = urls[at]
             try:
-                async with self.broker.client(self.client_id, self.will) as client:
+                async with self.broker.client(self.client_id, self.will, url=url) as client:
                     for topic in self.subscriptions:
                         await client.subscribe(topic, qos=1)
                     self._client = client
                     self.connected.set()
                     backoff.reset()
-                    log.info("connected to MQTT broker %s as %s", self.broker.url, self.client_id)
+                    log.info("connected to MQTT broker %s as %s", url, self.client_id)
                     if self.on_connect is not None:
                         await self.on_connect(client)
                     await self._serve(client, stopping)
@@ -177,8 +193,9 @@ class Session:
                         await self.on_close(client)
             except* aiomqtt.MqttError as group:
                 reason = "; ".join(str(e) for e in group.exceptions)
+                at = (at + 1) % len(urls)  # a cluster's node went away: the next one
                 log.warning(
-                    "MQTT connection to %s lost or refused: %s; reconnecting", self.broker.url, reason
+                    "MQTT connection to %s lost or refused: %s; reconnecting to %s", url, reason, urls[at]
                 )
             finally:
                 self._client = None

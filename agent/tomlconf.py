@@ -61,6 +61,12 @@ MqttUrl = Annotated[str, AfterValidator(_mqtt_url)]
 """A broker URL: mqtt://HOST[:PORT] or mqtts://HOST[:PORT]."""
 
 
+def broker_urls(url: str | None, urls: list[str]) -> list[str]:
+    """The brokers a daemon tries in turn ([mqtt] urls, a cluster's nodes): `url` first when it is set
+    and not among them (`url` alone is a list of one)."""
+    return ([url] if url and url not in urls else []) + list(urls)
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message on one line (config errors are one line each)."""
     return " ".join(str(exc).split())[:300] or type(exc).__name__

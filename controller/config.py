@@ -15,7 +15,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from obstop.agent import tomlconf
 from obstop.agent.executors.ssh_config import SSHHostConfig
 from obstop.agent.protocol import AGENT_ID_PATTERN, DEFAULT_TOPIC_PREFIX, TOPIC_PREFIX_PATTERN, valid_agent_id
-from obstop.agent.tomlconf import ConfigPath, MqttUrl, Section
+from obstop.agent.tomlconf import ConfigPath, MqttUrl, Section, broker_urls
 from obstop.controller.errors import ConfigError
 
 
@@ -115,6 +115,10 @@ class MqttConfig(Section):
     url: MqttUrl | None = Field(
         default=None, description="mqtt://host:port or mqtts://; none: agentless only"
     )
+    urls: list[MqttUrl] = Field(
+        default_factory=list,
+        description="the nodes of a clustered broker, tried in turn when one goes away (url: one broker)",
+    )
     username: str | None = None
     password_file: ConfigPath | None = None
     ca_file: ConfigPath | None = None
@@ -125,6 +129,16 @@ class MqttConfig(Section):
         pattern=TOPIC_PREFIX_PATTERN,
         description="the deployment's namespace on the broker; the same on its agents",
     )
+
+    @model_validator(mode="after")
+    def _first_of_urls(self) -> MqttConfig:
+        if self.urls and self.url is None:
+            self.url = self.urls[0]  # `url` set means "agents over MQTT" everywhere it is read
+        return self
+
+    @property
+    def broker_urls(self) -> list[str]:
+        return broker_urls(self.url, self.urls)
 
 
 class SigningConfig(Section):

@@ -113,7 +113,8 @@ async def build(config: ControllerConfig) -> Parts:
     inventory = load_inventory(config.inventory)
     store = await open_store(config.store.url)
     try:
-        await store.clusters.sync(inventory)
+        async with store.db.exclusive():  # controllers sharing the store sync one after the other
+            await store.clusters.sync(inventory)
         router = Router(*dispatchers_for(config, store))
     except BaseException:
         await store.close()

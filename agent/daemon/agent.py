@@ -83,7 +83,7 @@ class Agent:
         self.presence_topic = presence_topic(self.id, self.prefix)
         self.events_topic = events_topic(self.id, self.prefix)
         self.session = Session(
-            Broker(cfg.url, cfg.username or self.id, cfg.password_file, cfg.ca_file),
+            Broker.of(cfg.broker_urls, cfg.username or self.id, cfg.password_file, cfg.ca_file),
             client_id=client_id(self.prefix, "agent", self.id),
             subscriptions=[commands_topic(self.id, self.prefix)],
             on_message=self._on_message,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from obstop.agent import signing, tomlconf
 from obstop.agent.errors import ConfigError
@@ -16,6 +16,10 @@ from obstop.agent.tomlconf import ConfigPath, MqttUrl, Section
 
 class AgentMqtt(Section):
     url: MqttUrl = "mqtt://127.0.0.1:1883"
+    urls: list[MqttUrl] = Field(
+        default_factory=list,
+        description="the nodes of a clustered broker, tried in turn when one goes away (url: one broker)",
+    )
     username: str | None = Field(default=None, description="default: the agent_id")
     password_file: ConfigPath | None = None
     ca_file: ConfigPath | None = None
@@ -25,6 +29,16 @@ class AgentMqtt(Section):
         pattern=TOPIC_PREFIX_PATTERN,
         description="the deployment's namespace on the broker; the same on the controller",
     )
+
+    @model_validator(mode="after")
+    def _first_of_urls(self) -> AgentMqtt:
+        if self.urls and "url" not in self.model_fields_set:
+            self.url = self.urls[0]  # not the default broker: the list alone says where
+        return self
+
+    @property
+    def broker_urls(self) -> list[str]:
+        return tomlconf.broker_urls(self.url, self.urls)
 
 
 class AgentConfig(Section):

@@ -123,7 +123,7 @@ class MqttDispatcher:
         self.prefix = cfg.topic_prefix
         root = agents_root(self.prefix)
         self.session = Session(
-            Broker(cfg.url, cfg.username, cfg.password_file, cfg.ca_file),
+            Broker.of(cfg.broker_urls, cfg.username, cfg.password_file, cfg.ca_file),
             client_id=cfg.client_id or client_id(self.prefix, "controller", config.engine.controller_id),
             subscriptions=[f"{root}/+/events", f"{root}/+/presence"],
             on_message=self._on_message,
@@ -401,7 +401,9 @@ class MqttDispatcher:
         deadline: float,
     ) -> ResultEvent:
         agent_id = self.agent_for(host)
-        ttl = max(self.config.signing.command_ttl_seconds, deadline - time.monotonic())
+        # valid until the step stops waiting for it, never later: a copy queued for an offline agent, or
+        # one that arrives after the step failed, is rejected as expired instead of acted on late
+        ttl = max(1.0, min(self.config.signing.command_ttl_seconds, deadline - time.monotonic()))
         command = sign(new_command(agent_id, kind, args, command_id=command_id, ttl=ttl), self.key)
         payload = command.model_dump_json()
         waiter = self._waiters[command_id] = _Waiter(agent_id, command.digest(), command.issued_at)

@@ -1,9 +1,11 @@
 """The durable, event-driven engine: a stage starts the moment the one before it ends.
 
 Claimed subtasks are leases. On start the engine takes back every RUNNING subtask it owned (it was
-restarted) or whose lease expired (another controller died) and runs its step again: steps are
-idempotent, and the stop command keeps its id. Outcomes are written under `asyncio.shield`, so a
-shutdown cannot lose one that was decided.
+restarted), and every lease/5 s every RUNNING subtask whose lease expired (another controller died), and
+runs its step again: steps are idempotent, and the stop command keeps its id. A subtask whose lease this
+engine lost (another controller took it over while this one could not renew) is dropped here: its step
+stops and its outcome is not written (finishes are compare-and-set on the lease owner anyway). Outcomes
+are written under `asyncio.shield`, so a shutdown cannot lose one that was decided.
 
 A subtask runs its step forward, or its rollback action (operation ROLLBACK); one an operator skipped
 (SKIP, ROLLBACK_SKIP) is completed without running anything. One an operator cancels (CANCELING) has its
@@ -42,6 +44,7 @@ class _Running:
     run: StepRun
     step: asyncio.Task[str] | None = None
     cancel_line: str | None = None  # set once an operator's cancel has reached the step
+    lost: bool = False  # another controller holds its lease now: it is no longer ours to finish
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class Engine:
         self.max_concurrency = max_concurrency
         self.poll_interval = poll_interval
         self.drain_timeout = drain_timeout
+        self.reclaim_interval = lease / 5  # how soon a dead controller's subtasks are taken over
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._task_events: dict[int, asyncio.Event] = {}
@@ -172,12 +176,14 @@ class Engine:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             tg.create_task(self.writer.run(writer_stopping), name="engine-writer")
-            for claimed in await self.store.leases.reclaim(self.owner, self.lease):
-                log.info("resuming subtask %s (%s) of task %s", claimed.id, claimed.name, claimed.task_id)
-                self._start(tg, claimed)
+            await self._reclaim(tg, ours=True)
+            next_reclaim = time.monotonic() + self.reclaim_interval
             heartbeat = tg.create_task(self._heartbeat(), name="engine-heartbeat")
             self.started.set()
             while not stopping.is_set():
+                if time.monotonic() >= next_reclaim:
+                    next_reclaim = time.monotonic() + self.reclaim_interval
+                    await self._reclaim(tg, ours=False)
                 free = self.max_concurrency - len(self._running)
                 claimed_now = (
                     await self.store.leases.claim_ready(self.owner, self.lease, free) if free > 0 else []
@@ -187,16 +193,37 @@ class Engine:
                 self._saturated = bool(claimed_now) and len(claimed_now) == free
                 if claimed_now and len(claimed_now) == free:
                     continue
-                await self._sleep(stopping)
+                await self._sleep(stopping, max(0.0, next_reclaim - time.monotonic()))
             heartbeat.cancel()
             self._tg = None  # no new cancels: what is still running drains, or is resumed next time
             await self._drain()
             writer_stopping.set()  # after the drain: outcomes decided while draining are still written
 
-    async def _sleep(self, stopping: asyncio.Event) -> None:
+    async def _reclaim(self, tg: asyncio.TaskGroup, ours: bool) -> None:
+        """Take the subtasks whose controller's lease expired, and at start those we held before a restart
+        (later, ours that we dropped come back once expired: a controller misconfigured with our id
+        keeps its own)."""
+        try:
+            found = await self.store.leases.reclaim(self.owner, self.lease, list(self._running), ours=ours)
+        except Exception as exc:  # the store is away: the next round tries again
+            if not self.started.is_set():
+                raise  # at start: the daemon says why it cannot run
+            log.warning("could not reclaim expired leases: %r", exc)
+            return
+        for claimed in found:
+            log.info(
+                "resuming subtask %s (%s) of task %s: its lease was ours or expired",
+                claimed.id,
+                claimed.name,
+                claimed.task_id,
+            )
+            self._start(tg, claimed)
+
+    async def _sleep(self, stopping: asyncio.Event, at_most: float) -> None:
         waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stopping.wait())]
         try:
-            await asyncio.wait(waits, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+            timeout = min(self.poll_interval, at_most)
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waits:
                 w.cancel()
@@ -211,14 +238,35 @@ class Engine:
             t.cancel()  # stays RUNNING under our lease: resumed at the next start
 
     async def _heartbeat(self) -> None:
-        next_reclaim = time.monotonic() + self.lease
+        renewed = time.monotonic()  # when the last renewal began: our leases hold at least lease s from it
         while True:
             await asyncio.sleep(self.lease / 3)
-            for sid in await self.store.leases.renew(self.owner, list(self._running), self.lease):
+            began = time.monotonic()
+            try:
+                answer = await self.store.leases.renew(self.owner, list(self._running), self.lease)
+            except Exception as exc:
+                log.warning("could not renew the leases of %d subtask(s): %r", len(self._running), exc)
+                if time.monotonic() - renewed >= self.lease:  # another controller may hold them by now
+                    for sid in list(self._steps):
+                        self._lose(sid, "its lease could not be renewed for the lease time")
+                continue
+            renewed = began
+            for sid in answer.lost:
+                self._lose(sid, "another controller holds its lease now")
+            for sid in answer.cancelling:
                 self.cancel(sid)  # cancelled through another controller's API
-            if time.monotonic() >= next_reclaim:
-                next_reclaim = time.monotonic() + self.lease
-                self.wake()  # leases of other controllers may have expired, and other writers may exist
+
+    def _lose(self, subtask_id: int, why: str) -> None:
+        """Stop acting on a subtask this engine no longer holds; whoever holds it resumes it (same command
+        id: an agent answers a copy of it from its journal), or, when the store is back, we do."""
+        entry = self._steps.get(subtask_id)
+        if entry is None or entry.lost:
+            return  # not running here, or it ended as the renewal ran
+        entry.lost = True
+        log.warning("subtask %s: %s; stopping work on it here", subtask_id, why)
+        self.writer.log(subtask_id, f"{why}: controller {self.owner} stops working on it")
+        if entry.step is not None:
+            entry.step.cancel()
 
     def _start(self, tg: asyncio.TaskGroup, claimed: Claimed) -> None:
         self._running[claimed.id] = tg.create_task(self._execute(claimed), name=f"subtask-{claimed.id}")
@@ -267,6 +315,8 @@ class Engine:
             )
             entry = self._steps[claimed.id] = _Running(run)
             ok, line = await self._outcome(claimed, run, entry)
+            if entry.lost:
+                return  # not ours to finish (a finish would be refused: compare-and-set on the owner)
             try:
                 request = FinishRequest(
                     run.subtask_id,
@@ -343,8 +393,12 @@ class Engine:
         except TimeoutError:
             return False, f"timed out after {claimed.timeout}s"
         except asyncio.CancelledError:
-            if entry.cancel_line is None or asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 raise  # a shutdown: it stays RUNNING under our lease, resumed at the next start
+            if entry.lost:
+                return False, "lease lost"
+            if entry.cancel_line is None:
+                raise
             return False, entry.cancel_line
         except Exception as exc:
             log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)

@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from obstop.controller.store.models import Meta
 
+STARTUP_LOCK = 0x0B570B  # the PostgreSQL advisory lock a controller holds while it sets the store up
+
 
 def async_url(url: str) -> str:
     if url.startswith("sqlite:///"):
@@ -68,9 +70,26 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def open(self) -> None:
-        await self.migrate()
-        self.id = await self._made_once("store_id", uuid.uuid4().hex[:12])
-        self.command_secret = bytes.fromhex(await self._made_once("command_secret", secrets.token_hex(32)))
+        async with self.exclusive():
+            await self.migrate()
+            self.id = await self._made_once("store_id", uuid.uuid4().hex[:12])
+            self.command_secret = bytes.fromhex(
+                await self._made_once("command_secret", secrets.token_hex(32))
+            )
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """One controller at a time (PostgreSQL advisory lock): controllers started together on one store
+        migrate it, make its ids and sync the inventory one after the other, never racing to insert."""
+        if self.is_sqlite:  # SQLite's own write lock serializes them
+            yield
+            return
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK})
+            try:
+                yield
+            finally:
+                await conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK})
 
     async def _made_once(self, key: str, value: str) -> str:
         """A random value made once per store. store_id: command ids carry it, so a new store never

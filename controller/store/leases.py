@@ -1,8 +1,9 @@
 """Claims are leases: a subtask taken READY -> RUNNING belongs to one controller until its lease expires.
 
-On start a controller takes back every RUNNING subtask it owned (it was restarted) or whose lease expired
-(another controller died). PostgreSQL claims with `FOR UPDATE SKIP LOCKED`, so several controllers never
-take the same subtask; SQLite has one writer.
+On start a controller takes back every RUNNING subtask it owned (it was restarted); while it runs, every
+controller keeps taking those whose lease expired (another controller died). PostgreSQL claims with `FOR
+UPDATE SKIP LOCKED`, so several controllers never take the same subtask; SQLite has one writer. Expiry is
+on the database's clock (`now()` in SQL): controllers whose clocks disagree still agree on who holds what.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ class Claimed:
     resumed: bool = False
 
 
+@dataclass(frozen=True)
+class Renewed:
+    cancelling: list[int]  # an operator cancels these
+    lost: list[int]  # no longer ours: another controller took them, or they ended
+
+
 def stamp(t: datetime) -> str:
     return t.astimezone().isoformat(timespec="milliseconds")
 
@@ -60,32 +67,63 @@ def separator(t: datetime, run_time: int, operation: str) -> str:
     return f"==================== {stamp(t)} run {run_time} ({operation}) ===================="
 
 
+def db_now(is_sqlite: bool) -> Any:
+    """The database's clock, in UTC like the columns (SQLite: this host's, the only one writing)."""
+    if is_sqlite:
+        return now()
+    return sa.func.timezone("UTC", sa.func.now())
+
+
+def expiry(is_sqlite: bool, lease: float) -> Any:
+    """A lease taken now ends lease seconds from now, on the database's clock."""
+    if is_sqlite:
+        return now() + timedelta(seconds=lease)
+    return db_now(is_sqlite) + sa.literal(timedelta(seconds=lease), sa.Interval())
+
+
 class Leases:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    def _now(self) -> Any:
+        return db_now(self.db.is_sqlite)
+
+    def _expiry(self, lease: float) -> Any:
+        return expiry(self.db.is_sqlite, lease)
 
     async def claim_ready(self, owner: str, lease: float, limit: int) -> list[Claimed]:
         async with self.db.tx() as s:
             return await claim_in(s, self.db.is_sqlite, owner, lease, limit)
 
-    async def reclaim(self, owner: str, lease: float) -> list[Claimed]:
-        """RUNNING (or CANCELING) subtasks whose lease is ours (we restarted) or has expired: take them."""
+    async def reclaim(
+        self, owner: str, lease: float, running: Sequence[int] = (), *, ours: bool = True
+    ) -> list[Claimed]:
+        """RUNNING (or CANCELING) subtasks whose lease has expired (its controller died), or, with `ours`,
+        is ours (we restarted): take them. `running`: those running here, never taken twice."""
         MACHINE.check(RUNNING, RUNNING)  # a resume stays put: no move
         t0 = now()
         async with self.db.tx() as s:
+            taken = (
+                sa.select(Subtask.id)
+                .where(
+                    Subtask.status.in_([RUNNING, SubtaskStatus.CANCELING]),
+                    Subtask.id.not_in(list(running)),
+                    sa.or_(
+                        Subtask.lease_owner == owner if ours else sa.false(),
+                        Subtask.lease_expires < self._now(),
+                        Subtask.lease_owner.is_(None),
+                    ),
+                )
+                .order_by(Subtask.id)
+            )
+            if not self.db.is_sqlite:  # another controller reclaiming now skips these: one taker each
+                taken = taken.with_for_update(skip_locked=True)
             rows = (
                 await s.execute(
                     sa.update(Subtask)
                     .execution_options(synchronize_session=False)
-                    .where(
-                        Subtask.status.in_([RUNNING, SubtaskStatus.CANCELING]),
-                        sa.or_(
-                            Subtask.lease_owner == owner,
-                            Subtask.lease_expires < t0,
-                            Subtask.lease_owner.is_(None),
-                        ),
-                    )
-                    .values(lease_owner=owner, lease_expires=t0 + timedelta(seconds=lease))
+                    .where(Subtask.id.in_(taken.scalar_subquery()))
+                    .values(lease_owner=owner, lease_expires=self._expiry(lease))
                     .returning(*_COLUMNS)
                 )
             ).all()
@@ -101,7 +139,7 @@ class Leases:
                     ],
                 )
                 line = (
-                    f"{stamp(t0)} resumed by {owner} after a restart; "
+                    f"{stamp(t0)} resumed by {owner} (a restart, or its controller's lease expired); "
                     "re-checking and re-running this step (its command id is unchanged)"
                 )
                 await s.execute(
@@ -110,13 +148,13 @@ class Leases:
                 )
         return claimed
 
-    async def renew(self, owner: str, ids: Sequence[int], lease: float) -> list[int]:
-        """Extend our leases; answers those of them an operator is cancelling (another controller's
-        API may have taken the cancel)."""
+    async def renew(self, owner: str, ids: Sequence[int], lease: float) -> Renewed:
+        """Extend our leases. Answers those of them an operator is cancelling (another controller's API may
+        have taken the cancel), and those no longer ours (taken over, or ended by someone else)."""
         if not ids:
-            return []
+            return Renewed([], [])
         async with self.db.tx() as s:
-            await s.execute(
+            kept = await s.scalars(
                 sa.update(Subtask)
                 .execution_options(synchronize_session=False)
                 .where(
@@ -124,14 +162,16 @@ class Leases:
                     Subtask.lease_owner == owner,
                     Subtask.status.in_([RUNNING, SubtaskStatus.CANCELING]),
                 )
-                .values(lease_expires=now() + timedelta(seconds=lease))
+                .values(lease_expires=self._expiry(lease))
+                .returning(Subtask.id)
             )
+            held = set(kept.all())
             found = await s.scalars(
                 sa.select(Subtask.id).where(
-                    Subtask.id.in_(list(ids)), Subtask.status == SubtaskStatus.CANCELING
+                    Subtask.id.in_(list(held)), Subtask.status == SubtaskStatus.CANCELING
                 )
             )
-            return list(found.all())
+            return Renewed(list(found.all()), [i for i in ids if i not in held])
 
 
 async def claim_in(s: AsyncSession, is_sqlite: bool, owner: str, lease: float, limit: int) -> list[Claimed]:
@@ -153,7 +193,7 @@ async def claim_in(s: AsyncSession, is_sqlite: bool, owner: str, lease: float, l
                 start_time=t0,
                 finish_time=None,
                 lease_owner=owner,
-                lease_expires=t0 + timedelta(seconds=lease),
+                lease_expires=expiry(is_sqlite, lease),
             )
             .returning(*_COLUMNS)
         )

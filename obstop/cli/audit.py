@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 
 from obstop import render
-from obstop.cli.ops import CaFile, Config, PwFile, Url, User, client, guarded
+from obstop.cli.ops import connected
+from obstop.client import Client
 
 
 class AuditFormat(StrEnum):
@@ -19,18 +20,14 @@ class AuditFormat(StrEnum):
 
 def register(app: typer.Typer) -> None:
     @app.command("audit")
-    @guarded
+    @connected
     def audit(
+        c: Client,
         page: Annotated[int, typer.Option("--page", min=1)] = 1,
         size: Annotated[int, typer.Option("--size", min=1, max=2000)] = 20,
         by: Annotated[str | None, typer.Option("--by", help="only this user's calls")] = None,
         path: Annotated[str | None, typer.Option("--path", help="the path contains this")] = None,
         format: Annotated[AuditFormat, typer.Option("--format")] = AuditFormat.table,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
-        ca_file: CaFile = None,
     ) -> None:
         """Every call that changed something (stop, start, plan, retry, rollback, skip, cancel...)."""
         params: list[tuple[str, str | int]] = [("page", page), ("size", size)]
@@ -38,7 +35,7 @@ def register(app: typer.Typer) -> None:
             params.append(("userName", by))
         if path is not None:
             params.append(("path", path))
-        data = client(url, user, password_file, config, ca_file).audit(params)
+        data = c.audit(params)
         if format is AuditFormat.json:
             print(render.as_json(data))
         else:

@@ -4,12 +4,13 @@ one exit code per kind of failure (obstop/client.py has the table), each failure
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import time
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,6 +33,11 @@ Config = Annotated[
 CaFile = Annotated[
     Path | None,
     typer.Option("--ca-file", help="the CA of the controller's TLS certificate (env OBSTOP_CA_FILE)"),
+]
+NoFreeze = Annotated[bool, typer.Option("--no-freeze", help="skip the minor freeze")]
+FreezeTimeout = Annotated[
+    int | None,
+    typer.Option("--freeze-timeout", min=1, max=86400, help="seconds the minor freeze may take (600)"),
 ]
 Watch = Annotated[bool, typer.Option("--watch", help="show the DAG live until the task ends")]
 Plan = Annotated[
@@ -72,6 +78,39 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
             sys.exit(exc.exit_code)
 
     return run
+
+
+# what every ops command takes to reach the API, in this order after its own parameters
+_CONNECTION: tuple[tuple[str, Any], ...] = (
+    ("url", Url),
+    ("user", User),
+    ("password_file", PwFile),
+    ("config", Config),
+    ("ca_file", CaFile),
+)
+
+
+def connected(fn: Callable[Concatenate[Client, P], R]) -> Callable[..., R]:
+    """An ops command whose first parameter is the API client: the command line gets the connection
+    options (--url, --user, --password-file, --config, --ca-file) after the command's own, and every
+    failure becomes one line and its exit code (`guarded`)."""
+    sig = inspect.signature(fn, eval_str=True)
+    first, *own = sig.parameters.values()
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=hint)
+        for name, hint in _CONNECTION
+    ]
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> R:
+        where = [kwargs.pop(name, None) for name, _ in _CONNECTION]
+        return fn(client(*where), *args, **kwargs)
+
+    # typer reads the parameters from the signature and their types from the annotations
+    run.__signature__ = sig.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+    hints = {k: v for k, v in fn.__annotations__.items() if k != first.name}
+    run.__annotations__ = {**hints, **dict(_CONNECTION)}
+    return guarded(run)
 
 
 def failed_logs(c: Client, task: dict[str, Any]) -> dict[int, str]:
@@ -122,30 +161,20 @@ def register(app: typer.Typer) -> None:
     from obstop.cli import audit, tasks
 
     @app.command("stop")
-    @guarded
+    @connected
     def stop(
+        c: Client,
         cluster_id: int,
         watch_: Watch = False,
-        no_freeze: Annotated[bool, typer.Option("--no-freeze", help="skip the minor freeze")] = False,
-        freeze_timeout: Annotated[
-            int | None,
-            typer.Option(
-                "--freeze-timeout", min=1, max=86400, help="seconds the minor freeze may take (600)"
-            ),
-        ] = None,
+        no_freeze: NoFreeze = False,
+        freeze_timeout: FreezeTimeout = None,
         force: Annotated[
             bool, typer.Option("--force", help="stop processes even if SQL is unreachable")
         ] = False,
         plan: Plan = False,
         format: Annotated[PlanFormat, typer.Option("--format", help="of the plan")] = PlanFormat.table,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
-        ca_file: CaFile = None,
     ) -> None:
         """Stop a cluster. With --watch, exit 0 only when the task ends SUCCESSFUL."""
-        c = client(url, user, password_file, config, ca_file)
         body: dict[str, Any] = {"freeze": not no_freeze, "force": force}
         if freeze_timeout is not None:
             body["freezeTimeoutSeconds"] = freeze_timeout
@@ -156,23 +185,18 @@ def register(app: typer.Typer) -> None:
         follow(c, task["id"], watch_)
 
     @app.command("start")
-    @guarded
+    @connected
     def start(
+        c: Client,
         cluster_id: int,
         watch_: Watch = False,
         plan: Plan = False,
         format: Annotated[PlanFormat, typer.Option("--format", help="of the plan")] = PlanFormat.table,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
-        ca_file: CaFile = None,
     ) -> None:
         """Start a stopped cluster, each observer from its home. With --watch, exit 0 only if SUCCESSFUL.
 
         Each observer is started as the owner of its home, the way it restarts itself
         (cd HOME && ./bin/observer, from its persisted configuration)."""
-        c = client(url, user, password_file, config, ca_file)
         if plan:
             planned(c.start(cluster_id, plan=True), format)
         task = c.start(cluster_id)

@@ -9,16 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from obstop.cli.ops import (
-    Config,
+    FreezeTimeout,
+    NoFreeze,
     Plan,
     PlanFormat,
-    PwFile,
-    Url,
-    User,
     Watch,
-    client,
+    connected,
     follow,
-    guarded,
     planned,
 )
 from obstop.client import Client, ClientError
@@ -26,11 +23,6 @@ from obstop.client import Client, ClientError
 Force = Annotated[
     bool,
     typer.Option("--force", help="FORCE STOP (no wait for the logs); the majority check is never skipped"),
-]
-NoFreeze = Annotated[bool, typer.Option("--no-freeze", help="skip the minor freeze")]
-FreezeTimeout = Annotated[
-    int | None,
-    typer.Option("--freeze-timeout", min=1, max=86400, help="seconds the minor freeze may take (600)"),
 ]
 
 
@@ -84,8 +76,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(server_app, name="server")
 
     @zone_app.command("stop")
-    @guarded
+    @connected
     def zone_stop(
+        c: Client,
         cluster_id: int,
         zone: str,
         watch_: Watch = False,
@@ -94,37 +87,29 @@ def register(app: typer.Typer) -> None:
         no_freeze: NoFreeze = False,
         freeze_timeout: FreezeTimeout = None,
         force: Force = False,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
     ) -> None:
         """Stop a zone: the majority check, STOP ZONE, then its observers. With --watch, exit 0 only when the
         task ends SUCCESSFUL."""
-        c = client(url, user, password_file, config)
         body = _stop_body(no_freeze, freeze_timeout, force, "freeze")
         _said(c, c.zone("stop", cluster_id, zone, body, plan), watch_, plan, format)
 
     @zone_app.command("start")
-    @guarded
+    @connected
     def zone_start(
+        c: Client,
         cluster_id: int,
         zone: str,
         watch_: Watch = False,
         plan: Plan = False,
         format: Format = PlanFormat.table,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
     ) -> None:
         """Start a zone: its observers, then START ZONE once they answer."""
-        c = client(url, user, password_file, config)
         _said(c, c.zone("start", cluster_id, zone, plan=plan), watch_, plan, format)
 
     @server_app.command("stop")
-    @guarded
+    @connected
     def server_stop(
+        c: Client,
         cluster_id: int,
         server: Annotated[str, typer.Argument(help="the server's id, or IP[:RPC_PORT]")],
         watch_: Watch = False,
@@ -133,13 +118,8 @@ def register(app: typer.Typer) -> None:
         no_freeze: NoFreeze = False,
         freeze_timeout: FreezeTimeout = None,
         force: Force = False,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
     ) -> None:
         """Stop a server: the majority check, STOP SERVER, then its observer."""
-        c = client(url, user, password_file, config)
         body = _stop_body(no_freeze, freeze_timeout, force, "freezeServer")
         _said(
             c,
@@ -150,20 +130,16 @@ def register(app: typer.Typer) -> None:
         )
 
     @server_app.command("start")
-    @guarded
+    @connected
     def server_start(
+        c: Client,
         cluster_id: int,
         server: Annotated[str, typer.Argument(help="the server's id, or IP[:RPC_PORT]")],
         watch_: Watch = False,
         plan: Plan = False,
         format: Format = PlanFormat.table,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
     ) -> None:
         """Start a server: its observer, then START SERVER once it answers."""
-        c = client(url, user, password_file, config)
         _said(
             c,
             c.server("start", cluster_id, server_id(c, cluster_id, server), plan=plan),

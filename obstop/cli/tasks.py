@@ -9,20 +9,7 @@ import typer
 from rich.console import Console
 
 from obstop import render
-from obstop.cli.ops import (
-    CaFile,
-    Config,
-    Format,
-    PwFile,
-    Url,
-    User,
-    Watch,
-    client,
-    follow,
-    guarded,
-    show,
-    watch,
-)
+from obstop.cli.ops import Format, Watch, connected, follow, show, watch
 from obstop.client import Client
 
 
@@ -49,8 +36,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(task_app, name="task")
 
     @task_app.command("list")
-    @guarded
+    @connected
     def task_list(
+        c: Client,
         status: Annotated[
             list[Status] | None, typer.Option("--status", help="any of these (repeat it)")
         ] = None,
@@ -65,11 +53,6 @@ def register(app: typer.Typer) -> None:
         page: Annotated[int, typer.Option("--page", min=1)] = 1,
         size: Annotated[int, typer.Option("--size", min=1, max=2000)] = 20,
         format: Annotated[ListFormat, typer.Option("--format")] = ListFormat.table,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
-        ca_file: CaFile = None,
     ) -> None:
         """List tasks, newest first, with OCP's filters."""
         params: list[tuple[str, str | int]] = [("page", page), ("size", size), ("sort", sort)]
@@ -77,47 +60,37 @@ def register(app: typer.Typer) -> None:
         for key, value in (("name", name), ("clusterId", cluster_id), ("clusterName", cluster_name)):
             if value is not None:
                 params.append((key, value))
-        data = client(url, user, password_file, config, ca_file).tasks(params)
+        data = c.tasks(params)
         if format is ListFormat.json:
             print(render.as_json(data))
         else:
             Console().print(render.task_list(data))
 
     @task_app.command("show")
-    @guarded
+    @connected
     def task_show(
+        c: Client,
         task_id: int,
         watch_: Watch = False,
         format: Annotated[Format, typer.Option("--format")] = Format.table,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
-        ca_file: CaFile = None,
     ) -> None:
         """Show a task's DAG: a table (live with --watch), or json, dot, mermaid."""
-        c = client(url, user, password_file, config, ca_file)
         if watch_ and format is Format.table:
             watch(c, task_id, Console())
         else:
             show(c, c.task(task_id), format, Console())
 
     @task_app.command("log")
-    @guarded
+    @connected
     def task_log(
+        c: Client,
         task_id: int,
         subtask_id: Annotated[
             int | None, typer.Argument(help="one subtask (default: every one that ran)")
         ] = None,
         failed: Annotated[bool, typer.Option("--failed", help="only the FAILED subtasks")] = False,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
-        ca_file: CaFile = None,
     ) -> None:
         """Print subtask logs (each run opens with its operation: EXECUTE, RETRY, ROLLBACK...)."""
-        c = client(url, user, password_file, config, ca_file)
         if subtask_id is not None:
             print(c.log(task_id, subtask_id), end="")
             return
@@ -129,78 +102,58 @@ def register(app: typer.Typer) -> None:
             print(c.log(task_id, sub["id"]), end="")
 
     @task_app.command("retry")
-    @guarded
+    @connected
     def task_retry(
+        c: Client,
         task_id: int,
         subtask: Annotated[
             int | None, typer.Option("--subtask", help="retry only this FAILED subtask")
         ] = None,
         watch_: Watch = False,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
-        ca_file: CaFile = None,
     ) -> None:
         """Retry every FAILED subtask of a FAILED task (successful ones are not run again), or one."""
-        c = client(url, user, password_file, config, ca_file)
         c.retry(task_id, subtask)
         _said(c, task_id, f"retrying {'subtask ' + str(subtask) if subtask else 'its FAILED subtasks'}")
         follow(c, task_id, watch_)
 
     @task_app.command("rollback")
-    @guarded
+    @connected
     def task_rollback(
+        c: Client,
         task_id: int,
         watch_: Watch = False,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
-        ca_file: CaFile = None,
     ) -> None:
         """Roll a FAILED task back: its DAG undone backwards, statuses back to what they were.
 
         Observers this task stopped are started again; ones it started are stopped again."""
-        c = client(url, user, password_file, config, ca_file)
         c.rollback(task_id)
         _said(c, task_id, "rolling back")
         follow(c, task_id, watch_)
 
     @task_app.command("skip")
-    @guarded
+    @connected
     def task_skip(
+        c: Client,
         task_id: int,
         subtask_id: int,
         watch_: Watch = False,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
-        ca_file: CaFile = None,
     ) -> None:
         """Mark a FAILED subtask done without running it; the task goes on."""
-        c = client(url, user, password_file, config, ca_file)
         c.skip(task_id, subtask_id)
         _said(c, task_id, f"subtask {subtask_id} skipped")
         follow(c, task_id, watch_)
 
     @task_app.command("cancel")
-    @guarded
+    @connected
     def task_cancel(
+        c: Client,
         task_id: int,
         subtask_id: int,
         watch_: Watch = False,
-        url: Url = None,
-        user: User = None,
-        password_file: PwFile = None,
-        config: Config = None,
-        ca_file: CaFile = None,
     ) -> None:
         """Cancel a RUNNING subtask: it ends FAILED, and its command is cancelled where it runs.
 
         The agent journals the cancel first, stops waiting, and never signals for it after that."""
-        c = client(url, user, password_file, config, ca_file)
         c.cancel(task_id, subtask_id)
         _said(c, task_id, f"subtask {subtask_id} cancelling")
         follow(c, task_id, watch_)

@@ -5,10 +5,15 @@ mid-stop, an agent that is down."""
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import psutil
+import pytest
 
+from obstop.agent.protocol import ObserverTarget, StopOptions
+from obstop.controller.dispatch.mqtt import MqttDispatcher
+from obstop.controller.errors import StepFailed
 from obstop.fakes import hosts as fakehosts
 from tests.support.controller import ADMIN, Env, amend_config, running
 from tests.support.fleet import Fleets, agent_log, observer_log, wait_for
@@ -90,3 +95,31 @@ async def test_agent_down_fails_in_its_timeout_then_retry_succeeds(fleets: Fleet
         assert r.status_code == 200
         assert await env.wait(task_id) == "SUCCESSFUL"
         await assert_all_stopped(env, task_id, fleet)
+
+
+async def test_a_command_its_step_gave_up_on_is_never_acted_on_late(fleets: Fleets) -> None:
+    """A stop sent to an agent that is offline (its persistent session keeps the copies at the broker)
+    fails when its step stops waiting; the agent that comes back later finds every copy expired and
+    rejects it: its observer is never signalled for a stop that already failed."""
+    fleet = await fleets.up(zones=1, per_zone=1)
+    h1 = fleet.hosts[0]
+    assert h1.agent_pid is not None
+    psutil.Process(h1.agent_pid).terminate()
+    wait_dead(h1.agent_pid)
+    async with running(amend_config(controller_toml(fleet), stop={"resend_interval": 0.5})) as env:
+        (mqtt,) = [d for d in env.parts.router.dispatchers if isinstance(d, MqttDispatcher)]
+        target = ObserverTarget(host=h1.host, ip=h1.ip, home_path=h1.home)
+        lines: list[str] = []
+
+        async def log(line: str) -> None:
+            lines.append(line)
+
+        with pytest.raises(StepFailed, match="no result for command late-stop-1 from agent h1"):
+            await mqtt.stop("late-stop-1", target, StopOptions(), log, time.monotonic() + 2)
+
+        fleets.restart_agent(fleet, h1)
+        await wait_for(
+            lambda: "rejected command late-stop-1: expired at" in agent_log(fleet, h1), "not rejected"
+        )
+        assert not [x for x in agent_log(fleet, h1).splitlines() if "late-stop-1" in x and "accepted" in x]
+        assert alive(h1.observer_pid) and "received SIGTERM" not in observer_log(h1)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+import tomli_w
+
 from obstop.fakes import hosts as fakehosts
 from tests.support.fakes import fresh_block
+from tests.support.processes import wait_dead
 
 
 class Fleets:
@@ -40,6 +46,17 @@ class Fleets:
     def restart_agent(self, fleet: fakehosts.Fleet, host: fakehosts.HostState) -> None:
         fakehosts.start_agent(host, host_dir(fleet, host), Path(fleet.dir) / "keys", self.broker_url)
         fleet.save()
+
+    def move_agent(self, fleet: fakehosts.Fleet, host: fakehosts.HostState, urls: list[str]) -> None:
+        """Restart the host's agent (SIGTERM: a clean stop) with [mqtt] urls, e.g. a cluster's nodes."""
+        assert host.agent_pid is not None and host.agent_config is not None
+        os.kill(host.agent_pid, signal.SIGTERM)
+        wait_dead(host.agent_pid)
+        path = Path(host.agent_config)
+        data = tomllib.loads(path.read_text())
+        data["mqtt"]["urls"] = urls
+        path.write_text(tomli_w.dumps(data))
+        self.restart_agent(fleet, host)
 
 
 def host_dir(fleet: fakehosts.Fleet, host: fakehosts.HostState) -> Path:

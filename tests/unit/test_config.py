@@ -286,3 +286,35 @@ def test_env_overrides_build_the_nested_tables() -> None:
     assert tomlconf.merge(
         {"stop": {"term_timeout": 1, "kill_timeout": 9}}, {"stop": {"kill_timeout": 3}}
     ) == {"stop": {"term_timeout": 1, "kill_timeout": 3}}
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "urls"),
+    [
+        ({"url": "mqtt://a:1883"}, ["mqtt://a:1883"]),
+        ({"urls": ["mqtt://b:1", "mqtt://c:2"]}, ["mqtt://b:1", "mqtt://c:2"]),
+        ({"url": "mqtt://c:2", "urls": ["mqtt://b:1", "mqtt://c:2"]}, ["mqtt://b:1", "mqtt://c:2"]),
+        ({"url": "mqtt://a:1883", "urls": ["mqtt://b:1"]}, ["mqtt://a:1883", "mqtt://b:1"]),
+    ],
+)
+def test_broker_urls_a_list_or_one(mqtt: dict[str, object], urls: list[str]) -> None:
+    """[mqtt] urls (a cluster's nodes, tried in turn) beside url (one broker, still enough alone)."""
+    agent = AgentConfig.model_validate(
+        {"agent_id": "h1", "controller_public_key": "k.pub", "mqtt": mqtt}
+    ).mqtt
+    controller = ControllerConfig.model_validate({"mqtt": mqtt}).mqtt
+    assert agent.broker_urls == urls and controller.broker_urls == urls
+    assert agent.url == urls[0] or agent.url == mqtt.get("url")  # never the default broker with a list
+    assert controller.url is not None  # agents over MQTT, as with url alone
+
+
+def test_broker_urls_from_the_environment(agent_toml: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OBSTOP_MQTT__URLS", '["mqtt://n1:1883", "mqtt://n2:1883"]')
+    assert load_agent_config(agent_toml).mqtt.broker_urls == [
+        "mqtt://broker:1883",
+        "mqtt://n1:1883",
+        "mqtt://n2:1883",
+    ]
+    monkeypatch.setenv("OBSTOP_MQTT__URLS", '["mqtt://n1:1883", "http://nope"]')
+    with pytest.raises(AgentConfigError, match=r"mqtt\.urls\.1"):
+        load_agent_config(agent_toml)
