@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from obstop.agent.cancel import Cancelled, CancelToken, acting, to_the_end
-from obstop.agent.executors.host import Host, PidFile, ProcessFacts, Resolved, parse_pid
+from obstop.agent.executors.host import Host, OneTrip, PidFile, ProcessFacts, Resolved, Settled, parse_pid
 from obstop.agent.executors.procfs import WILDCARDS
 from obstop.agent.identity import prove
 from obstop.agent.protocol import ObserverState, ObserverTarget, ProbeReport, StopOptions, StopReport
@@ -116,10 +116,11 @@ def watched_addresses(target: ObserverTarget, facts: ProcessFacts | None) -> lis
 
 
 async def _wait_ports_free(
-    host: Host, target: ObserverTarget, timeout: float, addresses: list[str]
+    host: Host, target: ObserverTarget, timeout: float, addresses: list[str], *, waited: float = 0.0
 ) -> str | None:
-    """None once no socket listens on the ports at addresses; else what still holds them at the deadline."""
-    deadline = time.monotonic() + timeout
+    """None once no socket listens on the ports at addresses; else what still holds them at the deadline.
+    waited: seconds already waited elsewhere (a host's settle), counted against timeout."""
+    deadline = time.monotonic() + timeout - waited
     delay = 0.002
     while True:
         found = [x for ip in addresses for x in await host.listeners(ip, target.ports)]
@@ -189,6 +190,8 @@ async def _stop_running(
     rep = found.report
     pid = rep.pid
     time_to_exit: float | None = None
+    settled: Settled | None = None  # a OneTrip host's wait after the signal
+    settle_began = started
     if rep.state is ObserverState.RUNNING:
         assert found.facts is not None and pid is not None
         start_time = found.facts.start_time
@@ -206,8 +209,24 @@ async def _stop_running(
                     signals.append(sig.name)
 
         await send(first)
-        exited = await host.wait_exit(pid, start_time, opts.term_timeout)
+        if isinstance(host, OneTrip):  # exit, ports, pid file: one round trip
+            settle_began = time.monotonic()
+            has_file = found.pid_file.exists and found.pid_file.content is not None
+            settled = await host.settle(
+                pid,
+                start_time,
+                opts.term_timeout,
+                watched_addresses(target, found.facts),
+                target.ports,
+                opts.port_timeout,
+                target.pid_file if has_file else None,
+                found.pid_file.content if has_file else None,
+            )
+            exited = settled.exited
+        else:
+            exited = await host.wait_exit(pid, start_time, opts.term_timeout)
         if not exited:
+            settled = None  # what follows the escalation waits as any host does
             again = await host.inspect(pid)
             if again is not None and not again.zombie:
                 if again.start_time != start_time:
@@ -229,10 +248,22 @@ async def _stop_running(
         if not exited:
             return result(False, pid=pid, reason=f"pid {pid} alive after {' then '.join(signals)}")
         time_to_exit = time.monotonic() - started
+        if settled is not None and settled.exit_s is not None:
+            time_to_exit = settle_began - started + settled.exit_s  # the host's own clock
         await progress(f"pid {pid} exited after {time_to_exit * 1000:.0f} ms")
 
     addresses = watched_addresses(target, found.facts)
-    still_held = await _wait_ports_free(host, target, opts.port_timeout, addresses)
+    if settled is not None and settled.ports_free_s is not None:  # free, and the pid file handled
+        return result(
+            True,
+            pid=pid,
+            already_stopped=False,
+            time_to_exit_s=time_to_exit,
+            time_to_ports_free_s=settle_began - started + settled.ports_free_s,
+            pid_file_removed=settled.removed,
+        )
+    waited = opts.port_timeout if settled is not None else 0.0  # held at the settle's deadline: one look
+    still_held = await _wait_ports_free(host, target, opts.port_timeout, addresses, waited=waited)
     if still_held:
         return result(False, pid=pid, time_to_exit_s=time_to_exit, reason=still_held)
     ports_free = time.monotonic() - started

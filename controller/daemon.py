@@ -155,6 +155,7 @@ async def build(config: ControllerConfig) -> Parts:
 async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """The controller until stopping is set; `ready` is set once the API listens."""
     parts = await build(config)
+    await parts.service.warm_up()  # the first stop call after a start finds its SQL compiled
     host, port = config.api.host_port
     api = config.api
     server = _Server(

@@ -96,6 +96,7 @@ class Agent:
         )
         self._work = asyncio.Semaphore(config.max_concurrent_commands)
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._digests: dict[str, tuple[Command, str]] = {}  # command id -> (that command, its digest)
         self._tokens: dict[str, CancelToken] = {}  # cancel tokens of running stops and starts
         self._tg: asyncio.TaskGroup | None = None
         self.watcher = Watcher(self.id, self.hosts, self._publish)
@@ -228,6 +229,7 @@ class Agent:
                 await self._publish(result, cmd)
         finally:
             self._inflight.pop(cmd.command_id, None)
+            self._digests.pop(cmd.command_id, None)
 
     async def _run_command(self, cmd: Command) -> ResultEvent:
         base: dict[str, Any] = {"agent_id": self.id, "command_id": cmd.command_id}
@@ -349,13 +351,23 @@ class Agent:
         )
         await self._publish(event, cmd)
 
+    def _digest(self, cmd: Command) -> str:
+        """cmd.digest(), computed once per command object: each of a command's events names it."""
+        hit = self._digests.get(cmd.command_id)
+        if hit is not None and hit[0] is cmd:
+            return hit[1]
+        if len(self._digests) >= 1024:
+            self._digests.clear()  # bounded: ids are the sender's to choose
+        digest = self._digests[cmd.command_id] = (cmd, cmd.digest())
+        return digest[1]
+
     async def _publish(self, event: AnyEvent, cmd: Command | None = None) -> None:
         """The one way out for events: each names this agent and, when it answers a command, that command's
         id and digest, and is signed with this agent's key. Best effort: a result is in the journal, and the
         controller re-sends until it has one."""
         update: dict[str, Any] = {"agent_id": self.id}
         if cmd is not None:
-            update |= {"command_id": cmd.command_id, "command_digest": cmd.digest()}
+            update |= {"command_id": cmd.command_id, "command_digest": self._digest(cmd)}
         signed = sign(event.model_copy(update=update), self.signing_key)
         await self.session.publish(self.events_topic, signed.model_dump_json())
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -130,3 +130,34 @@ class Host(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What `OneTrip.settle` saw after the signal: the exit, the ports, the pid file."""
+
+    exited: bool
+    exit_s: float | None = None  # seconds from the settle's start to the exit
+    ports_free_s: float | None = None  # ... to both ports free (None: still held at the deadline)
+    removed: bool = False  # the pid file, removed (it still named the stopped pid)
+
+
+@runtime_checkable
+class OneTrip(Protocol):
+    """A host where a round trip costs (SSH): after the signal, wait for the exit, then for the ports to
+    be free, then remove the pid file, in one trip; the procedure makes the same checks, in that order."""
+
+    async def settle(
+        self,
+        pid: int,
+        start_time: float,
+        exit_timeout: float,
+        addresses: list[str],
+        ports: tuple[int, ...],
+        port_timeout: float,
+        pid_file: str | None,
+        expected: str | None,
+    ) -> Settled:
+        """Stops waiting (exited False) when the process outlives exit_timeout; looks at the ports only
+        after it exited, and removes the pid file only once they are free and it still says expected."""
+        ...

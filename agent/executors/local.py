@@ -155,10 +155,11 @@ def _facts(home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Fa
     binary = os.path.realpath(os.path.join(home, "bin", "observer"))
     resolved = Resolved(home, binary, os.path.isdir(home), os.path.isfile(binary))
     found = _read_pid_file(pid_file)
-    listeners = procfs.on_address(_listening(), ip, ports)
+    listening = _listening()  # one netlink dump answers both the ports and the process's own sockets
+    listeners = procfs.on_address(listening, ip, ports)
     readable = found.exists and not found.is_symlink and not found.error
     pid = parse_pid(found.content or "") if readable else None
-    return Facts(resolved, found, listeners, _inspect(pid) if pid else None)
+    return Facts(resolved, found, listeners, _inspect(pid, listening) if pid else None)
 
 
 def _read_pid_file(path: str) -> PidFile:
@@ -207,7 +208,7 @@ def _read_net_tcp() -> str:
     return _read("/proc/net/tcp") + _read("/proc/net/tcp6")
 
 
-def _inspect(pid: int) -> ProcessFacts | None:
+def _inspect(pid: int, listening: list[Listener] | None = None) -> ProcessFacts | None:
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
@@ -236,7 +237,8 @@ def _inspect(pid: int) -> ProcessFacts | None:
         return None
     except psutil.ZombieProcess:
         return ProcessFacts(pid=pid, start_time=0.0, zombie=True)
-    listeners = frozenset((x.ip, x.port) for x in _listening() if x.inode in sockets)
+    found = _listening() if listening is None else listening
+    listeners = frozenset((x.ip, x.port) for x in found if x.inode in sockets)
     locks = procfs.parse_locks(_read("/proc/locks")).get(pid, set())
     return ProcessFacts(
         pid=pid,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from obstop.agent.executors.host import Listener
@@ -10,6 +11,7 @@ _LISTEN = "0A"
 WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 
+@functools.lru_cache(maxsize=4096)  # a host's tables repeat the same few addresses poll after poll
 def _hex_ip(text: str) -> str:
     raw = bytes.fromhex(text)
     if len(raw) == 4:
@@ -33,6 +35,27 @@ def parse_net_tcp(text: str) -> list[Listener]:
         except ValueError:
             continue
     return out
+
+
+def table_addresses(ip: str) -> list[str]:
+    """How /proc/net/tcp and tcp6 spell ip (the inverse of _hex_ip): an IPv4 address also as ::ffff:ip."""
+    addr = ipaddress.ip_address(ip)
+    forms = []
+    if addr.version == 4:
+        forms.append(addr.packed[::-1].hex().upper())
+        addr = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + addr.packed)
+    raw = addr.packed
+    forms.append(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)).hex().upper())
+    return forms
+
+
+def table_keys(addresses: list[str], ports: tuple[int, ...]) -> list[str]:
+    """The local-address keys (ADDR:PORT, as the kernel's tables print them) on_address would match for
+    these addresses; '*:PORT' for any address (a wildcard target)."""
+    if any(a in WILDCARDS for a in addresses):
+        return [f"*:{p:04X}" for p in ports]
+    ips = sorted({f for a in [*addresses, *WILDCARDS] for f in table_addresses(a)})
+    return [f"{ip}:{p:04X}" for ip in ips for p in ports]
 
 
 def on_address(listeners: list[Listener], ip: str, ports: tuple[int, ...]) -> list[Listener]:

@@ -1,4 +1,5 @@
-"""The SSH executor: the same primitives as the local one, answered by a POSIX shell and /proc remotely.
+"""The SSH executor: the same primitives as the local one, answered by a POSIX shell and /proc remotely
+(the scripts are in ssh_scripts.py); `settle` does the wait after a signal in one trip.
 
 One connection per host, reused; at most `max_sessions` channels on it at once (OpenSSH's MaxSessions
 is 10) and a shared limit on concurrent handshakes (sshd's MaxStartups drops the rest). Host keys are
@@ -23,6 +24,7 @@ from obstop.agent.errors import (
     RemoteCommandFailed,
 )
 from obstop.agent.executors import procfs
+from obstop.agent.executors import ssh_scripts as scripts
 from obstop.agent.executors.host import (
     Facts,
     Launch,
@@ -30,88 +32,10 @@ from obstop.agent.executors.host import (
     PidFile,
     ProcessFacts,
     Resolved,
+    Settled,
     parse_pid,
 )
 from obstop.agent.executors.ssh_config import SSHHostConfig
-
-# Shell functions the scripts share. st sets S (state) and T (start time in ticks) with builtins only:
-# the wait loop runs every 10 ms and must not fork more than its sleep.
-_FUNCS = r"""st() { S=; T=; read -r l 2>/dev/null < /proc/$1/stat || return 1; r=${l##*) }; set -- $r; S=$1
-  eval "T=\${20}"; }
-inspect() {
-  p=$1
-  st $p || { echo NOPROC; return 0; }
-  echo "STAT $S $T"
-  echo "BTIME $(awk '/^btime/{print $2}' /proc/stat)"
-  echo "HZ $(getconf CLK_TCK)"
-  u=$(awk '/^Uid:/{print $2}' /proc/$p/status)
-  echo "UID $u"
-  echo "USER $(awk -F: -v u="$u" '$3==u{print $1; exit}' /etc/passwd)"
-  echo "EXE $(readlink /proc/$p/exe 2>/dev/null)"
-  echo "CWD $(readlink /proc/$p/cwd 2>/dev/null)"
-  printf 'CMD '; tr '\000' '\036' < /proc/$p/cmdline 2>/dev/null; echo
-  printf 'FDS '
-  for f in /proc/$p/fd/*; do readlink "$f" 2>/dev/null; done | grep '^socket:' | tr '\n' ' '; echo
-  echo LOCKS; cat /proc/locks
-}
-pidfile() {
-  f=$1
-  if [ -L "$f" ]; then echo LINK; ls -di "$f" | awk '{print $1}'
-  elif [ ! -e "$f" ]; then echo MISSING
-  elif [ ! -r "$f" ]; then echo DENIED
-  else echo OK; ls -di "$f" | awk '{print $1}'
-    dd if="$f" bs=64 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n'; echo
-  fi
-}
-"""
-
-# one round trip for every fact a probe needs; sections are marked, the pid file's bytes are hex
-_FACTS = """h={home}; f={pid_file}
-echo @@RESOLVE
-(cd -- "$h" 2>/dev/null && pwd -P) || echo "$h"
-readlink -f "$h/bin/observer" 2>/dev/null || echo "$h/bin/observer"
-[ -d "$h" ] && echo HOME || echo NOHOME
-[ -f "$h/bin/observer" ] && echo BIN || echo NOBIN
-echo @@PIDFILE
-pidfile "$f"
-echo @@PROCESS
-c=""; [ -f "$f" ] && [ ! -L "$f" ] && c=$(dd if="$f" bs=64 count=1 2>/dev/null | tr -d ' \\n\\t')
-case "$c" in ''|*[!0-9]*) echo NOPROC;; *) inspect "$c";; esac
-echo @@TCP
-cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true
-"""
-
-_SIGNAL = """p={pid}
-st $p || {{ echo GONE; exit 0; }}
-[ "$S" = Z ] || [ "$T" != "{ticks}" ] && {{ echo GONE; exit 0; }}
-kill -s {sig} $p && echo SENT
-"""
-
-_WAIT = """p={pid}; n={rounds}
-while [ $n -gt 0 ]; do
-  st $p || {{ echo GONE; exit 0; }}
-  [ "$S" = Z ] || [ "$T" != "{ticks}" ] && {{ echo GONE; exit 0; }}
-  sleep 0.01; n=$((n-1))
-done
-echo ALIVE
-"""
-
-# as the SSH user, who must own HOME (observer runs as the owner of its etc/); output to a file, not our
-# pipe, so the daemon it becomes holds nothing of this session
-_LAUNCH = """h={home}; me=$(id -un); owner=$(stat -c %U -- "$h" 2>/dev/null)
-[ -n "$owner" ] || {{ echo "@@REFUSED cannot stat $h"; exit 0; }}
-[ "$owner" = "$me" ] || {{
-  echo "@@REFUSED $h belongs to $owner; SSH user $me cannot start it as its owner"; exit 0; }}
-cd -- "$h" || {{ echo "@@REFUSED cannot cd to $h"; exit 0; }}
-o=$(mktemp) || {{ echo "@@REFUSED mktemp failed"; exit 0; }}
-LD_LIBRARY_PATH="$h/lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" ./bin/observer </dev/null >"$o" 2>&1; rc=$?
-echo "@@USER $me"; echo "@@EXIT $rc"; tail -c 4000 "$o"; rm -f -- "$o"
-"""
-
-_OWNERS = r"""for d in /proc/[0-9]*; do for f in $d/fd/*; do
-  l=$(readlink "$f" 2>/dev/null) && case "$l" in socket:*) echo "${d#/proc/} $l";; esac
-done; done 2>/dev/null; true
-"""
 
 
 class _Shell:
@@ -126,18 +50,16 @@ class _Shell:
         marker = f"@@END {nonce} "
         body = f"(\n{script}\n) 2>/dev/null </dev/null" if subshell else f"{script}\ntrue"
         self.proc.stdin.write(f"{body}; printf '\\n{marker}%d\\n' $?\n")
-        lines: list[str] = []
+        end = "\n" + marker  # the newline printed before the marker is not the script's
         async with asyncio.timeout(timeout):
-            while True:
-                line = await self.proc.stdout.readline()
-                if not line:
-                    raise EOFError("remote shell closed")
-                if line.startswith(marker):
-                    rc = int(line[len(marker) :].strip() or 1)
-                    break
-                lines.append(line)
-        out = "".join(lines)
-        return rc, out[:-1] if out.endswith("\n") else out  # the newline printed before the marker
+            try:  # one read up to the marker, not one per line: a probe answers dozens of lines
+                out = await self.proc.stdout.readuntil(end)
+                status = await self.proc.stdout.readline()
+            except asyncio.IncompleteReadError as exc:
+                raise EOFError("remote shell closed") from exc
+        if not status.endswith("\n"):
+            raise EOFError("remote shell closed")
+        return int(status.strip() or 1), out[: -len(end)]
 
     def close(self) -> None:
         self.proc.close()
@@ -244,18 +166,25 @@ class SSHHost:
         conn = await self._connection()
         try:
             # the login shell (and its rc files) runs once here, not once per step
-            proc = await conn.create_process("exec /bin/sh", encoding="utf-8")
+            proc = await conn.create_process(scripts.SHELL, encoding="utf-8")
             await proc.stdin.drain()
         except (asyncssh.Error, OSError) as exc:
             self._conn = None
             raise ExecutorError(self.name, f"SSH session failed: {exc}") from exc
         shell = _Shell(proc)
-        await shell.run(_FUNCS, self.target.command_timeout, subshell=False)  # functions live in the shell
+        # the functions live in the shell, for every script it runs after
+        await shell.run(scripts.FUNCS, self.target.command_timeout, subshell=False)
         return shell
 
     async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
         out = _sections(
-            await self._run(_FACTS.format(home=shlex.quote(home_path), pid_file=shlex.quote(pid_file)))
+            await self._run(
+                scripts.FACTS.format(
+                    home=shlex.quote(home_path),
+                    pid_file=shlex.quote(pid_file),
+                    ports=" ".join(f"{p:04X}" for p in ports),  # all that is asked of listeners here
+                )
+            )
         )
         resolve = out.get("RESOLVE", "").splitlines()
         found = _parse_pidfile(pid_file, out.get("PIDFILE", ""))
@@ -267,9 +196,7 @@ class SSHHost:
         return Facts(resolved, found, listeners, process)
 
     async def inspect(self, pid: int) -> ProcessFacts | None:
-        out = await self._run(
-            f"inspect {int(pid)}\necho @@TCP\ncat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true"
-        )
+        out = await self._run(f"inspect {int(pid)}\necho @@TCP\nlst")
         head, _, tcp = out.partition("@@TCP\n")
         return self._parse_process(pid, head, tcp)
 
@@ -325,22 +252,54 @@ class SSHHost:
 
     async def send_signal(self, pid: int, sig: signal.Signals, start_time: float) -> bool:
         name = sig.name.removeprefix("SIG")
-        out = await self._run(_SIGNAL.format(pid=int(pid), ticks=self._ticks(start_time), sig=name))
+        out = await self._run(scripts.SIGNAL.format(pid=int(pid), ticks=self._ticks(start_time), sig=name))
         return out.strip() == "SENT"
 
     async def wait_exit(self, pid: int, start_time: float, timeout: float) -> bool:
         rounds = max(1, int(timeout / 0.012))
-        script = _WAIT.format(pid=int(pid), ticks=self._ticks(start_time), rounds=rounds)
+        script = scripts.WAIT.format(pid=int(pid), ticks=self._ticks(start_time), rounds=rounds)
         out = await self._run(script, timeout=timeout + self.target.command_timeout)
         return out.strip() == "GONE"
 
+    async def settle(
+        self,
+        pid: int,
+        start_time: float,
+        exit_timeout: float,
+        addresses: list[str],
+        ports: tuple[int, ...],
+        port_timeout: float,
+        pid_file: str | None,
+        expected: str | None,
+    ) -> Settled:
+        script = scripts.SETTLE.format(
+            pid=int(pid),
+            ticks=self._ticks(start_time),
+            rounds=max(1, int(exit_timeout / 0.012)),
+            port_cs=max(0, round(port_timeout * 100)),
+            keys=" ".join(shlex.quote(k) for k in procfs.table_keys(addresses, ports)),
+            pid_file=shlex.quote(pid_file or ""),
+            want=shlex.quote((expected or "").strip()),
+        )
+        out = await self._run(script, timeout=exit_timeout + port_timeout + self.target.command_timeout)
+        lines = dict(line.partition(" ")[::2] for line in out.splitlines())
+        if "EXIT" not in lines:
+            return Settled(exited=False)
+        free = lines.get("FREE")
+        return Settled(
+            exited=True,
+            exit_s=int(lines["EXIT"]) / 100,
+            ports_free_s=int(free) / 100 if free is not None else None,
+            removed="REMOVED" in lines,
+        )
+
     async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
-        text = await self._run("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true")
+        text = await self._run("lst " + " ".join(f"{p:04X}" for p in ports))  # LISTEN lines on ports only
         return procfs.on_address(procfs.parse_net_tcp(text), ip, ports)
 
     async def socket_owners(self, inodes: set[int]) -> dict[int, int]:
         owners: dict[int, int] = {}
-        for line in (await self._run(_OWNERS)).splitlines():
+        for line in (await self._run(scripts.OWNERS)).splitlines():
             pid_text, _, link = line.partition(" ")
             for inode in procfs.socket_inodes([link]) & inodes:
                 owners[inode] = int(pid_text)
@@ -356,7 +315,7 @@ class SSHHost:
 
     async def launch(self, home_path: str, timeout: float) -> Launch:
         try:
-            out = await self._run(_LAUNCH.format(home=shlex.quote(home_path)), timeout=timeout)
+            out = await self._run(scripts.LAUNCH.format(home=shlex.quote(home_path)), timeout=timeout)
         except RemoteCommandFailed as exc:
             if "timed out" in str(exc):
                 return Launch(user=self.target.user, exit_status=None, output="")

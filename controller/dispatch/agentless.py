@@ -41,9 +41,11 @@ class AgentlessDispatcher:
     def __init__(self, config: AgentlessConfig, journal: Journal | None = None) -> None:
         self._journal = journal
         self._hosts: dict[str, Host] = {name: LocalHost(name) for name in config.local_hosts}
-        handshakes = asyncio.Semaphore(8)  # fewer than sshd's MaxStartups (10) at once
+        # fewer than sshd's MaxStartups (10) at once, per sshd (an address and port): every host's sshd
+        # takes its own, so 30 hosts connect together, not in waves of 8
+        handshakes: dict[tuple[str, int], asyncio.Semaphore] = {}
         for h in config.ssh:
-            self._hosts[h.host] = h.open(handshakes)
+            self._hosts[h.host] = h.open(handshakes.setdefault((h.address, h.port), asyncio.Semaphore(8)))
         self._tokens: dict[str, CancelToken] = {}
         self._plan: WatchPlan | None = None
         self._generation = 0  # a refresh makes reports of probes begun before it stale

@@ -31,7 +31,7 @@ from obstop.controller.metrics import NULL, Metrics
 from obstop.controller.states.subtask import BACKWARD, SKIPPED, Operation, SubtaskStatus
 from obstop.controller.states.task import TaskStatus
 from obstop.controller.steps.run import ServerFacts, StepRun
-from obstop.controller.store import Claimed, FinishRequest, LeaseLost, Store
+from obstop.controller.store import Claimed, ClaimRequest, FinishRequest, Handoff, LeaseLost, Store
 from obstop.controller.store.db import store_failure
 
 log = logging.getLogger("obstop.engine")
@@ -128,6 +128,9 @@ class Engine:
         self._tg: asyncio.TaskGroup | None = None
         self.on_task_end: Callable[[int], None] | None = None  # told the cluster of a task that ended
         self.writer = Writer(store)
+        self.writer.claimer = self._claim_request  # the next stage is claimed with the finishes
+        self.writer.on_handoff = self._on_handoff
+        self._saturated = False  # the last claim took as many as it could: a freed slot may take more
         self.sink = _Sink(store, self.writer)
         self.started = asyncio.Event()
         self.metrics: Metrics = NULL
@@ -189,6 +192,7 @@ class Engine:
                 )
                 for claimed in claimed_now:
                     self._start(tg, claimed)
+                self._saturated = bool(claimed_now) and len(claimed_now) == free
                 if claimed_now and len(claimed_now) == free:
                     continue
                 await self._sleep(stopping, max(0.0, next_reclaim - time.monotonic()))
@@ -331,16 +335,8 @@ class Engine:
                 log.warning("%s", exc)
                 return
             self.metrics.subtask_finished(claimed.name, ok, time.monotonic() - began)
-            if done.promoted:
-                self.wake()
             if done.task_status is not None and done.task_status != TaskStatus.RUNNING:
-                log.info("task %s %s", done.task_id, done.task_status)
-                self._tasks.pop(done.task_id, None)  # read again if it is retried
-                self.sink.forget(done.task_id)
-                if self.on_task_end is not None:
-                    self.on_task_end(facts.cluster_id)
-                if event := self._task_events.pop(done.task_id, None):
-                    event.set()  # every waiter holds this event; the next wait makes a new one
+                self._task_ended(done.task_id, done.task_status, facts.cluster_id)
             if not ok:
                 log.warning(
                     "subtask %s (%s) of task %s failed: %s", claimed.id, claimed.name, claimed.task_id, line
@@ -348,7 +344,38 @@ class Engine:
         finally:
             self._running.pop(claimed.id, None)
             self._steps.pop(claimed.id, None)
-            self.wake()  # a slot is free: READY subtasks beyond max_concurrency may be waiting for it
+            if self._saturated:
+                self.wake()  # a slot is free: READY subtasks beyond max_concurrency may be waiting for it
+
+    def _task_ended(self, task_id: int, status: TaskStatus, cluster_id: int) -> None:
+        log.info("task %s %s", task_id, status)
+        self._tasks.pop(task_id, None)  # read again if it is retried
+        self.sink.forget(task_id)
+        if self.on_task_end is not None:
+            self.on_task_end(cluster_id)
+        if event := self._task_events.pop(task_id, None):
+            event.set()  # every waiter holds this event; the next wait makes a new one
+
+    def _claim_request(self) -> ClaimRequest | None:
+        free = self.max_concurrency - len(self._running)
+        return ClaimRequest(self.owner, self.lease, free) if self._tg is not None and free > 0 else None
+
+    def _on_handoff(self, handoff: Handoff | None, promoted: bool) -> None:
+        """The writer committed finishes; what their transaction claimed runs now (the Wait nodes it
+        finished there are counted). Anything promoted and left unclaimed wakes the claim loop."""
+        if handoff is not None:
+            self._saturated = handoff.saturated
+            for claimed in handoff.claimed:
+                if self._tg is None:  # shutting down: it stays RUNNING under our lease, resumed next start
+                    break
+                self._start(self._tg, claimed)
+            for claimed, done in handoff.waited:
+                self.metrics.subtask_finished(claimed.name, True, 0.0)
+                facts = self._tasks.get(done.task_id)
+                if done.task_status not in (None, TaskStatus.RUNNING) and facts is not None:
+                    self._task_ended(done.task_id, TaskStatus(done.task_status), facts.cluster_id)
+        if promoted and (handoff is None or handoff.saturated):
+            self.wake()
 
     async def _outcome(self, claimed: Claimed, run: StepRun, entry: _Running) -> tuple[bool, str]:
         """Run the step (or not: a skip, a cancel found on resume); (ok, the line that closes its log)."""

@@ -13,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from obstop.controller.store import Finished, FinishRequest, LeaseLost, Store
+from obstop.controller.store import ClaimRequest, Finished, FinishRequest, Handoff, LeaseLost, Store
 from obstop.controller.store.models import now
 
 log = logging.getLogger("obstop.writer")
+
+Claimer = Callable[[], ClaimRequest | None]  # what the finishing transaction may claim for the engine
+OnHandoff = Callable[[Handoff | None, bool], None]  # (what was claimed, whether anything was promoted)
 
 
 @dataclass
@@ -41,6 +45,8 @@ class Writer:
         self.log_interval = log_interval
         self._pending = _Batch()
         self._kick = asyncio.Event()
+        self.claimer: Claimer | None = None  # set by the engine: the next stage claimed with the finishes
+        self.on_handoff: OnHandoff | None = None
 
     def log(self, subtask_id: int, line: str) -> None:
         self._pending.logs.append((subtask_id, now(), line))
@@ -80,8 +86,9 @@ class Writer:
     async def _commit(self, batch: _Batch) -> None:
         started = time.monotonic()
         try:
-            finished, recorded = await self.store.finishes.write_batch(
-                batch.logs, [r for r, _ in batch.finishes], [b for b, _ in batch.begins]
+            claim = self.claimer() if self.claimer is not None and batch.finishes else None
+            written = await self.store.finishes.write_batch(
+                batch.logs, [r for r, _ in batch.finishes], [b for b, _ in batch.begins], claim
             )
         except Exception as exc:
             futures: list[asyncio.Future[Any]] = [f for _, f in batch.finishes] + [f for _, f in batch.begins]
@@ -96,6 +103,10 @@ class Writer:
             len(batch.logs),
             (time.monotonic() - started) * 1000,
         )
+        finished, recorded = written.outcomes, written.recorded
+        if self.on_handoff is not None and batch.finishes:  # before the finishers hear: the next stage runs
+            promoted = any(isinstance(o, Finished) and o.promoted for o in finished)
+            self.on_handoff(written.handoff, promoted)
         # a caller cancelled meanwhile (step timeout, drain) has a done future; its outcome is committed
         for (_, fut), outcome in zip(batch.finishes, finished, strict=True):
             if fut.done():

@@ -5,7 +5,8 @@
     clusters    the inventory synced in; clusters, zones and servers read back
     tasks       a task's DAG stored in one transaction; tasks read back
     leases      claims as leases, reclaim after a restart, renewal
-    finish      the group commit of finishes (with their status moves), logs and command records
+    finish      finishes with their status moves, promotions and task statuses
+    batch       the group commit: logs, command records, finishes, the next stage claimed with them
     operations  what an operator does to a task (retry, ...)
     commands    command records and marks
     audit       the audit trail: every call that changed something
@@ -18,10 +19,11 @@ nothing of them.
 from __future__ import annotations
 
 from obstop.controller.store.audit import Audit
+from obstop.controller.store.batch import ClaimRequest, Finishes, Handoff
 from obstop.controller.store.clusters import Clusters
 from obstop.controller.store.commands import Commands
 from obstop.controller.store.db import Database
-from obstop.controller.store.finish import Finished, Finishes, FinishRequest, LeaseLost
+from obstop.controller.store.finish import Finished, FinishRequest, LeaseLost
 from obstop.controller.store.leases import Claimed, Leases
 from obstop.controller.store.operations import Operations
 from obstop.controller.store.tasks import NodeLike, Tasks
@@ -56,4 +58,13 @@ class Store:
         await self.db.close()
 
 
-__all__ = ["Claimed", "FinishRequest", "Finished", "LeaseLost", "NodeLike", "Store"]
+__all__ = [
+    "ClaimRequest",
+    "Claimed",
+    "FinishRequest",
+    "Finished",
+    "Handoff",
+    "LeaseLost",
+    "NodeLike",
+    "Store",
+]

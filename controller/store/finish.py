@@ -38,8 +38,6 @@ from obstop.controller.states.subtask import (
     SubtaskStatus,
 )
 from obstop.controller.states.task import TaskOperation, TaskStatus
-from obstop.controller.store import commands
-from obstop.controller.store.db import Database
 from obstop.controller.store.leases import stamp
 from obstop.controller.store.models import (
     Cluster,
@@ -87,26 +85,6 @@ class LeaseLost(Exception):
     """The subtask is no longer RUNNING under our lease (another controller, or an operator, moved it)."""
 
 
-class Finishes:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def write_batch(
-        self,
-        logs: Sequence[tuple[int, datetime, str]],
-        finishes: Sequence[FinishRequest],
-        begins: Sequence[commands.Begin],
-    ) -> tuple[list[Finished | LeaseLost], dict[str, dict[str, Any] | None]]:
-        async with self.db.tx() as s:
-            if logs:
-                await s.execute(
-                    sa.insert(SubtaskLog), [{"subtask_id": i, "at": at, "line": ln} for i, at, ln in logs]
-                )
-            recorded = await commands.begin(s, begins) if begins else {}
-            outcomes = await _finish(s, finishes) if finishes else []
-        return outcomes, recorded
-
-
 @dataclass(frozen=True)
 class _Ended:
     task_id: int
@@ -115,7 +93,8 @@ class _Ended:
     edge: tuple[SubtaskStatus, SubtaskStatus]
 
 
-async def _finish(s: AsyncSession, reqs: Sequence[FinishRequest]) -> list[Finished | LeaseLost]:
+async def finish_in(s: AsyncSession, reqs: Sequence[FinishRequest]) -> list[Finished | LeaseLost]:
+    """The finishes, with their effects, in the caller's transaction; an outcome per request, in order."""
     t0 = now()
     current = await _current_statuses(s, reqs)
     # a success whose status moves are illegal becomes a failure saying why (nothing moves)
@@ -208,6 +187,7 @@ async def _end_subtasks(s: AsyncSession, reqs: Sequence[FinishRequest], t0: date
         finish = None if edge == ROLLED_BACK else t0
         rows = await s.execute(
             sa.update(Subtask)
+            .execution_options(synchronize_session=False)
             .where(Subtask.id.in_(ids), Subtask.status == frm, Subtask.lease_owner.in_(owners))
             .values(status=to, finish_time=finish, lease_owner=None, lease_expires=None, **extra)
             .returning(Subtask.id, Subtask.task_id, Subtask.downstreams, Subtask.upstreams)
@@ -265,6 +245,7 @@ async def _apply_moves(
         allowed = machine.sources(machine.states(wanted))  # compare-and-set: checked above, guarded here
         await s.execute(
             sa.update(model)
+            .execution_options(synchronize_session=False)
             .where(model.id.in_(ids), model.status.in_(list(allowed)))
             .values(status=wanted, updated_at=t0)
         )
@@ -288,6 +269,7 @@ async def _promote(
     frm, to = PROMOTE
     rows = await s.execute(
         sa.update(Subtask)
+        .execution_options(synchronize_session=False)
         .where(Subtask.id.in_(list(pending)), Subtask.waiting <= 0, Subtask.status == frm)
         .values(status=to)
         .returning(Subtask.id, Subtask.task_id)
@@ -325,6 +307,7 @@ async def promote_rollback(
     for frm, to in (UNDO, UNDO_FAILED):
         rows = await s.execute(
             sa.update(Subtask)
+            .execution_options(synchronize_session=False)
             .where(
                 Subtask.id.in_(list(ids)),
                 Subtask.waiting <= 0,
@@ -386,6 +369,11 @@ async def derive_task(s: AsyncSession, task_id: int, t0: datetime) -> TaskStatus
     values: dict[str, Any] = {"status": new, "finish_time": t0 if new != TaskStatus.RUNNING else None}
     if new is not TaskStatus.RUNNING:
         values["holds_cluster"] = None  # ended: the cluster is free (a retry or rollback takes it again)
-    await s.execute(sa.update(Task).where(Task.id == task_id, Task.status == old).values(**values))
+    await s.execute(
+        sa.update(Task)
+        .execution_options(synchronize_session=False)
+        .where(Task.id == task_id, Task.status == old)
+        .values(**values)
+    )
     await s.execute(sa.insert(HistoryEvent), [history(task_id, "task", task_id, old, new, t0)])
     return new

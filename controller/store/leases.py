@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from obstop.controller.states.subtask import CLAIM, MACHINE, SubtaskStatus
 from obstop.controller.store.db import Database
@@ -66,60 +67,33 @@ def separator(t: datetime, run_time: int, operation: str) -> str:
     return f"==================== {stamp(t)} run {run_time} ({operation}) ===================="
 
 
+def db_now(is_sqlite: bool) -> Any:
+    """The database's clock, in UTC like the columns (SQLite: this host's, the only one writing)."""
+    if is_sqlite:
+        return now()
+    return sa.func.timezone("UTC", sa.func.now())
+
+
+def expiry(is_sqlite: bool, lease: float) -> Any:
+    """A lease taken now ends lease seconds from now, on the database's clock."""
+    if is_sqlite:
+        return now() + timedelta(seconds=lease)
+    return db_now(is_sqlite) + sa.literal(timedelta(seconds=lease), sa.Interval())
+
+
 class Leases:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def _now(self) -> Any:
-        """The database's clock, in UTC like the columns (SQLite: this host's, the only one writing)."""
-        if self.db.is_sqlite:
-            return now()
-        return sa.func.timezone("UTC", sa.func.now())
+        return db_now(self.db.is_sqlite)
 
     def _expiry(self, lease: float) -> Any:
-        if self.db.is_sqlite:
-            return now() + timedelta(seconds=lease)
-        return self._now() + sa.literal(timedelta(seconds=lease), sa.Interval())
+        return expiry(self.db.is_sqlite, lease)
 
     async def claim_ready(self, owner: str, lease: float, limit: int) -> list[Claimed]:
-        frm, to = CLAIM
-        t0 = now()
         async with self.db.tx() as s:
-            ids = sa.select(Subtask.id).where(Subtask.status == frm).order_by(Subtask.id).limit(limit)
-            if not self.db.is_sqlite:
-                ids = ids.with_for_update(skip_locked=True)
-            rows = (
-                await s.execute(
-                    sa.update(Subtask)
-                    .where(Subtask.id.in_(ids.scalar_subquery()), Subtask.status == frm)
-                    .values(
-                        status=to,
-                        run_time=Subtask.run_time + 1,
-                        start_time=t0,
-                        finish_time=None,
-                        lease_owner=owner,
-                        lease_expires=self._expiry(lease),
-                    )
-                    .returning(*_COLUMNS)
-                )
-            ).all()
-            claimed = [Claimed(**r._asdict()) for r in rows]
-            if claimed:
-                await s.execute(
-                    sa.insert(HistoryEvent),
-                    [
-                        history(c.task_id, "subtask", c.id, frm, to, t0, f"run {c.run_time} by {owner}", c.id)
-                        for c in claimed
-                    ],
-                )
-                await s.execute(
-                    sa.insert(cast(sa.Table, SubtaskLog.__table__)),
-                    [
-                        {"subtask_id": c.id, "at": t0, "line": separator(t0, c.run_time, c.operation)}
-                        for c in claimed
-                    ],
-                )
-        return claimed
+            return await claim_in(s, self.db.is_sqlite, owner, lease, limit)
 
     async def reclaim(
         self, owner: str, lease: float, running: Sequence[int] = (), *, ours: bool = True
@@ -147,6 +121,7 @@ class Leases:
             rows = (
                 await s.execute(
                     sa.update(Subtask)
+                    .execution_options(synchronize_session=False)
                     .where(Subtask.id.in_(taken.scalar_subquery()))
                     .values(lease_owner=owner, lease_expires=self._expiry(lease))
                     .returning(*_COLUMNS)
@@ -181,6 +156,7 @@ class Leases:
         async with self.db.tx() as s:
             kept = await s.scalars(
                 sa.update(Subtask)
+                .execution_options(synchronize_session=False)
                 .where(
                     Subtask.id.in_(list(ids)),
                     Subtask.lease_owner == owner,
@@ -196,3 +172,43 @@ class Leases:
                 )
             )
             return Renewed(list(found.all()), [i for i in ids if i not in held])
+
+
+async def claim_in(s: AsyncSession, is_sqlite: bool, owner: str, lease: float, limit: int) -> list[Claimed]:
+    """READY -> RUNNING under owner's lease, up to limit subtasks, in the caller's transaction (the
+    engine's own claims, and those made in the transaction of the finishes that promoted them)."""
+    frm, to = CLAIM
+    t0 = now()
+    ids = sa.select(Subtask.id).where(Subtask.status == frm).order_by(Subtask.id).limit(limit)
+    if not is_sqlite:
+        ids = ids.with_for_update(skip_locked=True)
+    rows = (
+        await s.execute(
+            sa.update(Subtask)
+            .execution_options(synchronize_session=False)
+            .where(Subtask.id.in_(ids.scalar_subquery()), Subtask.status == frm)
+            .values(
+                status=to,
+                run_time=Subtask.run_time + 1,
+                start_time=t0,
+                finish_time=None,
+                lease_owner=owner,
+                lease_expires=expiry(is_sqlite, lease),
+            )
+            .returning(*_COLUMNS)
+        )
+    ).all()
+    claimed = [Claimed(**r._asdict()) for r in rows]
+    if claimed:
+        await s.execute(
+            sa.insert(HistoryEvent),
+            [
+                history(c.task_id, "subtask", c.id, frm, to, t0, f"run {c.run_time} by {owner}", c.id)
+                for c in claimed
+            ],
+        )
+        await s.execute(
+            sa.insert(cast(sa.Table, SubtaskLog.__table__)),
+            [{"subtask_id": c.id, "at": t0, "line": separator(t0, c.run_time, c.operation)} for c in claimed],
+        )
+    return claimed

@@ -46,6 +46,10 @@ SORTABLE: dict[str, Any] = {
 }
 
 
+class Rehearsed(Exception):
+    """A rehearsed create was rolled back, as asked."""
+
+
 class Tasks:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -58,10 +62,14 @@ class Tasks:
         context: dict[str, Any],
         nodes: Sequence[NodeLike],
         require: frozenset[str],
+        *,
+        rehearse: bool = False,
     ) -> tuple[Task, Cluster, list[SimpleNamespace]]:
         """Store a task and its DAG in one transaction; the task holds the cluster until it ends.
 
         Answers the task, its cluster and its subtasks as inserted (the answer needs no read-back).
+        rehearse: run every statement, then roll it all back (raises Rehearsed): the controller does so
+        at start, so the first real call finds its statements compiled.
         """
         try:
             async with self.db.tx() as s:
@@ -98,6 +106,8 @@ class Tasks:
                     sa.insert(HistoryEvent),
                     [history(t.id, "task", t.id, None, TaskStatus.RUNNING, t0, f"created by {creator[1]}")],
                 )
+                if rehearse:
+                    raise Rehearsed
                 return t, cluster, [SimpleNamespace(**r) for r in rows]
         except sa.exc.IntegrityError as exc:
             raise ClusterOpsNotAllowed(f"cluster {cluster_id} is already held by another task") from exc
