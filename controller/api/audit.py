@@ -23,6 +23,7 @@ from obstop.controller.api.gate import READS
 from obstop.controller.auth import Caller
 from obstop.controller.config import Role
 from obstop.controller.store.audit import MAX_BODY, Audit, AuditEntry, Call
+from obstop.controller.store.db import store_cause, store_failure
 
 log = logging.getLogger("obstop.audit")
 router = APIRouter(tags=["audit"])
@@ -80,10 +81,12 @@ class AuditTrail:
             log.info("%s %s by %s from %s -> %d", call.method, call.path, call.user, call.client, status)
             try:
                 await self.audit.record(call)
-            except Exception:  # the operation has happened: its answer still goes out, loudly logged
-                log.exception(
-                    "could not record %s %s by %s in the audit trail", call.method, call.path, call.user
-                )
+            except Exception as exc:  # the operation has happened: its answer still goes out, loudly logged
+                what = f"could not record {call.method} {call.path} by {call.user} in the audit trail"
+                if store_failure(exc):
+                    log.error("%s: the store did not answer: %s", what, store_cause(exc))
+                else:
+                    log.exception("%s", what)
 
         async def send_recorded(message: Message) -> None:
             if message["type"] == "http.response.start" and not recorded:

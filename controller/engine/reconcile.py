@@ -21,6 +21,7 @@ from obstop.agent.protocol import ObserverState, ObserverStatus, ObserverTarget
 from obstop.controller.dispatch import Router, WatchPlan
 from obstop.controller.states.server import ServerStatus
 from obstop.controller.store import Store
+from obstop.controller.store.db import store_cause, store_failure
 
 log = logging.getLogger("obstop.reconcile")
 
@@ -104,8 +105,11 @@ class Reconciler:
             settle, self._settle = self._settle, set()
             try:
                 moves = await self.store.clusters.reconcile(observed, settle)
-            except Exception:
-                log.exception("reconciling statuses failed; trying again with the next report")
+            except Exception as exc:
+                if not store_failure(exc):
+                    log.exception("reconciling statuses failed; trying again with the next report")
+                else:  # the database is away: said in one line, the reports kept for when it is back
+                    log.warning("reconciling statuses: the store did not answer: %s", store_cause(exc))
                 self._observed = {**observed, **self._observed}
                 self._settle |= settle
                 continue

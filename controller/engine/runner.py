@@ -24,7 +24,6 @@ from typing import Any
 
 import structlog
 
-from obstop.agent.tomlconf import one_line
 from obstop.controller.engine.writer import Writer
 from obstop.controller.errors import StepFailed
 from obstop.controller.metrics import NULL, Metrics
@@ -32,7 +31,7 @@ from obstop.controller.states.subtask import BACKWARD, SKIPPED, Operation, Subta
 from obstop.controller.states.task import TaskStatus
 from obstop.controller.steps.run import ServerFacts, StepRun
 from obstop.controller.store import Claimed, ClaimRequest, FinishRequest, Handoff, LeaseLost, Store
-from obstop.controller.store.db import store_failure
+from obstop.controller.store.db import store_cause, store_failure
 
 log = logging.getLogger("obstop.engine")
 
@@ -406,6 +405,6 @@ class Engine:
             if not store_failure(exc):
                 log.exception("subtask %s (%s) crashed", claimed.id, claimed.name)
                 return False, f"internal error: {exc!r}"
-            cause = one_line(getattr(exc, "orig", None) or exc)  # the driver's words, not the SQL
+            cause = store_cause(exc)
             log.warning("subtask %s (%s): the store did not answer: %s", claimed.id, claimed.name, cause)
             return False, f"the store did not answer: {cause}"

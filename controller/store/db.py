@@ -53,6 +53,12 @@ def store_failure(exc: BaseException) -> bool:
     )
 
 
+def store_cause(exc: BaseException) -> str:
+    """A store failure in one line: the driver's words, not the SQL."""
+    cause = getattr(exc, "orig", None) or exc
+    return " ".join(str(cause).split())[:300] or type(cause).__name__
+
+
 def rows(result: Any) -> int:
     """How many rows an UPDATE or DELETE touched (a compare-and-set that touched none lost)."""
     return int(cast(sa.CursorResult[Any], result).rowcount)

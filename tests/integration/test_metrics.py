@@ -44,7 +44,8 @@ async def test_metrics_during_and_after_a_stop(fleets: Fleets) -> None:
         for name, count in (("Stop observer process", 2), ("Prepare stop cluster", 1), ("Wait node", 4)):
             labels = {"name": name, "outcome": "ok"}
             assert value(after, "obstop_subtask_duration_seconds_count", **labels) == count, name
-            assert value(after, "obstop_subtask_duration_seconds_sum", **labels) > 0
+            if name != "Wait node":  # a Wait node is finished in the transaction that readies it: 0 s
+                assert value(after, "obstop_subtask_duration_seconds_sum", **labels) > 0
         for h in fleet.hosts:
             assert value(after, "obstop_agent_up", agent=h.host) == 1
         for kind in ("stop_observer", "probe_observer"):
