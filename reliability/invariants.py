@@ -140,10 +140,13 @@ def daemons(trial: Trial) -> list[str]:
 
 
 # a request the API was answering when the controller exited (its store lost), cancelled under uvicorn:
-# counted apart, as RESULTS.md's finding 5 says (the one traceback left; not a failure of the stop)
+# counted apart, as RESULTS.md's finding 5 says (the one traceback left; not a failure of the stop).
+# Python may print it chained to the StoreLost the daemon was raising when the request was cancelled.
 CANCELLED_REQUEST = re.compile(
-    r"Exception in ASGI application\nTraceback \(most recent call last\):\n(?:[ \t].*\n)*"
-    r"asyncio\.exceptions\.CancelledError$",
+    r"Exception in ASGI application\n"
+    r"(?:Traceback \(most recent call last\):\n(?:[ \t].*\n)*obstop\.controller\.errors\.StoreLost: .*\n"
+    r"\nDuring handling of the above exception, another exception occurred:\n\n)?"
+    r"Traceback \(most recent call last\):\n(?:[ \t].*\n)*asyncio\.exceptions\.CancelledError$",
     re.M,
 )
 
@@ -156,8 +159,11 @@ def tracebacks(trial: Trial) -> list[str]:
             text = log.read_text(errors="replace")
         except OSError:
             continue
-        known = len(CANCELLED_REQUEST.findall(text))
-        n = text.count("Traceback (most recent call last)") - known
+        cancelled = [m.group(0) for m in CANCELLED_REQUEST.finditer(text)]
+        known = len(cancelled)
+        n = text.count("Traceback (most recent call last)") - sum(
+            c.count("Traceback (most recent call last)") for c in cancelled
+        )
         if n:
             out.append(f"{n} traceback(s) in {log.name} of {log.parent.name}")
         if known:

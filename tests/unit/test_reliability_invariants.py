@@ -43,3 +43,25 @@ def test_a_sigterm_no_command_marked_counts(tmp_path: Path) -> None:
 def test_a_signal_after_its_subtask_run_ended_counts(tmp_path: Path) -> None:
     (found,) = signals(host(tmp_path, 1, [(CMD, "SIGTERM:42:1.5", 107.0)]), {(1, 2, 1): 100.0})
     assert "7.0s after its subtask run ended" in found
+
+
+FRAME = '  File "x.py", line 1, in f\n    f()\n'
+CANCELLED = "Traceback (most recent call last):\n" + FRAME + "asyncio.exceptions.CancelledError\n"
+
+
+def known_tracebacks(text: str) -> int:
+    from reliability.invariants import CANCELLED_REQUEST
+
+    return sum(m.group(0).count("Traceback (most") for m in CANCELLED_REQUEST.finditer(text))
+
+
+def test_a_request_cancelled_at_the_exit_is_known_alone_or_chained_to_the_store_loss() -> None:
+    alone = "Exception in ASGI application\n" + CANCELLED
+    chained = (
+        "Exception in ASGI application\nTraceback (most recent call last):\n" + FRAME
+        + "obstop.controller.errors.StoreLost: the store stopped answering\n\n"
+        "During handling of the above exception, another exception occurred:\n\n" + CANCELLED
+    )  # fmt: skip
+    assert known_tracebacks(alone) == 1 and known_tracebacks(chained) == 2
+    other = chained.replace("obstop.controller.errors.StoreLost", "KeyError")  # a real bug stays counted
+    assert known_tracebacks(other) == 0
