@@ -18,10 +18,14 @@ def _ip(n: int) -> str:
     return f"127.{10 + (n // 62500) % 200}.{(n // 250) % 250 + 1}.{n % 250 + 1}"
 
 
-def fresh_ip() -> str:
-    """A loopback address no other fake of this test run has used (and, keyed by the pid, most likely
-    none of another test run on this machine: `free_block` always starts at 127.0.0.11)."""
-    return _ip(next(_ips))
+def fresh_ip(ports: tuple[int, ...] = (2881, 2882)) -> str:
+    """A loopback address no other fake of this test run has used (keyed by the pid, most likely none of
+    another test run on this machine either: `free_block` always starts at 127.0.0.11) with `ports` free
+    (a process another run left behind may hold them)."""
+    while True:
+        ip = _ip(next(_ips))
+        if all(bindable(ip, p) for p in ports):
+            return ip
 
 
 def fresh_block(count: int, ports: tuple[int, ...] = (2881, 2882)) -> str:
@@ -60,7 +64,7 @@ class Fakes:
         """A fake observer listening on ip's SQL and RPC ports, and its pid once it is ready."""
         fake = FakeObserver(
             home or self.home(),
-            ip or fresh_ip(),
+            ip or fresh_ip(ports),
             sql_port=ports[0],
             rpc_port=ports[1],
             misbehave=list(misbehave),

@@ -74,12 +74,13 @@ def processes_under(root: Path) -> list[int]:
 
 
 def kill_tree_under(root: Path) -> None:
-    """SIGKILL any process whose cwd is under root (fake observers and their children left by a test)."""
+    """SIGKILL any process whose cwd or program is under root (fake observers and their children left by
+    a test; one that left its home on SIGTERM is still found by its program's path)."""
     prefix = str(root.resolve())
     killed = []
     for proc in psutil.process_iter():
         try:
-            if proc.cwd().startswith(prefix):
+            if proc.cwd().startswith(prefix) or any(a.startswith(prefix) for a in proc.cmdline()[:2]):
                 proc.send_signal(signal.SIGKILL)
                 killed.append(proc.pid)
         except psutil.Error:
