@@ -246,7 +246,8 @@ class Engine:
             try:
                 answer = await self.store.leases.renew(self.owner, list(self._running), self.lease)
             except Exception as exc:
-                log.warning("could not renew the leases of %d subtask(s): %r", len(self._running), exc)
+                cause = store_cause(exc) if store_failure(exc) else repr(exc)
+                log.warning("could not renew the leases of %d subtask(s): %s", len(self._running), cause)
                 if time.monotonic() - renewed >= self.lease:  # another controller may hold them by now
                     for sid in list(self._steps):
                         self._lose(sid, "its lease could not be renewed for the lease time")
