@@ -1,6 +1,7 @@
 """A 3-node NATS cluster (JetStream, an MQTT listener per node) of the trial's own, on free loopback
-ports: R3's variant where one node of a clustered broker is killed and started again. Clients take the
-nodes' URLs as `[mqtt] urls`, each list starting at another node."""
+ports: R3's variant where one node of a clustered broker is killed and started again, and the tests'
+cluster (tests/e2e/test_nats_cluster.py). Clients take the nodes' URLs as `[mqtt] urls`, each list
+starting at another node."""
 
 from __future__ import annotations
 
@@ -45,9 +46,13 @@ class NatsCluster:
             self.confs.append(conf)
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
 
+    def url(self, node: int) -> str:
+        return f"mqtt://127.0.0.1:{self.mqtt_ports[node]}"
+
     def urls(self, first: int = 0) -> list[str]:
+        """Every node's MQTT URL, starting at node `first` (clients spread over the nodes)."""
         n = len(self.mqtt_ports)
-        return [f"mqtt://127.0.0.1:{self.mqtt_ports[(first + k) % n]}" for k in range(n)]
+        return [self.url((first + k) % n) for k in range(n)]
 
     def start_node(self, i: int) -> None:
         binary = nats_server()

@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import unicodedata
 import uuid
 from collections import OrderedDict
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,50 +56,19 @@ from obstop.agent.protocol import (
 from obstop.agent.signing import AgentKeys, load_private, sign
 from obstop.controller.config import ControllerConfig
 from obstop.controller.dispatch import Log, WatchPlan
+from obstop.controller.dispatch.agent_words import PROGRESS_TOTAL, Waiter, clean, clean_probe
 from obstop.controller.errors import ConfigError, StepFailed
 from obstop.controller.metrics import NULL, Metrics
 
 logger = logging.getLogger("obstop.mqtt")
 
-MAX_TEXT = 300  # characters of an agent's text (progress, reasons) that reach a log
-PROGRESS_BURST, PROGRESS_PER_SECOND, PROGRESS_TOTAL = 10, 2.0, 100  # per command
 MAX_PRESENCE = 10_000  # agents whose presence is remembered (topics name any id a client likes)
-
-
-def clean(text: str, limit: int = MAX_TEXT) -> str:
-    """An agent's text, fit for a log line and a terminal: no control or format characters, bounded."""
-    out = "".join("?" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text[: limit + 1])
-    return out if len(out) <= limit else out[:limit] + "..."
 
 
 @dataclass
 class _Seen:
     state: Presence
     since: datetime
-
-
-@dataclass
-class _Waiter:
-    """A command sent and not yet answered: what an answer must match."""
-
-    agent_id: str
-    digest: str
-    issued_at: datetime
-    events: asyncio.Queue[AnyEvent] = field(default_factory=asyncio.Queue)
-    progress: int = 0
-    tokens: float = PROGRESS_BURST
-    refilled: float = field(default_factory=time.monotonic)
-
-    def take_progress(self) -> bool:
-        """Whether one more progress line may be logged (a hostile agent cannot flood the log)."""
-        now = time.monotonic()
-        self.tokens = min(PROGRESS_BURST, self.tokens + (now - self.refilled) * PROGRESS_PER_SECOND)
-        self.refilled = now
-        self.progress += 1
-        if self.tokens < 1 or self.progress > PROGRESS_TOTAL:
-            return False
-        self.tokens -= 1
-        return True
 
 
 class MqttDispatcher:
@@ -128,7 +96,7 @@ class MqttDispatcher:
             subscriptions=[f"{root}/+/events", f"{root}/+/presence"],
             on_message=self._on_message,
         )
-        self._waiters: dict[str, _Waiter] = {}
+        self._waiters: dict[str, Waiter] = {}
         self._presence: OrderedDict[str, _Seen] = OrderedDict()
         self._refused: dict[str, str] = {}  # agent -> the last reason one of its events was refused
         self._plan: WatchPlan | None = None
@@ -341,7 +309,7 @@ class MqttDispatcher:
         )
         if result.probe is None:
             raise StepFailed(f"agent answered command {command_id} without a probe report")
-        return _clean_probe(result.probe)
+        return clean_probe(result.probe)
 
     async def stop(
         self, command_id: str, target: ObserverTarget, options: StopOptions, log: Log, deadline: float
@@ -358,7 +326,7 @@ class MqttDispatcher:
             raise StepFailed(f"agent answered command {command_id} without a stop report")
         report = result.stop
         return report.model_copy(
-            update={"reason": report.reason and clean(report.reason), "probe": _clean_probe(report.probe)}
+            update={"reason": report.reason and clean(report.reason), "probe": clean_probe(report.probe)}
         )
 
     async def start(
@@ -406,7 +374,7 @@ class MqttDispatcher:
         ttl = max(1.0, min(self.config.signing.command_ttl_seconds, deadline - time.monotonic()))
         command = sign(new_command(agent_id, kind, args, command_id=command_id, ttl=ttl), self.key)
         payload = command.model_dump_json()
-        waiter = self._waiters[command_id] = _Waiter(agent_id, command.digest(), command.issued_at)
+        waiter = self._waiters[command_id] = Waiter(agent_id, command.digest(), command.issued_at)
         resend = self.config.stop.resend_interval
         sends = 0
         began, outcome = time.monotonic(), "no_answer"
@@ -462,7 +430,3 @@ class MqttDispatcher:
 
     async def close(self) -> None:
         return None
-
-
-def _clean_probe(report: ProbeReport) -> ProbeReport:
-    return report.model_copy(update={"reason": report.reason and clean(report.reason)})

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from obstop.fakes.net import free_port
+from reliability.nats import NatsCluster, nats_server
 from tests.support.controller import amend_config
 from tests.support.controller_process import ControllerProcess
 from tests.support.fleet import Fleets, agent_log, observer_log, wait_for
-from tests.support.nats import NatsCluster, nats_server
 from tests.support.processes import alive
 
 pytestmark = pytest.mark.skipif(nats_server() is None, reason="nats-server is not installed")
