@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ from obstop.controller.steps.plan import Planner
 from obstop.controller.store import Store
 from obstop.controller.store.commands import Commands
 from obstop.controller.store.db import store_failure
+
+GC_YOUNG = 5000  # allocations between passes of the youngest generation (CPython's default: 700)
 
 log = logging.getLogger("obstop.controller")
 
@@ -152,10 +155,22 @@ async def build(config: ControllerConfig) -> Parts:
     return Parts(config, store, router, engine, service, app, reconciler)
 
 
+def settle_heap() -> None:
+    """What start-up made (modules, compiled SQL, schemas, the inventory) lives as long as the daemon: it
+    is moved out of the collector's sight, so a full collection walks only what the daemon made since.
+    Measured at 1,000 servers: 8 full collections of 90-160 ms each during one stop before, one of them
+    in the first stop call. Young objects are collected less often too (a stop makes many short-lived
+    ones; each pass of the youngest generation has a fixed cost)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, 20, 20)
+
+
 async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """The controller until stopping is set; `ready` is set once the API listens."""
     parts = await build(config)
     await parts.service.warm_up()  # the first stop call after a start finds its SQL compiled
+    settle_heap()
     host, port = config.api.host_port
     api = config.api
     server = _Server(

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
+
 from obstop.controller.store.models import Cluster, Server, Task, Zone
 
 
@@ -108,32 +110,6 @@ def subtask_view(s: SubtaskFields) -> dict[str, Any]:
     }
 
 
-class BriefFields(Protocol):
-    """What the task list shows of each subtask."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def description(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def operation(self) -> str: ...
-
-
-def subtask_brief(s: BriefFields) -> dict[str, Any]:
-    """A subtask as OCP's task list shows it under each task."""
-    return {
-        "id": s.id,
-        "name": s.name,
-        "description": s.description,
-        "status": s.status,
-        "operation": s.operation,
-    }
-
-
 def _prohibits_rollback(ctx: dict[str, Any]) -> bool:
     value = ctx.get("stringMap", {}).get("prohibit_rollback", ctx.get("prohibit_rollback", "false"))
     return str(value).lower() == "true"
@@ -143,9 +119,10 @@ def task_view(
     t: Task,
     cluster: Cluster | None,
     subtasks: Sequence[SubtaskFields] | None,
-    brief: Sequence[BriefFields] | None = None,
+    brief: bytes | None = None,
 ) -> dict[str, Any]:
-    """One task: its subtasks in full under `tasks` (the detail), or in brief under `subtasks` (the list)."""
+    """One task: its subtasks in full under `tasks` (the detail), or in brief under `subtasks` (the list:
+    a JSON array of {id, name, description, status, operation}, as the store wrote it)."""
     out: dict[str, Any] = {
         "id": t.id,
         "name": t.name,
@@ -168,7 +145,7 @@ def task_view(
     if subtasks is not None:
         out["tasks"] = [subtask_view(s) for s in subtasks]
     if brief is not None:
-        out["subtasks"] = [subtask_brief(s) for s in brief]
+        out["subtasks"] = orjson.Fragment(brief)
     return out
 
 
