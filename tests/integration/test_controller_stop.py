@@ -95,6 +95,12 @@ async def test_fan_out_for_three_zones_of_two_servers(tmp_path: Path, fakes: Fak
         stops = [s for s in task["tasks"] if s["name"] == "Stop observer process"]
         assert sorted(s["parallelIdx"] for s in stops) == list(range(6))
         assert await env.wait(task["id"]) == "SUCCESSFUL"
+        # the list shows each subtask in brief, as the detail does, in order (the store writes that JSON)
+        listed = (await env.get("/api/v2/tasks/instances?clusterId=1"))["contents"][0]
+        detail = await env.get(f"/api/v2/tasks/instances/{task['id']}")
+        brief = ("id", "name", "description", "status", "operation")
+        assert listed["subtasks"] == [{k: s[k] for k in brief} for s in detail["tasks"]]
+        assert {s["status"] for s in listed["subtasks"]} == {"SUCCESSFUL"}
 
 
 async def test_full_stop_ends_successful_with_everything_stopped(
