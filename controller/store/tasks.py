@@ -169,7 +169,7 @@ class Tasks:
         ]
 
     async def get(self, task_id: int) -> tuple[Task, list[Subtask]]:
-        async with self.db.tx() as s:
+        async with self.db.read() as s:
             t = await s.get(Task, task_id)
             if t is None:
                 raise TaskNotFound(f"no task with id {task_id}")
@@ -208,7 +208,7 @@ class Tasks:
         order = [column.asc() if ascending else column.desc()]
         if field != "id":
             order.append(Task.id.asc() if ascending else Task.id.desc())
-        async with self.db.tx() as s:
+        async with self.db.read() as s:
             total = await s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
             rows = list((await s.scalars(q.order_by(*order).offset((page - 1) * size).limit(size))).all())
             parts: dict[int, list[str]] = {t.id: [] for t in rows}
@@ -251,7 +251,7 @@ class Tasks:
         return int(row[0]), dict(row[1])
 
     async def log(self, task_id: int, subtask_id: int) -> str:
-        async with self.db.tx() as s:
+        async with self.db.read() as s:
             sub = await s.get(Subtask, subtask_id)
             if sub is None or sub.task_id != task_id:
                 raise TaskNotFound(f"task {task_id} has no subtask {subtask_id}")
