@@ -193,7 +193,11 @@ async def claim_in(
     t0 = now()
     ids = sa.select(ST.c.id).where(ST.c.status == frm).order_by(ST.c.id).limit(limit)
     if not is_sqlite:
-        ids = ids.with_for_update(skip_locked=True)
+        # evaluated once, as a materialized CTE: PostgreSQL may otherwise run a LIMITed `IN (SELECT ... FOR
+        # UPDATE SKIP LOCKED)` again per row, each run skipping the rows the update just locked, and
+        # claim more than limit (4 subtasks for max_concurrency 1 were seen running at once)
+        taken = ids.with_for_update(skip_locked=True).cte("claimable").prefix_with("MATERIALIZED")
+        ids = sa.select(taken.c.id)
     rows = (
         await s.execute(
             sa.update(ST)
