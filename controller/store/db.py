@@ -37,6 +37,10 @@ def _json_dumps(value: Any) -> str:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
+    # a commit reaches the WAL (the OS's page cache) without an fsync: it survives the controller's crash,
+    # not a power loss, which may drop the last commits (the store stays consistent). A step re-run after
+    # that sends the same command id (task, subtask, run: steps/run.py), answered from the agent's
+    # journal, so nothing runs twice; FULL would add an fsync to every group commit, on every stage.
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
