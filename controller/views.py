@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
+
 from obstop.controller.store.models import Cluster, Server, Task, Zone
 
 
@@ -87,10 +89,12 @@ class SubtaskFields(Protocol):
 
 
 def subtask_view(s: SubtaskFields) -> dict[str, Any]:
-    sub_ctx = {
-        "stringMap": {k: v for k, v in s.context.items() if not isinstance(v, list)},
-        "listMap": {k: v for k, v in s.context.items() if isinstance(v, list)},
-    }
+    """A subtask in full. Written for speed (a stop answers thousands of them): its context is rendered
+    as context_string() renders {stringMap: its scalars, listMap: its lists}, in one pass."""
+    ctx = s.context
+    strings = ", ".join(f"{k}={v}" for k, v in ctx.items() if not isinstance(v, list))
+    lists = ", ".join(f"{k}=[{', '.join(str(x) for x in v)}]" for k, v in ctx.items() if isinstance(v, list))
+    start, finish = s.start_time, s.finish_time
     return {
         "id": s.id,
         "name": s.name,
@@ -102,35 +106,9 @@ def subtask_view(s: SubtaskFields) -> dict[str, Any]:
         "parallelIdx": s.parallel_idx,
         "runTime": s.run_time,
         "timeout": s.timeout,
-        "startTime": iso(s.start_time),
-        "finishTime": iso(s.finish_time),
-        "context": context_string(sub_ctx, s.parallel_idx),
-    }
-
-
-class BriefFields(Protocol):
-    """What the task list shows of each subtask."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def description(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def operation(self) -> str: ...
-
-
-def subtask_brief(s: BriefFields) -> dict[str, Any]:
-    """A subtask as OCP's task list shows it under each task."""
-    return {
-        "id": s.id,
-        "name": s.name,
-        "description": s.description,
-        "status": s.status,
-        "operation": s.operation,
+        "startTime": None if start is None else iso(start),
+        "finishTime": None if finish is None else iso(finish),
+        "context": f"Context(parallelIdx={s.parallel_idx}, stringMap={{{strings}}}, listMap={{{lists}}})",
     }
 
 
@@ -143,9 +121,10 @@ def task_view(
     t: Task,
     cluster: Cluster | None,
     subtasks: Sequence[SubtaskFields] | None,
-    brief: Sequence[BriefFields] | None = None,
+    brief: bytes | None = None,
 ) -> dict[str, Any]:
-    """One task: its subtasks in full under `tasks` (the detail), or in brief under `subtasks` (the list)."""
+    """One task: its subtasks in full under `tasks` (the detail), or in brief under `subtasks` (the list:
+    a JSON array of {id, name, description, status, operation}, as the store wrote it)."""
     out: dict[str, Any] = {
         "id": t.id,
         "name": t.name,
@@ -168,7 +147,7 @@ def task_view(
     if subtasks is not None:
         out["tasks"] = [subtask_view(s) for s in subtasks]
     if brief is not None:
-        out["subtasks"] = [subtask_brief(s) for s in brief]
+        out["subtasks"] = orjson.Fragment(brief)
     return out
 
 

@@ -69,7 +69,7 @@ async def list_tasks(
         size=size,
     )
     names = await ctl.store.clusters.rows()
-    data = [views.task_view(t, names.get(t.cluster_id), None, subtasks.get(t.id, [])) for t in rows]
+    data = [views.task_view(t, names.get(t.cluster_id), None, subtasks.get(t.id, b"[]")) for t in rows]
     return envelope(request, {"contents": data, "page": views.page(page, size, total)})
 
 

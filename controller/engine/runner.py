@@ -191,7 +191,10 @@ class Engine:
                 )
                 for claimed in claimed_now:
                     self._start(tg, claimed)
-                self._saturated = bool(claimed_now) and len(claimed_now) == free
+                # every slot taken (now, or already): READY subtasks may be left, so each subtask that
+                # ends wakes this loop to claim more. (It was cleared when no slot was free, and a stage
+                # wider than max_concurrency then waited for the poll interval between waves.)
+                self._saturated = free <= 0 or len(claimed_now) == free
                 if claimed_now and len(claimed_now) == free:
                     continue
                 await self._sleep(stopping, max(0.0, next_reclaim - time.monotonic()))

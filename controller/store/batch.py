@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from obstop.controller.states.subtask import BACKWARD, Operation
 from obstop.controller.store import commands
 from obstop.controller.store.db import Database
 from obstop.controller.store.finish import Finished, FinishRequest, LeaseLost, finish_in
+from obstop.controller.store.journal import Journal
 from obstop.controller.store.leases import Claimed, claim_in
-from obstop.controller.store.models import SubtaskLog
 
 WAIT_STEP = "wait"  # steps/dag.py's Step.WAIT: it runs nothing
 WAIT_LINES = {
@@ -67,25 +66,24 @@ class Finishes:
         begins: Sequence[commands.Begin],
         claim: ClaimRequest | None = None,
     ) -> Written:
+        # the history rows and log lines of every step below, written at the end with a statement each
+        journal = Journal(lines=[{"subtask_id": i, "at": at, "line": ln} for i, at, ln in logs])
         async with self.db.tx() as s:
-            if logs:
-                await s.execute(
-                    sa.insert(SubtaskLog), [{"subtask_id": i, "at": at, "line": ln} for i, at, ln in logs]
-                )
             recorded = await commands.begin(s, begins) if begins else {}
-            outcomes = await finish_in(s, finishes) if finishes else []
+            outcomes = await finish_in(s, finishes, journal) if finishes else []
             promoted = any(isinstance(o, Finished) and o.promoted for o in outcomes)
-            handoff = await self._handoff(s, claim) if claim is not None and promoted else None
+            handoff = await self._handoff(s, claim, journal) if claim is not None and promoted else None
+            await journal.flush(s)
         return Written(outcomes, recorded, handoff)
 
-    async def _handoff(self, s: AsyncSession, claim: ClaimRequest) -> Handoff:
+    async def _handoff(self, s: AsyncSession, claim: ClaimRequest, journal: Journal) -> Handoff:
         out = Handoff()
         for _ in range(MAX_ROUNDS):
             limit = claim.limit - len(out.claimed)
             if limit <= 0:
                 out.saturated = True
                 return out
-            got = await claim_in(s, self.db.is_sqlite, claim.owner, claim.lease, limit)
+            got = await claim_in(s, self.db.is_sqlite, claim.owner, claim.lease, limit, journal)
             out.saturated = len(got) == limit
             waits = [c for c in got if c.step == WAIT_STEP and c.operation in WAIT_LINES]
             out.claimed += [c for c in got if c not in waits]
@@ -101,7 +99,7 @@ class Finishes:
                 )
                 for c in waits
             ]
-            done = await finish_in(s, reqs)
+            done = await finish_in(s, reqs, journal)
             out.waited += [(c, d) for c, d in zip(waits, done, strict=True) if isinstance(d, Finished)]
             if not any(isinstance(d, Finished) and d.promoted for d in done):
                 return out

@@ -105,7 +105,7 @@ class Clusters:
 
     async def rows(self) -> dict[int, Cluster]:
         """Clusters without their zones and servers (to name them)."""
-        async with self.db.tx() as s:
+        async with self.db.read() as s:
             return {c.id: c for c in (await s.scalars(sa.select(Cluster))).all()}
 
     async def get(self, cluster_id: int) -> ClusterRows:

@@ -37,9 +37,20 @@ def _json_dumps(value: Any) -> str:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
+    # a commit reaches the WAL (the OS's page cache) without an fsync: it survives the controller's crash,
+    # not a power loss, which may drop the last commits (the store stays consistent). A step re-run after
+    # that sends the same command id (task, subtask, run: steps/run.py), answered from the agent's
+    # journal, so nothing runs twice; FULL would add an fsync to every group commit, on every stage.
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_reader_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA query_only=ON")  # a reader never writes, even by mistake
     cur.close()
 
 
@@ -71,6 +82,7 @@ class Database:
         self.command_secret = b""  # keys the unguessable part of command ids, set by open()
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any]
+        path = ""
         if self.is_sqlite:
             path = url[len("sqlite:///") :]
             if path and path != ":memory:":
@@ -87,6 +99,22 @@ class Database:
         if self.is_sqlite:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # what the API reads (a polled list of thousands of subtasks) goes through connections of its
+        # own on SQLite: WAL lets them read while the one writer writes, each in its own thread, so a
+        # poll never holds up the engine's commits, nor waits for them (PostgreSQL: the same pool)
+        self.read_engine = self.engine
+        self.read_sessions = self.sessions
+        if self.is_sqlite and path and path != ":memory:":
+            self.read_engine = create_async_engine(
+                async_url(url),
+                json_serializer=_json_dumps,
+                json_deserializer=orjson.loads,
+                pool_size=2,
+                max_overflow=0,
+                connect_args={"timeout": 30},
+            )
+            sa.event.listen(self.read_engine.sync_engine, "connect", _sqlite_reader_pragmas)
+            self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     async def open(self) -> None:
         async with self.exclusive():
@@ -133,6 +161,8 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
 
     async def ping(self) -> None:
         async with self.tx() as s:
@@ -141,4 +171,10 @@ class Database:
     @contextlib.asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session, session.begin():
+            yield session
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A transaction that only reads (SQLite: on a reader connection, which refuses writes)."""
+        async with self.read_sessions() as session, session.begin():
             yield session

@@ -38,19 +38,20 @@ from obstop.controller.states.subtask import (
     SubtaskStatus,
 )
 from obstop.controller.states.task import TaskOperation, TaskStatus
+from obstop.controller.store.journal import Journal
 from obstop.controller.store.leases import stamp
 from obstop.controller.store.models import (
     Cluster,
     CommandRecord,
-    HistoryEvent,
     Server,
     Subtask,
-    SubtaskLog,
     Task,
     Zone,
     history,
     now,
 )
+
+ST = cast(sa.Table, Subtask.__table__)  # Core statements: the hot path needs no ORM
 
 Move = tuple[str, int, str]  # (cluster | zone | server, id, wanted status)
 ENTITIES: dict[str, tuple[Any, Machine[Any]]] = {
@@ -93,8 +94,13 @@ class _Ended:
     edge: tuple[SubtaskStatus, SubtaskStatus]
 
 
-async def finish_in(s: AsyncSession, reqs: Sequence[FinishRequest]) -> list[Finished | LeaseLost]:
-    """The finishes, with their effects, in the caller's transaction; an outcome per request, in order."""
+async def finish_in(
+    s: AsyncSession, reqs: Sequence[FinishRequest], journal: Journal | None = None
+) -> list[Finished | LeaseLost]:
+    """The finishes, with their effects, in the caller's transaction; an outcome per request, in order.
+    Their history rows and log lines go to `journal` (the caller writes it), else are written here."""
+    own = journal is None
+    journal = journal or Journal()
     t0 = now()
     current = await _current_statuses(s, reqs)
     # a success whose status moves are illegal becomes a failure saying why (nothing moves)
@@ -108,8 +114,7 @@ async def finish_in(s: AsyncSession, reqs: Sequence[FinishRequest]) -> list[Fini
         for r in reqs
     ]
     live = [r for r in reqs if r.subtask_id in done]
-    events: list[dict[str, Any]] = []
-    lines: list[dict[str, Any]] = []
+    events, lines = journal.events, journal.lines
     for r in live:
         end = done[r.subtask_id]
         frm, to = end.edge
@@ -123,11 +128,9 @@ async def finish_in(s: AsyncSession, reqs: Sequence[FinishRequest]) -> list[Fini
     back, back_events = await _promote_back(s, [r for r in live if r.backward], done)
     promoted += back
     events += back_events
-    if events:
-        await s.execute(sa.insert(HistoryEvent), events)
-    if lines:
-        await s.execute(sa.insert(cast(sa.Table, SubtaskLog.__table__)), lines)
-    statuses = await _derive_tasks(s, live, done, t0)
+    statuses = await _derive_tasks(s, live, done, t0, journal)
+    if own:
+        await journal.flush(s)
     per_task = Counter(task_id for _, task_id in promoted)
     out: list[Finished | LeaseLost] = []
     for r in reqs:
@@ -148,7 +151,8 @@ async def _current_statuses(s: AsyncSession, reqs: Sequence[FinishRequest]) -> d
     for entity, (model, _) in ENTITIES.items():
         wanted = {i for r in reqs for e, i, _ in r.moves if e == entity}
         if wanted:
-            found = await s.execute(sa.select(model.id, model.status).where(model.id.in_(wanted)))
+            table = model.__table__
+            found = await s.execute(sa.select(table.c.id, table.c.status).where(table.c.id.in_(wanted)))
             current.update({(entity, i): st for i, st in found.all()})
     return current
 
@@ -171,11 +175,13 @@ async def _end_subtasks(s: AsyncSession, reqs: Sequence[FinishRequest], t0: date
     """RUNNING -> SUCCESSFUL, PENDING (rolled back) or FAILED, and CANCELING -> FAILED (CANCEL), only under
     the finisher's lease."""
     done: dict[int, _Ended] = {}
+    # a subtask is RUNNING or CANCELING, never both: those left after the RUNNING ones (rare: cancelled,
+    # or no longer ours) are tried as CANCELING last, so a batch with no cancel needs one statement
     groups: list[tuple[list[FinishRequest], tuple[SubtaskStatus, SubtaskStatus], dict[str, Any]]] = [
-        (list(reqs), CANCELLED, {"operation": Operation.CANCEL}),
         ([r for r in reqs if r.ok and not r.backward], SUCCEED, {}),
         ([r for r in reqs if r.ok and r.backward], ROLLED_BACK, {}),
         ([r for r in reqs if not r.ok], FAIL, {}),
+        (list(reqs), CANCELLED, {"operation": Operation.CANCEL}),
     ]
     for group, edge, extra in groups:
         ids = [r.subtask_id for r in group if r.subtask_id not in done]
@@ -186,20 +192,22 @@ async def _end_subtasks(s: AsyncSession, reqs: Sequence[FinishRequest], t0: date
         # a rolled-back subtask shows no finish time: it is PENDING again, as if never run
         finish = None if edge == ROLLED_BACK else t0
         rows = await s.execute(
-            sa.update(Subtask)
-            .execution_options(synchronize_session=False)
-            .where(Subtask.id.in_(ids), Subtask.status == frm, Subtask.lease_owner.in_(owners))
+            sa.update(ST)
+            .where(ST.c.id.in_(ids), ST.c.status == frm, ST.c.lease_owner.in_(owners))
             .values(status=to, finish_time=finish, lease_owner=None, lease_expires=None, **extra)
-            .returning(Subtask.id, Subtask.task_id, Subtask.downstreams, Subtask.upstreams)
+            .returning(ST.c.id, ST.c.task_id, ST.c.downstreams, ST.c.upstreams)
         )
         done.update({sid: _Ended(task_id, downs, ups, edge) for sid, task_id, downs, ups in rows.all()})
     return done
 
 
 async def _store_results(s: AsyncSession, live: Sequence[FinishRequest], t0: datetime) -> None:
-    with_result = [{"id": r.subtask_id, "result": r.result} for r in live if r.result is not None]
+    with_result = [{"sid": r.subtask_id, "res": r.result} for r in live if r.result is not None]
     if with_result:
-        await s.execute(sa.update(Subtask), with_result)
+        await s.execute(
+            sa.update(ST).where(ST.c.id == sa.bindparam("sid")).values(result=sa.bindparam("res")),
+            with_result,
+        )
     command_results = [
         {"cid": r.command_result[0], "res": r.command_result[1]} for r in live if r.command_result
     ]
@@ -243,10 +251,10 @@ async def _apply_moves(
     for (entity, wanted), ids in by_target.items():
         model, machine = ENTITIES[entity]
         allowed = machine.sources(machine.states(wanted))  # compare-and-set: checked above, guarded here
+        table = model.__table__
         await s.execute(
-            sa.update(model)
-            .execution_options(synchronize_session=False)
-            .where(model.id.in_(ids), model.status.in_(list(allowed)))
+            sa.update(table)
+            .where(table.c.id.in_(ids), table.c.status.in_(list(allowed)))
             .values(status=wanted, updated_at=t0)
         )
     return events
@@ -259,22 +267,25 @@ async def _promote(
     pending: Counter[int] = Counter(d for r in live if r.ok for d in done[r.subtask_id].downstreams)
     if not pending:
         return [], []
-    table = cast(sa.Table, Subtask.__table__)
-    await s.execute(
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("sid"))
-        .values(waiting=table.c.waiting - sa.bindparam("n")),
-        [{"sid": d, "n": n} for d, n in pending.items()],
-    )
     frm, to = PROMOTE
-    rows = await s.execute(
-        sa.update(Subtask)
-        .execution_options(synchronize_session=False)
-        .where(Subtask.id.in_(list(pending)), Subtask.waiting <= 0, Subtask.status == frm)
-        .values(status=to)
-        .returning(Subtask.id, Subtask.task_id)
-    )
-    promoted = [(int(a), int(b)) for a, b in rows.all()]
+    by_amount: dict[int, list[int]] = {}
+    for sid, n in pending.items():
+        by_amount.setdefault(n, []).append(sid)
+    promoted: list[tuple[int, int]] = []
+    for n, ids in by_amount.items():
+        # counted down and promoted in one statement (SET sees the row as it was): PENDING -> READY when
+        # nothing is left to wait for; RETURNING sees it after, so "promoted" is READY now, waiting
+        # before (READY is never waiting: the compare-and-set on PENDING is in the CASE)
+        rows = await s.execute(
+            sa.update(ST)
+            .where(ST.c.id.in_(ids))
+            .values(
+                waiting=ST.c.waiting - n,
+                status=sa.case((sa.and_(ST.c.waiting - n <= 0, ST.c.status == frm), to), else_=ST.c.status),
+            )
+            .returning(ST.c.id, ST.c.task_id, ST.c.status, ST.c.waiting)
+        )
+        promoted += [(int(a), int(b)) for a, b, st, w in rows.all() if st == to and w <= 0 < w + n]
     t0 = now()
     return promoted, [history(task_id, "subtask", sid, frm, to, t0, None, sid) for sid, task_id in promoted]
 
@@ -287,14 +298,18 @@ async def _promote_back(
     pending: Counter[int] = Counter(u for r in live if r.ok for u in done[r.subtask_id].upstreams)
     if not pending:
         return [], []
-    table = cast(sa.Table, Subtask.__table__)
-    await s.execute(
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("sid"))
-        .values(waiting=table.c.waiting - sa.bindparam("n")),
-        [{"sid": u, "n": n} for u, n in pending.items()],
-    )
+    await _count_down(s, pending)
     return await promote_rollback(s, list(pending))
+
+
+async def _count_down(s: AsyncSession, pending: Counter[int]) -> None:
+    """Each subtask's unfinished-upstream count, less what finished: a statement per distinct amount
+    (in a stop, 1: each finish counts down its downstreams once; a Wait node takes them all at once)."""
+    by_amount: dict[int, list[int]] = {}
+    for sid, n in pending.items():
+        by_amount.setdefault(n, []).append(sid)
+    for n, ids in by_amount.items():
+        await s.execute(sa.update(ST).where(ST.c.id.in_(ids)).values(waiting=ST.c.waiting - n))
 
 
 async def promote_rollback(
@@ -306,16 +321,15 @@ async def promote_rollback(
     t0 = now()
     for frm, to in (UNDO, UNDO_FAILED):
         rows = await s.execute(
-            sa.update(Subtask)
-            .execution_options(synchronize_session=False)
+            sa.update(ST)
             .where(
-                Subtask.id.in_(list(ids)),
-                Subtask.waiting <= 0,
-                Subtask.status == frm,
-                Subtask.operation == Operation.ROLLBACK,
+                ST.c.id.in_(list(ids)),
+                ST.c.waiting <= 0,
+                ST.c.status == frm,
+                ST.c.operation == Operation.ROLLBACK,
             )
             .values(status=to)
-            .returning(Subtask.id, Subtask.task_id)
+            .returning(ST.c.id, ST.c.task_id)
         )
         found = [(int(a), int(b)) for a, b in rows.all()]
         promoted += found
@@ -324,7 +338,7 @@ async def promote_rollback(
 
 
 async def _derive_tasks(
-    s: AsyncSession, live: Sequence[FinishRequest], done: dict[int, _Ended], t0: datetime
+    s: AsyncSession, live: Sequence[FinishRequest], done: dict[int, _Ended], t0: datetime, journal: Journal
 ) -> dict[int, TaskStatus | None]:
     # a task's status can change only when one of its subtasks failed, a sink finished, or (rolling
     # back) a source did
@@ -334,9 +348,7 @@ async def _derive_tasks(
         set(
             (
                 await s.scalars(
-                    sa.select(Subtask.task_id)
-                    .where(Subtask.task_id.in_(tasks), Subtask.status == failed)
-                    .distinct()
+                    sa.select(ST.c.task_id).where(ST.c.task_id.in_(tasks), ST.c.status == failed).distinct()
                 )
             ).all()
         )
@@ -348,19 +360,20 @@ async def _derive_tasks(
         for r in live
         if r.ok and not (done[r.subtask_id].upstreams if r.backward else done[r.subtask_id].downstreams)
     }
-    return {t: await derive_task(s, t, t0) for t in sorted(with_failure | ends)}
+    return {t: await derive_task(s, t, t0, journal) for t in sorted(with_failure | ends)}
 
 
-async def derive_task(s: AsyncSession, task_id: int, t0: datetime) -> TaskStatus | None:
+async def derive_task(
+    s: AsyncSession, task_id: int, t0: datetime, journal: Journal | None = None
+) -> TaskStatus | None:
     """Set the task's status from its subtasks' (through the task machine); the new status, if it moved."""
     counts = (
         await s.execute(
-            sa.select(Subtask.status, sa.func.count())
-            .where(Subtask.task_id == task_id)
-            .group_by(Subtask.status)
+            sa.select(ST.c.status, sa.func.count()).where(ST.c.task_id == task_id).group_by(ST.c.status)
         )
     ).all()
-    row = (await s.execute(sa.select(Task.status, Task.operation).where(Task.id == task_id))).one()
+    tasks = cast(sa.Table, Task.__table__)
+    row = (await s.execute(sa.select(tasks.c.status, tasks.c.operation).where(tasks.c.id == task_id))).one()
     old, rolling_back = TaskStatus(row[0]), row[1] == TaskOperation.ROLLBACK
     new = task_states.derive((SubtaskStatus(st) for st, _ in counts), rolling_back)
     if new == old:
@@ -369,11 +382,10 @@ async def derive_task(s: AsyncSession, task_id: int, t0: datetime) -> TaskStatus
     values: dict[str, Any] = {"status": new, "finish_time": t0 if new != TaskStatus.RUNNING else None}
     if new is not TaskStatus.RUNNING:
         values["holds_cluster"] = None  # ended: the cluster is free (a retry or rollback takes it again)
-    await s.execute(
-        sa.update(Task)
-        .execution_options(synchronize_session=False)
-        .where(Task.id == task_id, Task.status == old)
-        .values(**values)
-    )
-    await s.execute(sa.insert(HistoryEvent), [history(task_id, "task", task_id, old, new, t0)])
+    await s.execute(sa.update(tasks).where(tasks.c.id == task_id, tasks.c.status == old).values(**values))
+    event = history(task_id, "task", task_id, old, new, t0)
+    if journal is not None:
+        journal.events.append(event)
+    else:
+        await Journal([event]).flush(s)
     return new

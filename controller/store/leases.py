@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from obstop.controller.states.subtask import CLAIM, MACHINE, SubtaskStatus
 from obstop.controller.store.db import Database
+from obstop.controller.store.journal import Journal
 from obstop.controller.store.models import HistoryEvent, Subtask, SubtaskLog, history, now
 
 RUNNING = SubtaskStatus.RUNNING
@@ -34,6 +35,9 @@ _COLUMNS = (
     Subtask.result,
     Subtask.status,
 )
+
+ST = cast(sa.Table, Subtask.__table__)
+_CORE_COLUMNS = tuple(ST.c[c.key] for c in _COLUMNS)  # in Claimed's field order
 
 
 @dataclass(frozen=True)
@@ -174,41 +178,51 @@ class Leases:
             return Renewed(list(found.all()), [i for i in ids if i not in held])
 
 
-async def claim_in(s: AsyncSession, is_sqlite: bool, owner: str, lease: float, limit: int) -> list[Claimed]:
+async def claim_in(
+    s: AsyncSession,
+    is_sqlite: bool,
+    owner: str,
+    lease: float,
+    limit: int,
+    journal: Journal | None = None,
+) -> list[Claimed]:
     """READY -> RUNNING under owner's lease, up to limit subtasks, in the caller's transaction (the
-    engine's own claims, and those made in the transaction of the finishes that promoted them)."""
+    engine's own claims, and those made in the transaction of the finishes that promoted them). Their
+    history rows and log lines go to `journal` (the caller writes it), else are written here."""
     frm, to = CLAIM
     t0 = now()
-    ids = sa.select(Subtask.id).where(Subtask.status == frm).order_by(Subtask.id).limit(limit)
+    ids = sa.select(ST.c.id).where(ST.c.status == frm).order_by(ST.c.id).limit(limit)
     if not is_sqlite:
-        ids = ids.with_for_update(skip_locked=True)
+        # evaluated once, as a materialized CTE: PostgreSQL may otherwise run a LIMITed `IN (SELECT ... FOR
+        # UPDATE SKIP LOCKED)` again per row, each run skipping the rows the update just locked, and
+        # claim more than limit (4 subtasks for max_concurrency 1 were seen running at once)
+        taken = ids.with_for_update(skip_locked=True).cte("claimable").prefix_with("MATERIALIZED")
+        ids = sa.select(taken.c.id)
     rows = (
         await s.execute(
-            sa.update(Subtask)
-            .execution_options(synchronize_session=False)
-            .where(Subtask.id.in_(ids.scalar_subquery()), Subtask.status == frm)
+            sa.update(ST)
+            .where(ST.c.id.in_(ids.scalar_subquery()), ST.c.status == frm)
             .values(
                 status=to,
-                run_time=Subtask.run_time + 1,
+                run_time=ST.c.run_time + 1,
                 start_time=t0,
                 finish_time=None,
                 lease_owner=owner,
                 lease_expires=expiry(is_sqlite, lease),
             )
-            .returning(*_COLUMNS)
+            .returning(*_CORE_COLUMNS)
         )
     ).all()
-    claimed = [Claimed(**r._asdict()) for r in rows]
+    claimed = [Claimed(*r) for r in rows]
     if claimed:
-        await s.execute(
-            sa.insert(HistoryEvent),
-            [
-                history(c.task_id, "subtask", c.id, frm, to, t0, f"run {c.run_time} by {owner}", c.id)
-                for c in claimed
-            ],
-        )
-        await s.execute(
-            sa.insert(cast(sa.Table, SubtaskLog.__table__)),
-            [{"subtask_id": c.id, "at": t0, "line": separator(t0, c.run_time, c.operation)} for c in claimed],
-        )
+        into = journal or Journal()
+        into.events += [
+            history(c.task_id, "subtask", c.id, frm, to, t0, f"run {c.run_time} by {owner}", c.id)
+            for c in claimed
+        ]
+        into.lines += [
+            {"subtask_id": c.id, "at": t0, "line": separator(t0, c.run_time, c.operation)} for c in claimed
+        ]
+        if journal is None:
+            await into.flush(s)
     return claimed

@@ -46,6 +46,16 @@ SORTABLE: dict[str, Any] = {
 }
 
 
+_BRIEF = cast(sa.Table, Subtask.__table__)
+BRIEF_FIELDS = {  # what OCP's task list shows of each subtask: its key -> our column
+    "id": "id",
+    "name": "name",
+    "description": "description",
+    "status": "status",
+    "operation": "operation",
+}
+
+
 class Rehearsed(Exception):
     """A rehearsed create was rolled back, as asked."""
 
@@ -159,7 +169,7 @@ class Tasks:
         ]
 
     async def get(self, task_id: int) -> tuple[Task, list[Subtask]]:
-        async with self.db.tx() as s:
+        async with self.db.read() as s:
             t = await s.get(Task, task_id)
             if t is None:
                 raise TaskNotFound(f"no task with id {task_id}")
@@ -178,9 +188,9 @@ class Tasks:
         sort: tuple[str, bool] = ("id", False),
         page: int = 1,
         size: int = 20,
-    ) -> tuple[list[Task], int, dict[int, list[Any]]]:
+    ) -> tuple[list[Task], int, dict[int, bytes]]:
         """OCP's list: repeated status (any of), fuzzy name and cluster name, sort (field, ascending);
-        answers a page of tasks, the total, and each task's subtasks."""
+        answers a page of tasks, the total, and each task's subtasks in brief, as a JSON array."""
         q = sa.select(Task)
         if cluster_id is not None:
             q = q.where(Task.cluster_id == cluster_id)
@@ -198,27 +208,30 @@ class Tasks:
         order = [column.asc() if ascending else column.desc()]
         if field != "id":
             order.append(Task.id.asc() if ascending else Task.id.desc())
-        async with self.db.tx() as s:
+        async with self.db.read() as s:
             total = await s.scalar(sa.select(sa.func.count()).select_from(q.subquery())) or 0
             rows = list((await s.scalars(q.order_by(*order).offset((page - 1) * size).limit(size))).all())
-            subs: dict[int, list[Any]] = {t.id: [] for t in rows}
+            parts: dict[int, list[str]] = {t.id: [] for t in rows}
             if rows:
-                # plain rows, not ORM objects: a list of big tasks is thousands of subtasks per page
+                # the polled list of a big task is thousands of subtasks: the database writes each one's
+                # JSON (in its own thread, off the event loop), and they are only joined here
                 found = await s.execute(
-                    sa.select(
-                        Subtask.id,
-                        Subtask.task_id,
-                        Subtask.name,
-                        Subtask.description,
-                        Subtask.status,
-                        Subtask.operation,
-                    )
-                    .where(Subtask.task_id.in_(list(subs)))
-                    .order_by(Subtask.id)
+                    sa.select(_BRIEF.c.task_id, self._brief_json())
+                    .where(_BRIEF.c.task_id.in_(list(parts)))
+                    .order_by(_BRIEF.c.id)
                 )
-                for sub in found.all():
-                    subs[sub.task_id].append(sub)
-        return rows, total, subs
+                for task_id, one in found.tuples():
+                    parts[task_id].append(one)
+        return rows, total, {t: ("[" + ",".join(p) + "]").encode() for t, p in parts.items()}
+
+    def _brief_json(self) -> Any:
+        """A subtask as OCP's task list shows it under each task, as a JSON object made by the database."""
+        fields: list[Any] = []
+        for key, col in BRIEF_FIELDS.items():
+            fields += [sa.literal_column(f"'{key}'"), _BRIEF.c[col]]
+        if self.db.is_sqlite:
+            return sa.func.json_object(*fields, type_=sa.String)
+        return sa.cast(sa.func.json_build_object(*fields), sa.Text)
 
     async def status(self, task_id: int) -> TaskStatus:
         async with self.db.tx() as s:
@@ -238,7 +251,7 @@ class Tasks:
         return int(row[0]), dict(row[1])
 
     async def log(self, task_id: int, subtask_id: int) -> str:
-        async with self.db.tx() as s:
+        async with self.db.read() as s:
             sub = await s.get(Subtask, subtask_id)
             if sub is None or sub.task_id != task_id:
                 raise TaskNotFound(f"task {task_id} has no subtask {subtask_id}")

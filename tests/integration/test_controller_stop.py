@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,12 @@ async def test_fan_out_for_three_zones_of_two_servers(tmp_path: Path, fakes: Fak
         stops = [s for s in task["tasks"] if s["name"] == "Stop observer process"]
         assert sorted(s["parallelIdx"] for s in stops) == list(range(6))
         assert await env.wait(task["id"]) == "SUCCESSFUL"
+        # the list shows each subtask in brief, as the detail does, in order (the store writes that JSON)
+        listed = (await env.get("/api/v2/tasks/instances?clusterId=1"))["contents"][0]
+        detail = await env.get(f"/api/v2/tasks/instances/{task['id']}")
+        brief = ("id", "name", "description", "status", "operation")
+        assert listed["subtasks"] == [{k: s[k] for k in brief} for s in detail["tasks"]]
+        assert {s["status"] for s in listed["subtasks"]} == {"SUCCESSFUL"}
 
 
 async def test_full_stop_ends_successful_with_everything_stopped(
@@ -209,3 +216,22 @@ async def test_writer_survives_a_caller_cancelled_while_waiting(tmp_path: Path, 
         waiting.cancel()
         task_id = (await env.stop()).json()["data"]["id"]
         assert await env.wait(task_id) == "SUCCESSFUL"  # the writer (and so the engine) still runs
+
+
+async def test_a_stage_wider_than_max_concurrency_runs_wave_after_wave(
+    tmp_path: Path, fakes: Fakes, store_url: str
+) -> None:
+    """Four servers, one slot: one subtask runs at a time (PostgreSQL once claimed a whole stage at once),
+    and each that ends frees the slot for the next READY one at once. The engine's own poll (every 5 s)
+    never has to find them: a stop of 12 one-at-a-time steps that waited for it would take more than 45 s;
+    it ends well inside the 30 s allowed (it was stuck between waves of a stage wider than
+    max_concurrency, as 5,000 servers are for 1,024 slots)."""
+    cluster = start_cluster(fakes, zones=1, per_zone=4)
+    config = write_config(tmp_path, cluster, store_url, engine={"max_concurrency": 1, "lease_seconds": 3600})
+    async with running(config) as env:
+        task = (await env.stop()).json()["data"]
+        assert await env.wait(task["id"], timeout=30) == "SUCCESSFUL"
+        done = await env.get(f"/api/v2/tasks/instances/{task['id']}")
+        assert {s["status"] for s in done["tasks"]} == {"SUCCESSFUL"}
+        spans = sorted((s["startTime"], s["finishTime"]) for s in done["tasks"])
+        assert all(finished <= started for (_, finished), (started, _) in pairwise(spans)), spans
