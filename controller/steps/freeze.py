@@ -2,30 +2,26 @@
 checkpoint to move past where it was, so the restart replays little log.
 
 observer turns SIGTERM into SIGKILL, so this is the whole of a graceful stop. "Prepare stop cluster"
-reads each server's minimum checkpoint_scn and issues `ALTER SYSTEM MINOR FREEZE SERVER=(...)`; each
-server's "Prepare stop observer" then waits (polling quickly at first, backing off) until its checkpoint
-has grown; the Wait node after them starts the kills only when every wait is over. Skippable with
-`freeze: false`; an unreachable cluster stops processes only with `force: true`.
+reads every target server's minimum checkpoint_scn (one statement) and issues `ALTER SYSTEM MINOR FREEZE
+SERVER=(...)`; each server's "Prepare stop observer" then waits (polling quickly at first, backing off)
+until its checkpoint has grown, through its cluster's one pooled session and poll (checkpoints.py); the
+Wait node after them starts the kills only when every wait is over. Skippable with `freeze: false`; an
+unreachable cluster stops processes only with `force: true`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Protocol
 
 from obstop.controller.config import ClusterSQLConfig
 from obstop.controller.errors import StepFailed
 from obstop.controller.states.server import ServerStatus
+from obstop.controller.steps.checkpoints import CheckpointPoller, Waiter, read_checkpoints
 from obstop.controller.steps.cluster_sql import ClusterSQL, SQLFailed, SQLUnavailable
 from obstop.controller.steps.dag import Node
 from obstop.controller.steps.run import ServerFacts, StepRun
-
-CHECKPOINT_SQL = (
-    "SELECT checkpoint_scn FROM oceanbase.__all_virtual_ls_info WHERE svr_ip = %s AND svr_port = %s "
-    "ORDER BY checkpoint_scn ASC LIMIT 1"
-)
 
 
 class Preparation(Protocol):
@@ -39,6 +35,11 @@ class Preparation(Protocol):
 class SQLPreparation:
     def __init__(self, cluster_sql: Sequence[ClusterSQLConfig]) -> None:
         self.sql = {c.cluster_id: c for c in cluster_sql}
+        self.poller = CheckpointPoller()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """The clusters' checkpoint loops (a task of the controller's TaskGroup) until stopping is set."""
+        await self.poller.run(stopping)
 
     async def _endpoints(self, run: StepRun, first: ServerFacts | None = None) -> list[tuple[str, int]]:
         statuses = await run.sink.server_statuses(run.cluster_id)
@@ -77,10 +78,7 @@ class SQLPreparation:
         try:
             async with ClusterSQL(cfg, await self._endpoints(run), run.log) as sql:
                 await sql.execute(f"SET ob_query_timeout = {int(cfg.statement_timeout * 1_000_000)}")
-                before: dict[str, int | None] = {}
-                for s in targets:
-                    rows = await sql.execute(CHECKPOINT_SQL, (s.ip, s.rpc_port))
-                    before[f"{s.ip}:{s.rpc_port}"] = int(rows[0][0]) if rows and rows[0][0] else None
+                before = await read_checkpoints(sql, [(s.ip, s.rpc_port) for s in targets])
                 names = ", ".join(f"'{key}'" for key in before)
                 if names:
                     await sql.execute(f"ALTER SYSTEM MINOR FREEZE SERVER = ({names})")
@@ -117,12 +115,14 @@ class SQLPreparation:
         assert cfg is not None  # the freeze was issued with it
         timeout_s = float(freeze.get("timeout_seconds", run.options.freeze_timeout_seconds))
         try:
-            async with ClusterSQL(cfg, await self._endpoints(run, server), run.log) as sql:
-                if run.run_time > 1:
-                    # a retry: the first freeze may be lost (that is often why this failed), so this
-                    # server's is issued again and waited for from where its checkpoint is now
+            if run.run_time > 1:
+                # a retry: the first freeze may be lost (that is often why this failed), so this
+                # server's is issued again and waited for from where its checkpoint is now
+                async with ClusterSQL(cfg, await self._endpoints(run, server), run.log) as sql:
                     before = await self._refreeze(sql, run, server, int(before))
-                await self._wait_checkpoint(run, sql, server, int(before), timeout_s)
+            await run.log(f"waiting for the checkpoint of {key} to pass {before} (at most {timeout_s:g}s)")
+            waiter = Waiter(server.ip, server.rpc_port, int(before), timeout_s, run.log)
+            await self.poller.wait(run.cluster_id, cfg, lambda: self._endpoints(run), waiter)
         except SQLUnavailable as exc:
             if not run.options.force:
                 raise StepFailed(f"waiting for the freeze of {key}: {exc.message}") from exc
@@ -134,8 +134,7 @@ class SQLPreparation:
         assert cfg is not None
         try:
             await sql.execute(f"SET ob_query_timeout = {int(cfg.statement_timeout * 1_000_000)}")
-            rows = await sql.execute(CHECKPOINT_SQL, (server.ip, server.rpc_port))
-            now_at = int(rows[0][0]) if rows and rows[0][0] else before
+            now_at = (await read_checkpoints(sql, [(server.ip, server.rpc_port)])).get(key) or before
             await run.log(f"run {run.run_time}: issuing the minor freeze of {key} again")
             await sql.execute(f"ALTER SYSTEM MINOR FREEZE SERVER = ('{key}')")
         except SQLFailed as exc:
@@ -143,37 +142,3 @@ class SQLPreparation:
                 f"minor freeze of {key} failed again: {exc.message}. No process was touched"
             ) from exc
         return now_at
-
-    async def _wait_checkpoint(
-        self, run: StepRun, sql: ClusterSQL, server: ServerFacts, before: int, timeout_s: float
-    ) -> None:
-        key = f"{server.ip}:{server.rpc_port}"
-        started = time.monotonic()
-        delay, last_report, current = 0.05, started, before
-        await run.log(f"waiting for the checkpoint of {key} to pass {before} (at most {timeout_s:g}s)")
-        while True:
-            try:
-                rows = await sql.execute(CHECKPOINT_SQL, (server.ip, server.rpc_port), quiet=True)
-            except SQLFailed as exc:
-                raise StepFailed(f"waiting for the freeze of {key}: {exc.message}") from exc
-            if not rows:
-                await run.log(f"{key} has no log stream now: nothing to wait for")
-                return
-            current = int(rows[0][0])
-            waited = time.monotonic() - started
-            if current > before:
-                await run.log(
-                    f"checkpoint of {key} advanced {before} -> {current} after {waited * 1000:.0f} ms"
-                )
-                return
-            if waited >= timeout_s:
-                raise StepFailed(
-                    f"minor freeze of {key} not done after {timeout_s:g}s: checkpoint_scn still "
-                    f"{current} (was {before} before the freeze); no process was touched"
-                )
-            if time.monotonic() - last_report >= 5:
-                last_report = time.monotonic()
-                await run.log(f"still waiting for the checkpoint of {key} ({waited:.0f}s of {timeout_s:g}s)")
-            # a poll interval: the cluster offers no event to await
-            await asyncio.sleep(min(delay, max(0.0, started + timeout_s - time.monotonic())))
-            delay = min(delay * 1.6, 2.0)
