@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS statements (
   id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, server TEXT NOT NULL, sql TEXT NOT NULL,
   conn INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS connections (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, server TEXT NOT NULL);
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, server TEXT NOT NULL, closed REAL);
 """
 
 
@@ -57,6 +57,7 @@ class Connection:
     id: int
     at: float
     server: str
+    closed: float | None  # when the client closed it (None: still open, or dropped unseen)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,10 @@ class FakeCluster:
         with self._db() as db:
             cur = db.execute("INSERT INTO connections (at, server) VALUES (?, ?)", (time.time(), server))
             return int(cur.lastrowid or 0)
+
+    def disconnect(self, conn: int) -> None:
+        with self._db() as db:
+            db.execute("UPDATE connections SET closed = ? WHERE id = ?", (time.time(), conn))
 
     def record(self, server: str, sql: str, conn: int = 0) -> None:
         with self._db() as db:
@@ -265,4 +270,5 @@ class FakeCluster:
 
     def connections(self) -> list[Connection]:
         with self._db() as db:
-            return [Connection(*r) for r in db.execute("SELECT id, at, server FROM connections ORDER BY id")]
+            rows = db.execute("SELECT id, at, server, closed FROM connections ORDER BY id").fetchall()
+        return [Connection(*r) for r in rows]

@@ -76,6 +76,11 @@ class ObSession(Session):  # type: ignore[misc]
         await super().init(connection)
         self.conn = await asyncio.to_thread(self.cluster.connect, self.me)
 
+    async def close(self) -> None:
+        await super().close()
+        if self.conn:
+            await asyncio.to_thread(self.cluster.disconnect, self.conn)
+
     async def handle_query(self, sql: str, attrs: dict[str, str]) -> Any:
         text = _WS.sub(" ", sql.strip().rstrip(";"))
         await asyncio.to_thread(self.cluster.record, self.me, text, self.conn)
