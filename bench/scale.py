@@ -6,6 +6,9 @@ end-to-end time (call to SUCCESSFUL), time per server, CPU seconds of the contro
 Mosquitto and the client (and the controller's per server), the controller's peak RSS, the store's size,
 and the stage timeline.
 `--profile DIR` samples the controller with py-spy (DIR/STORE-N.txt; `python -m bench.profsum FILE`).
+`--freeze` stops with the minor freeze on, against a fake cluster's SQL (bench/clustersql.py: one process
+answering for the cluster; checkpoints advance `--freeze-delay` after the freeze); `python -m bench.freeze`
+runs the same stop with the freeze off and on, side by side.
 
     python -m bench.scale --servers 100 1000 5000 --stores sqlite postgres --out bench/results/scale.json
 """
@@ -29,6 +32,7 @@ import httpx
 import tomli_w
 
 from bench import stages
+from bench.clustersql import cluster_sql, record
 from bench.common import RssSampler, controller, mosquitto
 from bench.cpu import Meter
 from bench.spy import py_spy
@@ -39,14 +43,20 @@ from obstop.fakes.net import free_port
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
 
 
-def inventory(n: int) -> dict[str, Any]:
+def server_ip(i: int) -> str:
+    """Loopback: server 1's address is where the fake cluster's SQL listens (the others only name)."""
+    return f"127.77.{i // 256 % 256}.{i % 256}"
+
+
+def inventory(n: int, sql_port: int = 2881) -> dict[str, Any]:
     """Cluster 1: n servers in 3 zones (the one stopped). Cluster 2: one server, left alone."""
     servers = [
         {
             "id": i,
             "zone": f"zone{(i - 1) % 3 + 1}",
             "host": f"h{i}",
-            "ip": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+            "ip": server_ip(i),
+            "sql_port": sql_port,
             "home_path": "/home/admin/oceanbase",
         }
         for i in range(1, n + 1)
@@ -88,15 +98,25 @@ async def _pg_size(name: str) -> int:
         await conn.close()
 
 
-def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None = None) -> dict[str, Any]:
+def run_one(
+    n: int,
+    store: str,
+    delay: float,
+    work: Path,
+    profile: Path | None = None,
+    freeze: bool = False,
+    freeze_delay: float = 0.2,
+) -> dict[str, Any]:
+    """One stop of n servers; with freeze, against the fake cluster's SQL."""
     work.mkdir(parents=True)
+    sql_port = free_port(server_ip(1))
     signing.generate(work / "keys")
     # the swarm signs every agent's events with one key: each agent's .pub is a copy of it
     signing.generate(work / "keys", agent="swarm")
     (work / "keys" / "agents").mkdir()
     for i in range(1, n + 2):
         shutil.copyfile(work / "keys" / "swarm.pub", work / "keys" / "agents" / f"h{i}.pub")
-    (work / "inventory.toml").write_text(tomli_w.dumps(inventory(n)))
+    (work / "inventory.toml").write_text(tomli_w.dumps(inventory(n, sql_port)))
     port = free_port()
     db_name = f"obstop_bench_{n}_{int(time.time())}"
     url = (
@@ -106,7 +126,12 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
     )
     if store == "postgres":
         asyncio.run(_pg(f'CREATE DATABASE "{db_name}"'))
-    with mosquitto(work / "mqtt") as broker:
+    with contextlib.ExitStack() as sql_stack, mosquitto(work / "mqtt") as broker:
+        sql = None
+        if freeze:
+            sql = sql_stack.enter_context(
+                cluster_sql(work, work / "inventory.toml", server_ip(1), sql_port, freeze_delay)
+            )
         (work / "controller.toml").write_text(
             tomli_w.dumps(
                 {
@@ -131,6 +156,7 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
                     },
                     "stop": {"subtask_timeout": 1200, "resend_interval": 30},
                     "engine": {"max_concurrency": 1024},
+                    "cluster_sql": [sql.config()] if sql is not None else [],
                 }
             )
         )
@@ -162,9 +188,12 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
                     spies.enter_context(py_spy(proc.pid, profile / f"{store}-{n}.txt"))
                 # the first authenticated request pays the password KDF (once per controller life)
                 http.get("/api/v2/tasks/instances?clusterId=1").raise_for_status()
-                meter = Meter({"controller": [proc.pid], "swarm": [swarm.pid], "mosquitto": [broker.pid]})
+                groups = {"controller": [proc.pid], "swarm": [swarm.pid], "mosquitto": [broker.pid]}
+                if sql is not None:
+                    groups["cluster_sql"] = [sql.pid]
+                meter = Meter(groups)
                 t0 = time.monotonic()
-                r = http.post("/api/v2/ob/clusters/1/stop", json={"freeze": False})
+                r = http.post("/api/v2/ob/clusters/1/stop", json={"freeze": freeze})
                 answered = first_call = time.monotonic() - t0  # the first stop call after the start
                 assert r.status_code == 200, r.text
                 task_id = r.json()["data"]["id"]
@@ -179,6 +208,7 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
                 assert status == "SUCCESSFUL", status
                 final = http.get(f"/api/v2/tasks/instances/{task_id}").json()["data"]
                 timeline = stages.timeline(final)
+                seen = record(sql.directory) if sql is not None else None
         finally:
             swarm.terminate()
             swarm.wait(10)
@@ -194,6 +224,10 @@ def run_one(n: int, store: str, delay: float, work: Path, profile: Path | None =
     return {
         "servers": n,
         "store": store,
+        "freeze": freeze,
+        "freeze_delay_s": freeze_delay if freeze else None,
+        "cluster_sql": seen,
+        "load_avg_1m": os.getloadavg()[0],
         "delay_s": delay,
         "answer_ms": answered * 1000,
         "first_call_after_start_ms": first_call * 1000,
@@ -214,12 +248,15 @@ def main() -> None:
     p.add_argument("--delay", type=float, default=0.05, help="each simulated command's duration")
     p.add_argument("--out", type=Path, default=Path("bench/results/scale.json"))
     p.add_argument("--profile", type=Path, default=None, help="write py-spy collapsed stacks here")
+    p.add_argument("--freeze", action="store_true", help="the minor freeze on, against a fake cluster SQL")
+    p.add_argument("--freeze-delay", type=float, default=0.2, help="seconds from a freeze to its checkpoint")
     a = p.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="obstop-bench-") as tmp:
         for store in a.stores:
             for n in a.servers:
-                res = run_one(n, store, a.delay, Path(tmp) / f"{store}-{n}", a.profile)
+                work = Path(tmp) / f"{store}-{n}"
+                res = run_one(n, store, a.delay, work, a.profile, a.freeze, a.freeze_delay)
                 print(
                     json.dumps(
                         {

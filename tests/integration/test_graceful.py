@@ -3,6 +3,8 @@ or bounded; an unreachable cluster is stopped only with force. Fake observers an
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -146,8 +148,6 @@ async def test_the_waits_share_one_session_and_one_statement_per_poll(
         assert all(k in read.sql for k in keys)
         polls = checkpoint_polls(fc, freeze.at)
         assert len({p.conn for p in polls}) == 1  # one session for all the waits
-        (session,) = [c for c in fc.connections() if c.id == polls[0].conn]
-        assert session.closed is not None  # closed once nobody waits
         # the checkpoints moved 1 s after the freeze, when all four waited: a poll asked for all four
         assert any(all(k in p.sql for k in keys) for p in polls)
         assert all(any(k in p.sql for p in polls) for k in keys)
@@ -203,3 +203,34 @@ def _status(env: Env, task_id: int, sub_id: int, status: str) -> Callable[[], Aw
 
 async def _polled_after(fc: FakeCluster, at: float) -> bool:
     return bool(checkpoint_polls(fc, at + 0.05))
+
+
+async def test_the_session_falls_over_when_its_server_dies_mid_wait(
+    tmp_path: Path, fakes: Fakes, cluster_dir: Path
+) -> None:
+    """The pooled session fails over as a server's own did: the waits go on through another server, the
+    dead server's wait ends (it has no log stream now), the other's still ends at its own deadline."""
+    cluster = start(fakes, cluster_dir, n=2)
+    fc = FakeCluster(cluster_dir)
+    fc.configure(freeze_never=True)
+    async with running(config(tmp_path, cluster)) as env:
+        task_id = await stop(env, {"freezeTimeoutSeconds": 4})
+
+        async def polling() -> bool:
+            freezes = [s for s in fc.statements() if "MINOR FREEZE" in s.sql]
+            return bool(freezes and checkpoint_polls(fc, freezes[0].at))
+
+        await wait_for(polling, "the checkpoint waits never polled")
+        (freeze,) = [s for s in fc.statements() if "MINOR FREEZE" in s.sql]
+        serving = checkpoint_polls(fc, freeze.at)[0].server  # the observer the session reached
+        dead = next(i for i, f in enumerate(cluster.fakes) if serving == f"{f.ip}:2881")
+        other = cluster.fakes[1 - dead]
+        os.kill(cluster.pids[dead], signal.SIGKILL)
+        assert await env.wait(task_id) == "FAILED"
+        servers = {p.server for p in checkpoint_polls(fc, freeze.at)}
+        assert servers == {serving, f"{other.ip}:2881"}
+        log = await env.log_of(task_id, "Prepare stop observer")
+        assert f"SQL connected to {other.ip}:2881" in log
+        assert f"{cluster.fakes[dead].ip}:2882 has no log stream now" in log
+        assert f"minor freeze of {other.ip}:2882 not done after 4s" in log
+        assert alive(cluster.pids[1 - dead]) and sigterm_times(fc) == []
