@@ -90,7 +90,9 @@ def main() -> None:
                         brief = {k: res[k] for k in ("servers", "store", "freeze", "total_s", "cpu_s")}
                         print(json.dumps({**brief, "cluster_sql": res["cluster_sql"]}), flush=True)
                         into.append(res)
-                print(stages.render(stages.median_timeline([r["stages"] for r in on])), flush=True)
+                for label, runs in (("freeze off", off), ("freeze on", on)):
+                    print(f"{store}, {n} servers, {label} (medians):", flush=True)
+                    print(stages.render(stages.median_timeline([r["stages"] for r in runs])), flush=True)
                 rows.append(summarize(n, store, off, on))
                 raw.append({"servers": n, "store": store, "off": off, "on": on})
     rendered = table(rows)

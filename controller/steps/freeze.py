@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from obstop.controller.config import ClusterSQLConfig
 from obstop.controller.errors import StepFailed
@@ -22,6 +22,8 @@ from obstop.controller.steps.checkpoints import CheckpointPoller, Waiter, read_c
 from obstop.controller.steps.cluster_sql import ClusterSQL, SQLFailed, SQLUnavailable
 from obstop.controller.steps.dag import Node
 from obstop.controller.steps.run import ServerFacts, StepRun
+
+RECORDS_KEPT = 64  # tasks whose freeze record is kept in memory
 
 
 class Preparation(Protocol):
@@ -36,6 +38,8 @@ class SQLPreparation:
     def __init__(self, cluster_sql: Sequence[ClusterSQLConfig]) -> None:
         self.sql = {c.cluster_id: c for c in cluster_sql}
         self.poller = CheckpointPoller()
+        self._records: dict[int, dict[str, Any]] = {}  # task id -> its freeze record (started)
+        self._records_lock = asyncio.Lock()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """The clusters' checkpoint loops (a task of the controller's TaskGroup) until stopping is set."""
@@ -102,8 +106,7 @@ class SQLPreparation:
     async def prepare_server(self, run: StepRun, server: ServerFacts) -> None:
         if not run.options.freeze or self._config(run) is None:
             return  # no freeze was issued (prepare_cluster said why in its log)
-        found = await run.sink.node_result(run.task_id, Node.PREPARE_CLUSTER)
-        freeze = (found or {}).get("freeze")
+        freeze = await self._freeze_record(run)
         if not freeze or not freeze.get("started"):
             return
         key = f"{server.ip}:{server.rpc_port}"
@@ -127,6 +130,23 @@ class SQLPreparation:
             if not run.options.force:
                 raise StepFailed(f"waiting for the freeze of {key}: {exc.message}") from exc
             await run.log(f"{exc.message}; force: true, so not waiting for the freeze of {key}")
+
+    async def _freeze_record(self, run: StepRun) -> dict[str, Any] | None:
+        """What Prepare stop cluster recorded of the freeze, read once per task for all its servers (a
+        thousand servers' waits begin together; the record, with every server's checkpoint, is fixed
+        once the freeze was issued: a successful subtask never runs again)."""
+        if (found := self._records.get(run.task_id)) is not None:
+            return found
+        async with self._records_lock:
+            if (found := self._records.get(run.task_id)) is not None:
+                return found
+            result = await run.sink.node_result(run.task_id, Node.PREPARE_CLUSTER)
+            freeze: dict[str, Any] | None = (result or {}).get("freeze")
+            if freeze and freeze.get("started"):
+                self._records[run.task_id] = freeze
+                while len(self._records) > RECORDS_KEPT:
+                    del self._records[next(iter(self._records))]
+            return freeze
 
     async def _refreeze(self, sql: ClusterSQL, run: StepRun, server: ServerFacts, before: int) -> int:
         key = f"{server.ip}:{server.rpc_port}"
