@@ -37,7 +37,9 @@ Endpoints = Callable[[], Awaitable[list[tuple[str, int]]]]
 
 
 def checkpoints_sql(n: int) -> str:
-    """The minimum checkpoint_scn of each of n servers ((svr_ip, svr_port) pairs), in one statement."""
+    """The minimum checkpoint_scn of each of n servers ((svr_ip, svr_port) pairs), in one statement. The
+    row IN list is how OceanBase's own inner SQL names servers: a virtual table takes its query ranges
+    from it, so only those servers are asked."""
     pairs = ", ".join(["(%s, %s)"] * n)
     return (
         "SELECT svr_ip, svr_port, MIN(checkpoint_scn) FROM oceanbase.__all_virtual_ls_info "
