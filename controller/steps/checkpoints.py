@@ -2,9 +2,9 @@
 
 Each server's "Prepare stop observer" waits until its minimum checkpoint_scn has moved past the value it
 had before the freeze. Rather than a session and a poller per server, a cluster has one SQL session while
-any of its servers waits (opened through its RUNNING servers, falling over as ClusterSQL does; kept LINGER
-seconds after the last wait ends, for waits that begin a moment later) and one loop that asks, in one
-statement per poll, for the checkpoints of every server still waiting. Each waiter keeps its own backoff
+any of its servers waits (opened through its RUNNING servers, falling over as ClusterSQL does; closed the
+moment none does) and one loop that asks, in one statement per poll, for the checkpoints of every server
+still waiting. Each waiter keeps its own backoff
 (fast first, capped), its own deadline and its own log lines; a waiter whose subtask is cancelled simply
 leaves; a session that fails fails the waiters it served.
 
@@ -31,7 +31,6 @@ MAX_PER_STATEMENT = 1000  # servers per checkpoint statement: at most ~30 KB of 
 FIRST_DELAY, MAX_DELAY, GROWTH = 0.05, 2.0, 1.6  # each waiter's poll interval: fast first, capped
 MIN_GAP = 0.05  # between two polls of one cluster: waiters arriving together share a poll
 REPORT_EVERY = 5.0  # seconds between a waiter's "still waiting" lines
-LINGER = 0.5  # seconds a session stays open with nobody waiting (more may be about to)
 
 Endpoints = Callable[[], Awaitable[list[tuple[str, int]]]]
 
@@ -100,12 +99,9 @@ class Waiter:
 class ClusterPoll:
     """One cluster's session and loop, for as long as any of its servers waits."""
 
-    def __init__(
-        self, config: ClusterSQLConfig, endpoints: list[tuple[str, int]], linger: float = LINGER
-    ) -> None:
+    def __init__(self, config: ClusterSQLConfig, endpoints: list[tuple[str, int]]) -> None:
         self.config = config
         self.endpoints = endpoints
-        self.linger = linger
         self.waiters: set[Waiter] = set()
         self.closing = False  # the loop has decided to end: a new waiter starts another
         self.polls = 0
@@ -121,6 +117,8 @@ class ClusterPoll:
 
     def remove(self, w: Waiter) -> None:
         self.waiters.discard(w)
+        if not self.waiters:
+            self._changed.set()  # nobody waits: close the session now
 
     async def _log(self, line: str) -> None:
         """The session's own lines (connected, failed over) go to every waiting server's log."""
@@ -154,21 +152,12 @@ class ClusterPoll:
         self.waiters.clear()
 
     async def _poll(self, sql: ClusterSQL) -> None:
-        idle_since: float | None = None
         while True:
             if not self.waiters:
-                # servers still arriving (their probes end one after the other) keep the session: it
-                # is closed once nobody has waited for LINGER seconds
-                idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since >= self.linger:
-                    self.closing = True  # decided without yielding: no waiter can slip in unseen
-                    return
-                self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(idle_since + self.linger - time.monotonic()):
-                        await self._changed.wait()
-                continue
-            idle_since = None
+                # closed at once: the kills begin when the last wait ends, and a session left open to
+                # an observer being killed would hold its SQL port (FIN_WAIT2) after the process is gone
+                self.closing = True  # decided without yielding: no waiter can slip in unseen
+                return
             now = time.monotonic()
             self._planned = max(min(w.next_at for w in self.waiters), self._last_poll + MIN_GAP)
             if self._planned > now:
@@ -246,7 +235,7 @@ class CheckpointPoller:
             poll = self._polls.get(cluster_id)  # another waiter may have opened it meanwhile
             if poll is None or poll.closing:
                 if self._tg is None:  # not running (the controller stops): this task polls alone
-                    poll = ClusterPoll(config, found, linger=0.0)
+                    poll = ClusterPoll(config, found)
                     poll.add(waiter)
                     try:
                         await poll.run()
