@@ -99,7 +99,7 @@ class Waiter:
 class ClusterPoll:
     """One cluster's session and loop, for as long as any of its servers waits."""
 
-    def __init__(self, config: ClusterSQLConfig, endpoints: list[tuple[str, int]]) -> None:
+    def __init__(self, config: ClusterSQLConfig, endpoints: Endpoints) -> None:
         self.config = config
         self.endpoints = endpoints
         self.waiters: set[Waiter] = set()
@@ -127,7 +127,9 @@ class ClusterPoll:
 
     async def run(self) -> None:
         try:
-            async with ClusterSQL(self.config, self.endpoints, self._log) as sql:
+            # read by the loop, once per session: waits arriving meanwhile join at once
+            found = await self.endpoints()
+            async with ClusterSQL(self.config, found, self._log) as sql:
                 timeout_us = int(self.config.statement_timeout * 1_000_000)
                 await sql.execute(f"SET ob_query_timeout = {timeout_us}", quiet=True)
                 await self._poll(sql)
@@ -138,7 +140,7 @@ class ClusterPoll:
             failed = exc.message
             self._fail_all(lambda w: StepFailed(f"waiting for the freeze of {w.key}: {failed}"))
         except Exception as exc:  # a bug here must fail the waits, not the controller
-            log.exception("checkpoint poll of %s failed", self.endpoints[:1])
+            log.exception("checkpoint poll of %s failed", self.config.cluster_id)
             broken = repr(exc)
             self._fail_all(lambda w: StepFailed(f"waiting for the freeze of {w.key}: {broken}"))
         finally:
@@ -231,23 +233,19 @@ class CheckpointPoller:
         failure, SQLUnavailable when no server of the cluster answers."""
         poll = self._polls.get(cluster_id)
         if poll is None or poll.closing:
-            found = await endpoints()
-            poll = self._polls.get(cluster_id)  # another waiter may have opened it meanwhile
-            if poll is None or poll.closing:
-                if self._tg is None:  # not running (the controller stops): this task polls alone
-                    poll = ClusterPoll(config, found)
-                    poll.add(waiter)
-                    try:
-                        await poll.run()
-                    except BaseException:
-                        if waiter.done.done() and not waiter.done.cancelled():
-                            waiter.done.exception()  # seen: its own task ends with the cause
-                        raise
-                    await waiter.done
-                    return
-                poll = ClusterPoll(config, found)
-                self._polls[cluster_id] = poll
-                self._tg.create_task(self._loop(cluster_id, poll), name=f"freeze-poll-{cluster_id}")
+            poll = ClusterPoll(config, endpoints)
+            if self._tg is None:  # not running (the controller stops): this task polls alone
+                poll.add(waiter)
+                try:
+                    await poll.run()
+                except BaseException:
+                    if waiter.done.done() and not waiter.done.cancelled():
+                        waiter.done.exception()  # seen: its own task ends with the cause
+                    raise
+                await waiter.done
+                return
+            self._polls[cluster_id] = poll
+            self._tg.create_task(self._loop(cluster_id, poll), name=f"freeze-poll-{cluster_id}")
         poll.add(waiter)
         try:
             await waiter.done
