@@ -1,5 +1,5 @@
 """A fake cluster's SQL for the simulated swarm: one mysql-mimic process (`python -m obstop.fakes.sql`)
-answering at one loopback address for every server of the bench's cluster, its checkpoints advancing
+answering at every server's loopback SQL address for the bench's cluster, its checkpoints advancing
 `freeze_delay` seconds after each minor freeze; and what it recorded (connections, statements), read
 after a run."""
 
@@ -32,10 +32,8 @@ class ClusterSQLProcess:
 
 
 @contextmanager
-def cluster_sql(
-    work: Path, inventory: Path, ip: str, port: int, freeze_delay: float
-) -> Iterator[ClusterSQLProcess]:
-    """The process, listening on ip:port (the bench's inventory gives server 1 that address)."""
+def cluster_sql(work: Path, inventory: Path, freeze_delay: float) -> Iterator[ClusterSQLProcess]:
+    """The process, listening at each server's (ip, sql_port) of the inventory's cluster 1."""
     password_file = work / "sys.password"
     password_file.write_text(PASSWORD + "\n")
     directory = work / "cluster"
@@ -48,8 +46,6 @@ def cluster_sql(
             str(directory),
             "--inventory",
             str(inventory),
-            "--listen",
-            f"{ip}:{port}",
             "--password-file",
             str(password_file),
             "--freeze-delay",

@@ -44,7 +44,7 @@ PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
 
 
 def server_ip(i: int) -> str:
-    """Loopback: server 1's address is where the fake cluster's SQL listens (the others only name)."""
+    """A loopback address: the fake cluster's SQL answers at each (bench/clustersql.py)."""
     return f"127.77.{i // 256 % 256}.{i % 256}"
 
 
@@ -129,9 +129,7 @@ def run_one(
     with contextlib.ExitStack() as sql_stack, mosquitto(work / "mqtt") as broker:
         sql = None
         if freeze:
-            sql = sql_stack.enter_context(
-                cluster_sql(work, work / "inventory.toml", server_ip(1), sql_port, freeze_delay)
-            )
+            sql = sql_stack.enter_context(cluster_sql(work, work / "inventory.toml", freeze_delay))
         (work / "controller.toml").write_text(
             tomli_w.dumps(
                 {

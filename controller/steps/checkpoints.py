@@ -30,6 +30,7 @@ log = logging.getLogger("obstop.controller.freeze")
 MAX_PER_STATEMENT = 1000  # servers per checkpoint statement: at most ~30 KB of SQL text
 FIRST_DELAY, MAX_DELAY, GROWTH = 0.05, 2.0, 1.6  # each waiter's poll interval: fast first, capped
 MIN_GAP = 0.05  # between two polls of one cluster: waiters arriving together share a poll
+MAX_CONNECT_FAILURES = 3  # failed connects of a session written to each waiting server's log
 REPORT_EVERY = 5.0  # seconds between a waiter's "still waiting" lines
 
 Endpoints = Callable[[], Awaitable[list[tuple[str, int]]]]
@@ -105,6 +106,7 @@ class ClusterPoll:
         self.waiters: set[Waiter] = set()
         self.closing = False  # the loop has decided to end: a new waiter starts another
         self.polls = 0
+        self._connect_failures = 0
         self._changed = asyncio.Event()
         self._last_poll = float("-inf")
         self._planned = float("inf")
@@ -121,7 +123,12 @@ class ClusterPoll:
             self._changed.set()  # nobody waits: close the session now
 
     async def _log(self, line: str) -> None:
-        """The session's own lines (connected, failed over) go to every waiting server's log."""
+        """The session's own lines (connected, failed over) go to every waiting server's log; past
+        MAX_CONNECT_FAILURES, a session's failed connects are left to the error that lists them all."""
+        if line.startswith("SQL connect to "):
+            self._connect_failures += 1
+            if self._connect_failures > MAX_CONNECT_FAILURES:
+                return
         for w in list(self.waiters):
             await w.log(line)
 

@@ -47,14 +47,12 @@ class SQLPreparation:
 
     async def _endpoints(self, run: StepRun, first: ServerFacts | None = None) -> list[tuple[str, int]]:
         statuses = await run.sink.server_statuses(run.cluster_id)
-        # RUNNING servers first; the server being prepared first of all (its own view is freshest)
+        # RUNNING servers first, then those this stop is preparing (alive until the kills, which wait
+        # for every checkpoint wait); the server being prepared first of all (its own view is freshest)
+        rank: dict[str | None, int] = {ServerStatus.RUNNING: 0, ServerStatus.PROCESS_STOPPING: 1}
         ordered = sorted(
             run.servers.values(),
-            key=lambda s: (
-                first is None or s.id != first.id,
-                statuses.get(s.id) != ServerStatus.RUNNING,
-                s.id,
-            ),
+            key=lambda s: (first is None or s.id != first.id, rank.get(statuses.get(s.id), 2), s.id),
         )
         return [(s.ip, s.sql_port) for s in ordered]
 

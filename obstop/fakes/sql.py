@@ -193,27 +193,25 @@ async def serve_sql(sock: socket.socket, cluster_dir: Path, args: argparse.Names
     return server
 
 
-async def serve_cluster(cluster: FakeCluster, listen: str) -> None:
-    """One SQL address answering for every server of the cluster, until SIGTERM."""
-    ip, port = listen.rsplit(":", 1)
-    server = MysqlServer(
-        session_factory=lambda: ObSession(cluster, listen), identity_provider=Identity(cluster)
-    )
-    await server.start_server(host=ip, port=int(port))
+async def serve_cluster(cluster: FakeCluster, addresses: list[tuple[str, int]]) -> None:
+    """One process answering SQL at every server's address (as each observer would), until SIGTERM."""
+    me = f"{addresses[0][0]}:{addresses[0][1]}"
+    server = MysqlServer(session_factory=lambda: ObSession(cluster, me), identity_provider=Identity(cluster))
+    for port in sorted({p for _, p in addresses}):
+        await server.start_server(host=[ip for ip, p in addresses if p == port], port=port)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    print(f"fake cluster SQL on {listen}", flush=True)
+    print(f"fake cluster SQL on {len(addresses)} address(es), from {me}", flush=True)
     await stop.wait()
     server.close()
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description="a fake cluster's SQL, one address for all its servers")
+    p = argparse.ArgumentParser(description="a fake cluster's SQL: one process for all its servers")
     p.add_argument("--cluster-dir", required=True)
     p.add_argument("--inventory", required=True, help="the controller's inventory.toml")
     p.add_argument("--cluster-id", type=int, default=1)
-    p.add_argument("--listen", required=True, help="ip:port")
     p.add_argument("--password-file", default=None)
     p.add_argument("--freeze-delay", type=float, default=0.2, help="seconds from a freeze to its checkpoint")
     args = p.parse_args()
@@ -225,7 +223,7 @@ def main() -> None:
         (s["ip"], s.get("rpc_port", 2882), s.get("sql_port", 2881), s["zone"]) for s in found["servers"]
     ]
     cluster.register_all(servers, os.getpid())
-    asyncio.run(serve_cluster(cluster, args.listen))
+    asyncio.run(serve_cluster(cluster, [(ip, sql) for ip, _, sql, _ in servers]))
 
 
 if __name__ == "__main__":
