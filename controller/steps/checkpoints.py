@@ -3,8 +3,8 @@
 Each server's "Prepare stop observer" waits until its minimum checkpoint_scn has moved past the value it
 had before the freeze. Rather than a session and a poller per server, a cluster has one SQL session while
 any of its servers waits (opened through its RUNNING servers, falling over as ClusterSQL does; closed the
-moment none does) and one loop that asks, in one statement per poll, for the checkpoints of every server
-still waiting. Each waiter keeps its own backoff
+moment the last wait announced ends, or after LINGER idle seconds) and one loop that asks, in one
+statement per poll, for the checkpoints of every server still waiting. Each waiter keeps its own backoff
 (fast first, capped), its own deadline and its own log lines; a waiter whose subtask is cancelled simply
 leaves; a session that fails fails the waiters it served.
 
@@ -31,6 +31,7 @@ MAX_PER_STATEMENT = 1000  # servers per checkpoint statement: at most ~30 KB of 
 FIRST_DELAY, MAX_DELAY, GROWTH = 0.05, 2.0, 1.6  # each waiter's poll interval: fast first, capped
 MIN_GAP = 0.05  # between two polls of one cluster: waiters arriving together share a poll
 MAX_CONNECT_FAILURES = 3  # failed connects of a session written to each waiting server's log
+LINGER = 1.0  # seconds a session idles while announced waits have yet to begin
 REPORT_EVERY = 5.0  # seconds between a waiter's "still waiting" lines
 
 Endpoints = Callable[[], Awaitable[list[tuple[str, int]]]]
@@ -71,6 +72,7 @@ class Waiter:
     before: int
     timeout_s: float
     log: Log
+    expect: frozenset[str] = frozenset()  # the servers whose waits come with it ('ip:rpc_port')
     started: float = field(default_factory=time.monotonic)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     delay: float = FIRST_DELAY
@@ -106,6 +108,8 @@ class ClusterPoll:
         self.waiters: set[Waiter] = set()
         self.closing = False  # the loop has decided to end: a new waiter starts another
         self.polls = 0
+        self.expected: set[str] = set()  # every server whose wait was announced with a waiter
+        self.finished: set[str] = set()  # those whose wait has ended (resolved, failed, left)
         self._connect_failures = 0
         self._changed = asyncio.Event()
         self._last_poll = float("-inf")
@@ -114,13 +118,18 @@ class ClusterPoll:
     def add(self, w: Waiter) -> None:
         w.next_at = max(w.started, self._last_poll + MIN_GAP)
         self.waiters.add(w)
+        self.expected |= w.expect | {w.key}
         if w.next_at < self._planned:
             self._changed.set()
 
     def remove(self, w: Waiter) -> None:
+        self._leave(w)
+
+    def _leave(self, w: Waiter) -> None:
         self.waiters.discard(w)
+        self.finished.add(w.key)
         if not self.waiters:
-            self._changed.set()  # nobody waits: close the session now
+            self._changed.set()  # nobody waits: the loop decides whether to close now
 
     async def _log(self, line: str) -> None:
         """The session's own lines (connected, failed over) go to every waiting server's log; past
@@ -161,12 +170,23 @@ class ClusterPoll:
         self.waiters.clear()
 
     async def _poll(self, sql: ClusterSQL) -> None:
+        idle_since: float | None = None
         while True:
             if not self.waiters:
-                # closed at once: the kills begin when the last wait ends, and a session left open to
-                # an observer being killed would hold its SQL port (FIN_WAIT2) after the process is gone
-                self.closing = True  # decided without yielding: no waiter can slip in unseen
-                return
+                # closed once every announced wait has ended (the kills begin then, and a session left
+                # open to an observer being killed would hold its SQL port in FIN_WAIT2 after the
+                # process is gone); while some have yet to begin, kept up to LINGER seconds idle
+                idle_since = idle_since or time.monotonic()
+                left = idle_since + LINGER - time.monotonic()
+                if self.expected <= self.finished or left <= 0:
+                    self.closing = True  # decided without yielding: no waiter can slip in unseen
+                    return
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        await self._changed.wait()
+                continue
+            idle_since = None
             now = time.monotonic()
             self._planned = max(min(w.next_at for w in self.waiters), self._last_poll + MIN_GAP)
             if self._planned > now:
@@ -193,7 +213,7 @@ class ClusterPoll:
             ms = waited * 1000
             await w.log(f"checkpoint of {w.key} advanced {w.before} -> {current} after {ms:.0f} ms")
         elif now >= w.deadline:
-            self.waiters.discard(w)
+            self._leave(w)
             w.finish(
                 StepFailed(
                     f"minor freeze of {w.key} not done after {w.timeout_s:g}s: checkpoint_scn still "
@@ -209,7 +229,7 @@ class ClusterPoll:
             w.next_at = min(now + w.delay, w.deadline)
             w.delay = min(w.delay * GROWTH, MAX_DELAY)
             return
-        self.waiters.discard(w)
+        self._leave(w)
         w.finish()
 
 

@@ -40,6 +40,7 @@ class SQLPreparation:
         self.poller = CheckpointPoller()
         self._records: dict[int, dict[str, Any]] = {}  # task id -> its freeze record (started)
         self._records_lock = asyncio.Lock()
+        self._expect: dict[int, frozenset[str]] = {}  # task id -> the servers its freeze waits for
 
     async def run(self, stopping: asyncio.Event) -> None:
         """The clusters' checkpoint loops (a task of the controller's TaskGroup) until stopping is set."""
@@ -122,12 +123,24 @@ class SQLPreparation:
                 async with ClusterSQL(cfg, await self._endpoints(run, server), run.log) as sql:
                     before = await self._refreeze(sql, run, server, int(before))
             await run.log(f"waiting for the checkpoint of {key} to pass {before} (at most {timeout_s:g}s)")
-            waiter = Waiter(server.ip, server.rpc_port, int(before), timeout_s, run.log)
+            # the first run's waits come together: the session stays until all have ended
+            expect = self._expected(run.task_id, freeze) if run.run_time == 1 else frozenset()
+            waiter = Waiter(server.ip, server.rpc_port, int(before), timeout_s, run.log, expect)
             await self.poller.wait(run.cluster_id, cfg, lambda: self._endpoints(run), waiter)
         except SQLUnavailable as exc:
             if not run.options.force:
                 raise StepFailed(f"waiting for the freeze of {key}: {exc.message}") from exc
             await run.log(f"{exc.message}; force: true, so not waiting for the freeze of {key}")
+
+    def _expected(self, task_id: int, freeze: dict[str, Any]) -> frozenset[str]:
+        """The servers that wait for this task's freeze (those with a checkpoint before it)."""
+        found = self._expect.get(task_id)
+        if found is None:
+            found = frozenset(k for k, v in freeze.get("before", {}).items() if v is not None)
+            self._expect[task_id] = found
+            while len(self._expect) > RECORDS_KEPT:
+                del self._expect[next(iter(self._expect))]
+        return found
 
     async def _freeze_record(self, run: StepRun) -> dict[str, Any] | None:
         """What Prepare stop cluster recorded of the freeze, read once per task for all its servers (a
