@@ -181,6 +181,7 @@ class ClusterPoll:
                 if self.expected <= self.finished or left <= 0:
                     self.closing = True  # decided without yielding: no waiter can slip in unseen
                     return
+                self._planned = float("inf")  # the next waiter wakes the loop
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(left):
@@ -262,6 +263,7 @@ class CheckpointPoller:
         if poll is None or poll.closing:
             poll = ClusterPoll(config, endpoints)
             if self._tg is None:  # not running (the controller stops): this task polls alone
+                waiter.expect = frozenset()  # for itself only
                 poll.add(waiter)
                 try:
                     await poll.run()

@@ -129,3 +129,28 @@ async def test_refused_credentials_fail_every_wait_of_the_session(
         )
         stopping.set()
     assert all("Access denied" in m and "not-it" not in m for m in messages)
+
+
+async def test_a_wait_announced_but_late_finds_the_session_still_open(
+    tmp_path: Path, cluster: tuple[FakeCluster, int]
+) -> None:
+    """Waits begin one after the other (each after its probe): the session stays for the announced ones,
+    rather than closing and opening again between them."""
+    fc, port = cluster
+    fc.freeze([A, B])  # due in 0.3 s
+    poller, stopping = CheckpointPoller(), asyncio.Event()
+
+    async def endpoints() -> list[tuple[str, int]]:
+        return [("127.0.0.1", port)]
+
+    cfg, both = sql_config(tmp_path), frozenset({"127.0.0.1:2882", "127.0.0.2:2882"})
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(poller.run(stopping))
+        await asyncio.sleep(0)  # the poller runs
+        await poller.wait(1, cfg, endpoints, Waiter(*A, BASE_SCN, 10, Lines(), both))
+        await asyncio.sleep(0.2)  # the other's probe ends a moment later
+        late = Lines()
+        await poller.wait(1, cfg, endpoints, Waiter(*B, BASE_SCN, 10, late, both))
+        stopping.set()
+    assert any("advanced" in x for x in late.lines)
+    assert len(fc.connections()) == 1
