@@ -137,11 +137,13 @@ class FakeCluster:
         """Many servers (ip, rpc_port, sql_port, zone) at once, all alive while process pid lives (one
         process answering for a whole cluster: the scale benchmark's)."""
         with self._db() as db:
+            db.execute("BEGIN")
             db.executemany(
                 "INSERT OR REPLACE INTO servers (ip, rpc_port, sql_port, zone, pid, started, stop_time) "
                 "VALUES (?, ?, ?, ?, ?, ?, 0)",
                 [(ip, rpc, sql, zone, pid, time.time()) for ip, rpc, sql, zone in servers],
             )
+            db.execute("COMMIT")
 
     def connect(self, server: str) -> int:
         """A client's SQL connection to server (its SQL address) was established: its id."""
@@ -179,7 +181,9 @@ class FakeCluster:
             return
         due = time.time() + float(self.setting("freeze_delay", "0.2"))
         with self._db() as db:
+            db.execute("BEGIN")  # one commit for all (a freeze of 1,000 servers answers at once)
             db.executemany("INSERT INTO freezes VALUES (?, ?, ?)", [(ip, port, due) for ip, port in servers])
+            db.execute("COMMIT")
 
     def checkpoint(self, ip: str, rpc_port: int) -> int | None:
         """Minimum checkpoint_scn of the server's log streams; None when it is down (no row)."""
