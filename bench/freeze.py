@@ -40,6 +40,7 @@ def summarize(n: int, store: str, off: list[dict[str, Any]], on: list[dict[str, 
         "ratio": _median(on, "total_s") / _median(off, "total_s"),
         "off_controller_cpu_s": _cpu(off, "controller"),
         "on_controller_cpu_s": _cpu(on, "controller"),
+        "cpu_ratio": _cpu(on, "controller") / _cpu(off, "controller"),
         "on_cluster_sql_cpu_s": _cpu(on, "cluster_sql"),
         "poll_connections": max(s["poll_connections"] for s in sql),
         "checkpoint_polls": statistics.median(s["checkpoint_polls"] for s in sql),
@@ -52,7 +53,7 @@ def summarize(n: int, store: str, off: list[dict[str, Any]], on: list[dict[str, 
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| servers | store | freeze off | freeze on | on ÷ off | controller CPU off / on | fake SQL CPU "
+        "| servers | store | freeze off | freeze on | on ÷ off | controller CPU off / on (÷) | fake SQL CPU "
         "| sessions for the waits | polls (max servers per statement) | checkpoint reads before the freeze "
         "| load |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -61,6 +62,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         out.append(
             f"| {r['servers']:,} | {r['store']} | {r['off_total_s']:.2f} s | {r['on_total_s']:.2f} s "
             f"| **{r['ratio']:.2f}** | {r['off_controller_cpu_s']:.2f} / {r['on_controller_cpu_s']:.2f} s "
+            f"({r['cpu_ratio']:.2f}) "
             f"| {r['on_cluster_sql_cpu_s']:.2f} s | {r['poll_connections']} "
             f"| {r['checkpoint_polls']:g} ({r['servers_per_poll_max']}) "
             f"| {r['checkpoint_reads_before_freeze']} | {r['load_avg_1m']:.1f} |"
