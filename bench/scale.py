@@ -7,6 +7,9 @@ end-to-end time (call to SUCCESSFUL), time per server, CPU seconds of the contro
 Mosquitto and the client (and the controller's per server), the controller's peak RSS, the store's size,
 and the stage timeline.
 `--profile DIR` samples the controller with py-spy (DIR/STORE-N.txt; `python -m bench.profsum FILE`).
+`--freeze` stops with the minor freeze on, against a fake cluster's SQL (bench/clustersql.py: one process
+answering for the cluster; checkpoints advance `--freeze-delay` after the freeze); `python -m bench.freeze`
+runs the same stop with the freeze off and on, side by side.
 
     python -m bench.scale --servers 100 1000 5000 --stores sqlite postgres --out bench/results/scale.json
 """
@@ -31,6 +34,7 @@ import psutil
 import tomli_w
 
 from bench import stages
+from bench.clustersql import cluster_sql, record
 from bench.common import RssSampler, controller, mosquitto
 from bench.cpu import Meter
 from bench.spy import py_spy
@@ -41,14 +45,20 @@ from obstop.fakes.net import free_port
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
 
 
-def inventory(n: int) -> dict[str, Any]:
+def server_ip(i: int) -> str:
+    """A loopback address: the fake cluster's SQL answers at each (bench/clustersql.py)."""
+    return f"127.77.{i // 256 % 256}.{i % 256}"
+
+
+def inventory(n: int, sql_port: int = 2881) -> dict[str, Any]:
     """Cluster 1: n servers in 3 zones (the one stopped). Cluster 2: one server, left alone."""
     servers = [
         {
             "id": i,
             "zone": f"zone{(i - 1) % 3 + 1}",
             "host": f"h{i}",
-            "ip": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+            "ip": server_ip(i),
+            "sql_port": sql_port,
             "home_path": "/home/admin/oceanbase",
         }
         for i in range(1, n + 1)
@@ -110,15 +120,19 @@ def run_one(
     work: Path,
     profile: Path | None = None,
     settle: bool = True,
+    freeze: bool = False,
+    freeze_delay: float = 0.2,
 ) -> dict[str, Any]:
+    """One stop of n servers; with freeze, against the fake cluster's SQL."""
     work.mkdir(parents=True)
+    sql_port = free_port(server_ip(1))
     signing.generate(work / "keys")
     # the swarm signs every agent's events with one key: each agent's .pub is a copy of it
     signing.generate(work / "keys", agent="swarm")
     (work / "keys" / "agents").mkdir()
     for i in range(1, n + 2):
         shutil.copyfile(work / "keys" / "swarm.pub", work / "keys" / "agents" / f"h{i}.pub")
-    (work / "inventory.toml").write_text(tomli_w.dumps(inventory(n)))
+    (work / "inventory.toml").write_text(tomli_w.dumps(inventory(n, sql_port)))
     port = free_port()
     db_name = f"obstop_bench_{n}_{int(time.time())}"
     url = (
@@ -128,7 +142,10 @@ def run_one(
     )
     if store == "postgres":
         asyncio.run(_pg(f'CREATE DATABASE "{db_name}"'))
-    with mosquitto(work / "mqtt") as broker:
+    with contextlib.ExitStack() as sql_stack, mosquitto(work / "mqtt") as broker:
+        sql = None
+        if freeze:
+            sql = sql_stack.enter_context(cluster_sql(work, work / "inventory.toml", freeze_delay))
         (work / "controller.toml").write_text(
             tomli_w.dumps(
                 {
@@ -153,6 +170,7 @@ def run_one(
                     },
                     "stop": {"subtask_timeout": 1200, "resend_interval": 30},
                     "engine": {"max_concurrency": 1024},
+                    "cluster_sql": [sql.config()] if sql is not None else [],
                 }
             )
         )
@@ -185,9 +203,12 @@ def run_one(
                 # the first authenticated request pays the password KDF (once per controller life)
                 http.get("/api/v2/tasks/instances?clusterId=1").raise_for_status()
                 settled = _settle(proc.pid) if settle else 0.0
-                meter = Meter({"controller": [proc.pid], "swarm": [swarm.pid], "mosquitto": [broker.pid]})
+                groups = {"controller": [proc.pid], "swarm": [swarm.pid], "mosquitto": [broker.pid]}
+                if sql is not None:
+                    groups["cluster_sql"] = [sql.pid]
+                meter = Meter(groups)
                 t0 = time.monotonic()
-                r = http.post("/api/v2/ob/clusters/1/stop", json={"freeze": False})
+                r = http.post("/api/v2/ob/clusters/1/stop", json={"freeze": freeze})
                 answered = first_call = time.monotonic() - t0  # the first stop call after the start
                 assert r.status_code == 200, r.text
                 task_id = r.json()["data"]["id"]
@@ -202,6 +223,7 @@ def run_one(
                 assert status == "SUCCESSFUL", status
                 final = http.get(f"/api/v2/tasks/instances/{task_id}").json()["data"]
                 timeline = stages.timeline(final)
+                seen = record(sql.directory) if sql is not None else None
         finally:
             swarm.terminate()
             swarm.wait(10)
@@ -217,6 +239,10 @@ def run_one(
     return {
         "servers": n,
         "store": store,
+        "freeze": freeze,
+        "freeze_delay_s": freeze_delay if freeze else None,
+        "cluster_sql": seen,
+        "load_avg_1m": os.getloadavg()[0],
         "delay_s": delay,
         "answer_ms": answered * 1000,
         "first_call_after_start_ms": first_call * 1000,
@@ -244,12 +270,17 @@ def main() -> None:
         help="call stop as soon as the API answers, while the start-up work (agents' presence, their "
         "watches) still runs; by default the first call waits until the controller is quiet",
     )
+    p.add_argument("--freeze", action="store_true", help="the minor freeze on, against a fake cluster SQL")
+    p.add_argument("--freeze-delay", type=float, default=0.2, help="seconds from a freeze to its checkpoint")
     a = p.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="obstop-bench-") as tmp:
         for store in a.stores:
             for n in a.servers:
-                res = run_one(n, store, a.delay, Path(tmp) / f"{store}-{n}", a.profile, not a.no_settle)
+                work = Path(tmp) / f"{store}-{n}"
+                res = run_one(
+                    n, store, a.delay, work, a.profile, not a.no_settle, a.freeze, a.freeze_delay
+                )
                 print(
                     json.dumps(
                         {

@@ -77,6 +77,7 @@ class Parts:
     service: Service
     app: FastAPI
     reconciler: Reconciler
+    preparation: SQLPreparation | None = None  # its checkpoint poller runs beside the engine
 
     async def run(self, stopping: asyncio.Event) -> None:
         """The engine, dispatchers and reconciler until stopping is set."""
@@ -86,6 +87,8 @@ class Parts:
                 tg.create_task(d.run(stopping), name=f"dispatcher-{type(d).__name__}")
             tg.create_task(self.engine.run(stopping), name="engine")
             tg.create_task(self.reconciler.run(stopping), name="reconciler")
+            if self.preparation is not None:
+                tg.create_task(self.preparation.run(stopping), name="freeze-poller")
 
     async def close(self) -> None:
         await self.router.close()
@@ -123,7 +126,8 @@ async def build(config: ControllerConfig) -> Parts:
     except BaseException:
         await store.close()
         raise
-    steps = Steps(router, config.stop, config.start, SQLPreparation(config.cluster_sql), config.cluster_sql)
+    preparation = SQLPreparation(config.cluster_sql)
+    steps = Steps(router, config.stop, config.start, preparation, config.cluster_sql)
     engine = Engine(
         store,
         steps.run,
@@ -152,7 +156,7 @@ async def build(config: ControllerConfig) -> Parts:
             if isinstance(d, MqttDispatcher):
                 d.metrics = metrics
     app = create_app(Controller(config, store, service, Authenticator(config.api), registry, metrics))
-    return Parts(config, store, router, engine, service, app, reconciler)
+    return Parts(config, store, router, engine, service, app, reconciler, preparation)
 
 
 def settle_heap() -> None:

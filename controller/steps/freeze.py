@@ -2,30 +2,28 @@
 checkpoint to move past where it was, so the restart replays little log.
 
 observer turns SIGTERM into SIGKILL, so this is the whole of a graceful stop. "Prepare stop cluster"
-reads each server's minimum checkpoint_scn and issues `ALTER SYSTEM MINOR FREEZE SERVER=(...)`; each
-server's "Prepare stop observer" then waits (polling quickly at first, backing off) until its checkpoint
-has grown; the Wait node after them starts the kills only when every wait is over. Skippable with
-`freeze: false`; an unreachable cluster stops processes only with `force: true`.
+reads every target server's minimum checkpoint_scn (one statement) and issues `ALTER SYSTEM MINOR FREEZE
+SERVER=(...)`; each server's "Prepare stop observer" then waits (polling quickly at first, backing off)
+until its checkpoint has grown, through its cluster's one pooled session and poll (checkpoints.py); the
+Wait node after them starts the kills only when every wait is over. Skippable with `freeze: false`; an
+unreachable cluster stops processes only with `force: true`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from obstop.controller.config import ClusterSQLConfig
 from obstop.controller.errors import StepFailed
 from obstop.controller.states.server import ServerStatus
+from obstop.controller.steps.checkpoints import CheckpointPoller, Waiter, read_checkpoints
 from obstop.controller.steps.cluster_sql import ClusterSQL, SQLFailed, SQLUnavailable
 from obstop.controller.steps.dag import Node
 from obstop.controller.steps.run import ServerFacts, StepRun
 
-CHECKPOINT_SQL = (
-    "SELECT checkpoint_scn FROM oceanbase.__all_virtual_ls_info WHERE svr_ip = %s AND svr_port = %s "
-    "ORDER BY checkpoint_scn ASC LIMIT 1"
-)
+RECORDS_KEPT = 64  # tasks whose freeze record is kept in memory
 
 
 class Preparation(Protocol):
@@ -39,17 +37,23 @@ class Preparation(Protocol):
 class SQLPreparation:
     def __init__(self, cluster_sql: Sequence[ClusterSQLConfig]) -> None:
         self.sql = {c.cluster_id: c for c in cluster_sql}
+        self.poller = CheckpointPoller()
+        self._records: dict[int, dict[str, Any]] = {}  # task id -> its freeze record (started)
+        self._records_lock = asyncio.Lock()
+        self._expect: dict[int, frozenset[str]] = {}  # task id -> the servers its freeze waits for
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """The clusters' checkpoint loops (a task of the controller's TaskGroup) until stopping is set."""
+        await self.poller.run(stopping)
 
     async def _endpoints(self, run: StepRun, first: ServerFacts | None = None) -> list[tuple[str, int]]:
         statuses = await run.sink.server_statuses(run.cluster_id)
-        # RUNNING servers first; the server being prepared first of all (its own view is freshest)
+        # RUNNING servers first, then those this stop is preparing (alive until the kills, which wait
+        # for every checkpoint wait); the server being prepared first of all (its own view is freshest)
+        rank: dict[str | None, int] = {ServerStatus.RUNNING: 0, ServerStatus.PROCESS_STOPPING: 1}
         ordered = sorted(
             run.servers.values(),
-            key=lambda s: (
-                first is None or s.id != first.id,
-                statuses.get(s.id) != ServerStatus.RUNNING,
-                s.id,
-            ),
+            key=lambda s: (first is None or s.id != first.id, rank.get(statuses.get(s.id), 2), s.id),
         )
         return [(s.ip, s.sql_port) for s in ordered]
 
@@ -77,10 +81,7 @@ class SQLPreparation:
         try:
             async with ClusterSQL(cfg, await self._endpoints(run), run.log) as sql:
                 await sql.execute(f"SET ob_query_timeout = {int(cfg.statement_timeout * 1_000_000)}")
-                before: dict[str, int | None] = {}
-                for s in targets:
-                    rows = await sql.execute(CHECKPOINT_SQL, (s.ip, s.rpc_port))
-                    before[f"{s.ip}:{s.rpc_port}"] = int(rows[0][0]) if rows and rows[0][0] else None
+                before = await read_checkpoints(sql, [(s.ip, s.rpc_port) for s in targets])
                 names = ", ".join(f"'{key}'" for key in before)
                 if names:
                     await sql.execute(f"ALTER SYSTEM MINOR FREEZE SERVER = ({names})")
@@ -104,8 +105,7 @@ class SQLPreparation:
     async def prepare_server(self, run: StepRun, server: ServerFacts) -> None:
         if not run.options.freeze or self._config(run) is None:
             return  # no freeze was issued (prepare_cluster said why in its log)
-        found = await run.sink.node_result(run.task_id, Node.PREPARE_CLUSTER)
-        freeze = (found or {}).get("freeze")
+        freeze = await self._freeze_record(run)
         if not freeze or not freeze.get("started"):
             return
         key = f"{server.ip}:{server.rpc_port}"
@@ -117,16 +117,47 @@ class SQLPreparation:
         assert cfg is not None  # the freeze was issued with it
         timeout_s = float(freeze.get("timeout_seconds", run.options.freeze_timeout_seconds))
         try:
-            async with ClusterSQL(cfg, await self._endpoints(run, server), run.log) as sql:
-                if run.run_time > 1:
-                    # a retry: the first freeze may be lost (that is often why this failed), so this
-                    # server's is issued again and waited for from where its checkpoint is now
+            if run.run_time > 1:
+                # a retry: the first freeze may be lost (that is often why this failed), so this
+                # server's is issued again and waited for from where its checkpoint is now
+                async with ClusterSQL(cfg, await self._endpoints(run, server), run.log) as sql:
                     before = await self._refreeze(sql, run, server, int(before))
-                await self._wait_checkpoint(run, sql, server, int(before), timeout_s)
+            await run.log(f"waiting for the checkpoint of {key} to pass {before} (at most {timeout_s:g}s)")
+            # the first run's waits come together: the session stays until all have ended
+            expect = self._expected(run.task_id, freeze) if run.run_time == 1 else frozenset()
+            waiter = Waiter(server.ip, server.rpc_port, int(before), timeout_s, run.log, expect)
+            await self.poller.wait(run.cluster_id, cfg, lambda: self._endpoints(run), waiter)
         except SQLUnavailable as exc:
             if not run.options.force:
                 raise StepFailed(f"waiting for the freeze of {key}: {exc.message}") from exc
             await run.log(f"{exc.message}; force: true, so not waiting for the freeze of {key}")
+
+    def _expected(self, task_id: int, freeze: dict[str, Any]) -> frozenset[str]:
+        """The servers that wait for this task's freeze (those with a checkpoint before it)."""
+        found = self._expect.get(task_id)
+        if found is None:
+            found = frozenset(k for k, v in freeze.get("before", {}).items() if v is not None)
+            self._expect[task_id] = found
+            while len(self._expect) > RECORDS_KEPT:
+                del self._expect[next(iter(self._expect))]
+        return found
+
+    async def _freeze_record(self, run: StepRun) -> dict[str, Any] | None:
+        """What Prepare stop cluster recorded of the freeze, read once per task for all its servers (a
+        thousand servers' waits begin together; the record, with every server's checkpoint, is fixed
+        once the freeze was issued: a successful subtask never runs again)."""
+        if (found := self._records.get(run.task_id)) is not None:
+            return found
+        async with self._records_lock:
+            if (found := self._records.get(run.task_id)) is not None:
+                return found
+            result = await run.sink.node_result(run.task_id, Node.PREPARE_CLUSTER)
+            freeze: dict[str, Any] | None = (result or {}).get("freeze")
+            if freeze and freeze.get("started"):
+                self._records[run.task_id] = freeze
+                while len(self._records) > RECORDS_KEPT:
+                    del self._records[next(iter(self._records))]
+            return freeze
 
     async def _refreeze(self, sql: ClusterSQL, run: StepRun, server: ServerFacts, before: int) -> int:
         key = f"{server.ip}:{server.rpc_port}"
@@ -134,8 +165,7 @@ class SQLPreparation:
         assert cfg is not None
         try:
             await sql.execute(f"SET ob_query_timeout = {int(cfg.statement_timeout * 1_000_000)}")
-            rows = await sql.execute(CHECKPOINT_SQL, (server.ip, server.rpc_port))
-            now_at = int(rows[0][0]) if rows and rows[0][0] else before
+            now_at = (await read_checkpoints(sql, [(server.ip, server.rpc_port)])).get(key) or before
             await run.log(f"run {run.run_time}: issuing the minor freeze of {key} again")
             await sql.execute(f"ALTER SYSTEM MINOR FREEZE SERVER = ('{key}')")
         except SQLFailed as exc:
@@ -143,37 +173,3 @@ class SQLPreparation:
                 f"minor freeze of {key} failed again: {exc.message}. No process was touched"
             ) from exc
         return now_at
-
-    async def _wait_checkpoint(
-        self, run: StepRun, sql: ClusterSQL, server: ServerFacts, before: int, timeout_s: float
-    ) -> None:
-        key = f"{server.ip}:{server.rpc_port}"
-        started = time.monotonic()
-        delay, last_report, current = 0.05, started, before
-        await run.log(f"waiting for the checkpoint of {key} to pass {before} (at most {timeout_s:g}s)")
-        while True:
-            try:
-                rows = await sql.execute(CHECKPOINT_SQL, (server.ip, server.rpc_port), quiet=True)
-            except SQLFailed as exc:
-                raise StepFailed(f"waiting for the freeze of {key}: {exc.message}") from exc
-            if not rows:
-                await run.log(f"{key} has no log stream now: nothing to wait for")
-                return
-            current = int(rows[0][0])
-            waited = time.monotonic() - started
-            if current > before:
-                await run.log(
-                    f"checkpoint of {key} advanced {before} -> {current} after {waited * 1000:.0f} ms"
-                )
-                return
-            if waited >= timeout_s:
-                raise StepFailed(
-                    f"minor freeze of {key} not done after {timeout_s:g}s: checkpoint_scn still "
-                    f"{current} (was {before} before the freeze); no process was touched"
-                )
-            if time.monotonic() - last_report >= 5:
-                last_report = time.monotonic()
-                await run.log(f"still waiting for the checkpoint of {key} ({waited:.0f}s of {timeout_s:g}s)")
-            # a poll interval: the cluster offers no event to await
-            await asyncio.sleep(min(delay, max(0.0, started + timeout_s - time.monotonic())))
-            delay = min(delay * 1.6, 2.0)

@@ -32,9 +32,9 @@ from obstop.controller.dispatch import Router
 from obstop.controller.errors import ControllerError
 from obstop.controller.states.server import ServerStatus
 from obstop.controller.steps import majority
+from obstop.controller.steps.checkpoints import read_checkpoints
 from obstop.controller.steps.cluster_sql import ClusterSQL
 from obstop.controller.steps.dag import NodeSpec
-from obstop.controller.steps.freeze import CHECKPOINT_SQL
 from obstop.controller.steps.process import target
 from obstop.controller.steps.run import ServerFacts, TaskOptions
 
@@ -275,9 +275,11 @@ async def freeze_possible(p: Planning) -> None:
     endpoints = [(s.facts.ip, s.facts.sql_port) for s in running]
     try:
         async with ClusterSQL(p.sql, endpoints, log) as sql:
+            found = await read_checkpoints(
+                sql, [(sp.facts.ip, sp.facts.rpc_port) for sp in p.servers.values()], quiet=True
+            )
             for sp in p.servers.values():
-                rows = await sql.execute(CHECKPOINT_SQL, (sp.facts.ip, sp.facts.rpc_port), quiet=True)
-                at = rows[0][0] if rows and rows[0][0] else None
+                at = found[sp.facts.key]
                 sp.notes.append(
                     f"checkpoint_scn {at}: the freeze would wait for it to advance"
                     if at is not None

@@ -3,7 +3,8 @@ so any of them answers SQL as the cluster would.
 
 A SQLite file in the cluster directory holds the servers (alive when their process is), pending minor
 freezes (each advances its server's checkpoint_scn when it comes due), stopped zones and servers, the
-settings (password, freeze delay, misbehaviours) and every statement received, for tests to read.
+settings (password, freeze delay, misbehaviours), every SQL connection and every statement received (with
+the connection it came on), for tests to read.
 
 Log streams (logstreams.py) are laid out across the zones from the servers registered, and answer
 GV$OB_LOG_STAT from which observers are alive: leaders are elected among live replicas outside stopped
@@ -36,7 +37,10 @@ CREATE TABLE IF NOT EXISTS stopped_zones (zone TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS leaders (tenant_id INTEGER NOT NULL, ls_id INTEGER NOT NULL, leader TEXT NOT NULL,
   PRIMARY KEY (tenant_id, ls_id));
 CREATE TABLE IF NOT EXISTS statements (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, server TEXT NOT NULL, sql TEXT NOT NULL);
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, server TEXT NOT NULL, sql TEXT NOT NULL,
+  conn INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS connections (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, server TEXT NOT NULL, closed REAL);
 """
 
 
@@ -45,6 +49,15 @@ class Statement:
     at: float
     server: str
     sql: str
+    conn: int = 0  # the connection it came on (connections())
+
+
+@dataclass(frozen=True)
+class Connection:
+    id: int
+    at: float
+    server: str
+    closed: float | None  # when the client closed it (None: still open, or dropped unseen)
 
 
 @dataclass(frozen=True)
@@ -120,10 +133,33 @@ class FakeCluster:
                 (ip, rpc_port, sql_port, zone, os.getpid() if pid is None else pid, time.time()),
             )
 
-    def record(self, server: str, sql: str) -> None:
+    def register_all(self, servers: list[tuple[str, int, int, str]], pid: int) -> None:
+        """Many servers (ip, rpc_port, sql_port, zone) at once, all alive while process pid lives (one
+        process answering for a whole cluster: the scale benchmark's)."""
+        with self._db() as db:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT OR REPLACE INTO servers (ip, rpc_port, sql_port, zone, pid, started, stop_time) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0)",
+                [(ip, rpc, sql, zone, pid, time.time()) for ip, rpc, sql, zone in servers],
+            )
+            db.execute("COMMIT")
+
+    def connect(self, server: str) -> int:
+        """A client's SQL connection to server (its SQL address) was established: its id."""
+        with self._db() as db:
+            cur = db.execute("INSERT INTO connections (at, server) VALUES (?, ?)", (time.time(), server))
+            return int(cur.lastrowid or 0)
+
+    def disconnect(self, conn: int) -> None:
+        with self._db() as db:
+            db.execute("UPDATE connections SET closed = ? WHERE id = ?", (time.time(), conn))
+
+    def record(self, server: str, sql: str, conn: int = 0) -> None:
         with self._db() as db:
             db.execute(
-                "INSERT INTO statements (at, server, sql) VALUES (?, ?, ?)", (time.time(), server, sql)
+                "INSERT INTO statements (at, server, sql, conn) VALUES (?, ?, ?, ?)",
+                (time.time(), server, sql, conn),
             )
 
     def servers(self) -> list[ServerRow]:
@@ -145,19 +181,36 @@ class FakeCluster:
             return
         due = time.time() + float(self.setting("freeze_delay", "0.2"))
         with self._db() as db:
+            db.execute("BEGIN")  # one commit for all (a freeze of 1,000 servers answers at once)
             db.executemany("INSERT INTO freezes VALUES (?, ?, ?)", [(ip, port, due) for ip, port in servers])
+            db.execute("COMMIT")
 
     def checkpoint(self, ip: str, rpc_port: int) -> int | None:
         """Minimum checkpoint_scn of the server's log streams; None when it is down (no row)."""
-        row = next((s for s in self.servers() if (s.ip, s.rpc_port) == (ip, rpc_port)), None)
-        if row is None or not row.alive:
-            return None
+        return self.checkpoints([(ip, rpc_port)]).get((ip, rpc_port))
+
+    def checkpoints(self, servers: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The minimum checkpoint_scn of each of these servers that is up (one that is down has none):
+        it grows by one step per freeze of the server that has come due."""
+        wanted = set(servers)
+        rows = [s for s in self.servers() if (s.ip, s.rpc_port) in wanted]
+        alive: dict[int, bool] = {}
+        for r in rows:
+            if r.pid not in alive:
+                alive[r.pid] = r.alive
         with self._db() as db:
-            done = db.execute(
-                "SELECT count(*) FROM freezes WHERE ip = ? AND rpc_port = ? AND due_at <= ?",
-                (ip, rpc_port, time.time()),
-            ).fetchone()[0]
-        return BASE_SCN + 1_000_000 * int(done)
+            done = {
+                (ip, port): int(n)
+                for ip, port, n in db.execute(
+                    "SELECT ip, rpc_port, count(*) FROM freezes WHERE due_at <= ? GROUP BY ip, rpc_port",
+                    (time.time(),),
+                )
+            }
+        return {
+            (r.ip, r.rpc_port): BASE_SCN + 1_000_000 * done.get((r.ip, r.rpc_port), 0)
+            for r in rows
+            if alive[r.pid]
+        }
 
     def stop_zone(self, zone: str) -> None:
         with self._db() as db:
@@ -216,4 +269,10 @@ class FakeCluster:
 
     def statements(self) -> list[Statement]:
         with self._db() as db:
-            return [Statement(*r) for r in db.execute("SELECT at, server, sql FROM statements ORDER BY id")]
+            rows = db.execute("SELECT at, server, sql, conn FROM statements ORDER BY id").fetchall()
+        return [Statement(*r) for r in rows]
+
+    def connections(self) -> list[Connection]:
+        with self._db() as db:
+            rows = db.execute("SELECT id, at, server, closed FROM connections ORDER BY id").fetchall()
+        return [Connection(*r) for r in rows]

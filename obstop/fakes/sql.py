@@ -3,14 +3,25 @@
 
 STOP ZONE/SERVER are refused, as OceanBase refuses them, when they would leave a log stream without a
 majority; they take `stop_zone_delay` / `stop_server_delay` seconds (settings) and fail with OceanBase's
-timeout error when that is longer than the session's ob_query_timeout."""
+timeout error when that is longer than the session's ob_query_timeout.
+
+`python -m obstop.fakes.sql` serves one address for a whole cluster of servers that have no process of
+their own (the scale benchmark's): every server of an inventory's cluster is registered, alive while
+this process lives.
+
+    python -m obstop.fakes.sql --cluster-dir D --inventory inventory.toml --cluster-id 1 \
+        --listen 127.77.0.1:2881 --password-file sys.password --freeze-delay 0.2
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
+import signal
 import socket
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +42,8 @@ _SET = re.compile(r"^SET\s+(?:SESSION\s+)?@?@?(ob_query_timeout|ob_trx_timeout|a
 _QUERY_TIMEOUT = re.compile(r"ob_query_timeout\s*=\s*(\d+)", re.I)
 OB_TIMEOUT, OB_OP_NOT_ALLOW = 4012, 4179  # OceanBase's error codes
 _LS_INFO = re.compile(r"__all_virtual_ls_info.*svr_ip\s*=\s*'([0-9.]+)'.*svr_port\s*=\s*(\d+)", re.I | re.S)
+_LS_INFO_IN = re.compile(r"__all_virtual_ls_info.*\(svr_ip, svr_port\) IN \((.*)\)", re.I | re.S)
+_PAIR = re.compile(r"\(\s*'([0-9.]+)'\s*,\s*(\d+)\s*\)")
 
 
 class Identity(IdentityProvider):  # type: ignore[misc]  # mysql-mimic ships no types
@@ -57,10 +70,20 @@ class ObSession(Session):  # type: ignore[misc]
         self.cluster = cluster
         self.me = me
         self.query_timeout = 10.0  # seconds: OceanBase's default ob_query_timeout
+        self.conn = 0
+
+    async def init(self, connection: Any) -> None:
+        await super().init(connection)
+        self.conn = await asyncio.to_thread(self.cluster.connect, self.me)
+
+    async def close(self) -> None:
+        await super().close()
+        if self.conn:
+            await asyncio.to_thread(self.cluster.disconnect, self.conn)
 
     async def handle_query(self, sql: str, attrs: dict[str, str]) -> Any:
         text = _WS.sub(" ", sql.strip().rstrip(";"))
-        await asyncio.to_thread(self.cluster.record, self.me, text)
+        await asyncio.to_thread(self.cluster.record, self.me, text, self.conn)
         upper = text.upper()
         if m := _FREEZE.match(text):
             servers = [(ip, int(port)) for ip, port in _ADDR.findall(m.group(1))]
@@ -113,6 +136,11 @@ class ObSession(Session):  # type: ignore[misc]
             return rows, ["SVR_IP", "SVR_PORT", "ZONE", "STATUS", "STOP_TIME", "START_SERVICE_TIME"]
         if "DBA_OB_ZONES" in upper:
             return await asyncio.to_thread(self.cluster.zones), ["ZONE", "STATUS"]
+        if m := _LS_INFO_IN.search(text):  # the minimum checkpoint of each server asked for, grouped
+            asked = [(ip, int(port)) for ip, port in _PAIR.findall(m.group(1))]
+            scns = await asyncio.to_thread(self.cluster.checkpoints, asked)
+            answer = [(ip, port, scns[ip, port]) for ip, port in dict.fromkeys(asked) if (ip, port) in scns]
+            return answer, ["svr_ip", "svr_port", "MIN(checkpoint_scn)"]
         if m := _LS_INFO.search(text):
             scn = await asyncio.to_thread(self.cluster.checkpoint, m.group(1), int(m.group(2)))
             return ([] if scn is None else [(scn,)]), ["checkpoint_scn"]
@@ -163,3 +191,40 @@ async def serve_sql(sock: socket.socket, cluster_dir: Path, args: argparse.Names
     server = MysqlServer(session_factory=lambda: ObSession(cluster, me), identity_provider=Identity(cluster))
     await server.start_server(sock=sock, port=None)
     return server
+
+
+async def serve_cluster(cluster: FakeCluster, addresses: list[tuple[str, int]]) -> None:
+    """One process answering SQL at every server's address (as each observer would), until SIGTERM."""
+    me = f"{addresses[0][0]}:{addresses[0][1]}"
+    server = MysqlServer(session_factory=lambda: ObSession(cluster, me), identity_provider=Identity(cluster))
+    for port in sorted({p for _, p in addresses}):
+        await server.start_server(host=[ip for ip, p in addresses if p == port], port=port)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    print(f"fake cluster SQL on {len(addresses)} address(es), from {me}", flush=True)
+    await stop.wait()
+    server.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="a fake cluster's SQL: one process for all its servers")
+    p.add_argument("--cluster-dir", required=True)
+    p.add_argument("--inventory", required=True, help="the controller's inventory.toml")
+    p.add_argument("--cluster-id", type=int, default=1)
+    p.add_argument("--password-file", default=None)
+    p.add_argument("--freeze-delay", type=float, default=0.2, help="seconds from a freeze to its checkpoint")
+    args = p.parse_args()
+    inventory = tomllib.loads(Path(args.inventory).read_text())
+    (found,) = [c for c in inventory["clusters"] if c["id"] == args.cluster_id]
+    password = Path(args.password_file).read_text().strip() if args.password_file else ""
+    cluster = FakeCluster.create(Path(args.cluster_dir), password=password, freeze_delay=args.freeze_delay)
+    servers = [
+        (s["ip"], s.get("rpc_port", 2882), s.get("sql_port", 2881), s["zone"]) for s in found["servers"]
+    ]
+    cluster.register_all(servers, os.getpid())
+    asyncio.run(serve_cluster(cluster, [(ip, sql) for ip, _, sql, _ in servers]))
+
+
+if __name__ == "__main__":
+    main()

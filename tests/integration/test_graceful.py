@@ -3,15 +3,19 @@ or bounded; an unreachable cluster is stopped only with force. Fake observers an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from obstop.fakes.cluster import FakeCluster
+from obstop.fakes.cluster import FakeCluster, Statement
 from tests.support.controller import Env, running
 from tests.support.fakes import Fakes
+from tests.support.lifecycle import post, subtasks, task, wait_for
 from tests.support.processes import alive
 from tests.support.sqlcluster import PASSWORD, config, start
 
@@ -119,3 +123,114 @@ async def test_unreachable_cluster_needs_force(
             log = await log_of_prepare()
             assert "no server of the cluster answered SQL" in log and "force: true" in log
             assert all(alive(p) for p in cluster.pids)
+
+
+def checkpoint_polls(fc: FakeCluster, after: float) -> list[Statement]:
+    return [s for s in fc.statements() if "__all_virtual_ls_info" in s.sql and s.at > after]
+
+
+async def test_the_waits_share_one_session_and_one_statement_per_poll(
+    tmp_path: Path, fakes: Fakes, cluster_dir: Path
+) -> None:
+    """Issue 12: one pooled SQL session per cluster for its servers' checkpoint waits, and one statement
+    per poll answering every waiting server (not a session and a poller per server)."""
+    cluster = start(fakes, cluster_dir, n=4)
+    fc = FakeCluster(cluster_dir)
+    fc.configure(freeze_delay=1.0)
+    keys = {f"'{f.ip}', 2882" for f in cluster.fakes}
+    async with running(config(tmp_path, cluster)) as env:
+        task_id = await stop(env)
+        assert await env.wait(task_id) == "SUCCESSFUL"
+        statements = fc.statements()
+        (freeze,) = [s for s in statements if "MINOR FREEZE" in s.sql]
+        # before the freeze, every target's checkpoint in one statement
+        (read,) = [s for s in statements if "__all_virtual_ls_info" in s.sql and s.at <= freeze.at]
+        assert all(k in read.sql for k in keys)
+        polls = checkpoint_polls(fc, freeze.at)
+        assert len({p.conn for p in polls}) == 1  # one session for all the waits
+        # the checkpoints moved 1 s after the freeze, when all four waited: a poll asked for all four
+        assert any(all(k in p.sql for k in keys) for p in polls)
+        assert all(any(k in p.sql for p in polls) for k in keys)
+        log = await env.log_of(task_id, "Prepare stop observer")
+        assert log.count("advanced") == 4 and log.count("waiting for the checkpoint") == 4
+
+
+async def test_a_cancelled_wait_leaves_the_poll_and_the_last_one_closes_it(
+    tmp_path: Path, fakes: Fakes, cluster_dir: Path
+) -> None:
+    cluster = start(fakes, cluster_dir, n=2)
+    fc = FakeCluster(cluster_dir)
+    fc.configure(freeze_never=True)
+    async with running(config(tmp_path, cluster)) as env:
+        task_id = await stop(env, {"freezeTimeoutSeconds": 600})
+
+        async def both_waiting() -> bool:
+            log = await env.log_of(task_id, "Prepare stop observer")
+            return log.count("waiting for the checkpoint") == 2
+
+        await wait_for(both_waiting, "the freeze waits never began")
+        waits = subtasks(await task(env, task_id), "Prepare stop observer")
+        path = f"/api/v2/tasks/instances/{task_id}/subtasks/{waits[0]['id']}"
+        log = (await env.get(f"{path}/log"))["log"]
+        first, second = (f"'{f.ip}', 2882" for f in cluster.fakes)
+        if f"checkpoint of {cluster.fakes[1].ip}:2882" in log:
+            first, second = second, first
+        await post(env, f"{path}/cancel")
+        await wait_for(_status(env, task_id, waits[0]["id"], "FAILED"), "the cancel never ended it")
+        cancelled_at = time.time()
+        await wait_for(lambda: _polled_after(fc, cancelled_at), "the other wait stopped polling")
+        later = checkpoint_polls(fc, cancelled_at + 0.05)
+        assert later and all(second in p.sql and first not in p.sql for p in later)
+        (freeze,) = [s for s in fc.statements() if "MINOR FREEZE" in s.sql]
+        assert len({p.conn for p in checkpoint_polls(fc, freeze.at)}) == 1  # still the one session
+        await post(env, f"/api/v2/tasks/instances/{task_id}/subtasks/{waits[1]['id']}/cancel")
+        assert await env.wait(task_id) == "FAILED"
+
+        async def closed() -> bool:
+            conn = checkpoint_polls(fc, freeze.at)[0].conn
+            return any(c.id == conn and c.closed is not None for c in fc.connections())
+
+        await wait_for(closed, "the session stayed open with nobody waiting")
+        assert all(alive(p) for p in cluster.pids) and sigterm_times(fc) == []
+
+
+def _status(env: Env, task_id: int, sub_id: int, status: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return any(s["id"] == sub_id and s["status"] == status for s in (await task(env, task_id))["tasks"])
+
+    return check
+
+
+async def _polled_after(fc: FakeCluster, at: float) -> bool:
+    return bool(checkpoint_polls(fc, at + 0.05))
+
+
+async def test_the_session_falls_over_when_its_server_dies_mid_wait(
+    tmp_path: Path, fakes: Fakes, cluster_dir: Path
+) -> None:
+    """The pooled session fails over as a server's own did: the waits go on through another server, the
+    dead server's wait ends (it has no log stream now), the other's still ends at its own deadline."""
+    cluster = start(fakes, cluster_dir, n=2)
+    fc = FakeCluster(cluster_dir)
+    fc.configure(freeze_never=True)
+    async with running(config(tmp_path, cluster)) as env:
+        task_id = await stop(env, {"freezeTimeoutSeconds": 4})
+
+        async def polling() -> bool:
+            freezes = [s for s in fc.statements() if "MINOR FREEZE" in s.sql]
+            return bool(freezes and checkpoint_polls(fc, freezes[0].at))
+
+        await wait_for(polling, "the checkpoint waits never polled")
+        (freeze,) = [s for s in fc.statements() if "MINOR FREEZE" in s.sql]
+        serving = checkpoint_polls(fc, freeze.at)[0].server  # the observer the session reached
+        dead = next(i for i, f in enumerate(cluster.fakes) if serving == f"{f.ip}:2881")
+        other = cluster.fakes[1 - dead]
+        os.kill(cluster.pids[dead], signal.SIGKILL)
+        assert await env.wait(task_id) == "FAILED"
+        servers = {p.server for p in checkpoint_polls(fc, freeze.at)}
+        assert servers == {serving, f"{other.ip}:2881"}
+        log = await env.log_of(task_id, "Prepare stop observer")
+        assert f"SQL connected to {other.ip}:2881" in log
+        assert f"{cluster.fakes[dead].ip}:2882 has no log stream now" in log
+        assert f"minor freeze of {other.ip}:2882 not done after 4s" in log
+        assert alive(cluster.pids[1 - dead]) and sigterm_times(fc) == []
