@@ -1,7 +1,10 @@
 """The local executor: psutil and /proc on this host, every blocking call off the event loop.
 
 Signals go through a pidfd opened before the final identity check, so a pid recycled between the check
-and the signal can never be hit; exits are awaited on the pidfd becoming readable, not by polling.
+and the signal can never be hit; exits are awaited on the pidfd becoming readable, not by polling. The
+pidfd a signal went through is kept for the wait on that exit (no second identity check: it is the very
+process signalled), and after the exit the ports and the pid file are settled in one go (`settle`, as
+over SSH): a stop crosses to a worker thread four times (facts, signal, ports and pid file).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import pwd
 import signal
 import socket
 import tempfile
+import time
 from typing import Any
 
 import psutil
@@ -26,13 +30,17 @@ from obstop.agent.executors.host import (
     PidFile,
     ProcessFacts,
     Resolved,
+    Settled,
     parse_pid,
 )
+
+KEPT_PIDFDS = 64  # pidfds of signalled processes awaiting their wait (one per stop in flight)
 
 
 class LocalHost:
     def __init__(self, name: str | None = None) -> None:
         self.name = name or socket.gethostname()
+        self._signalled: dict[tuple[int, float], int] = {}  # (pid, start time) -> the pidfd signalled
 
     async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
         return await asyncio.to_thread(_facts, home_path, pid_file, ip, ports)
@@ -41,15 +49,30 @@ class LocalHost:
         return await asyncio.to_thread(_inspect, pid)
 
     async def send_signal(self, pid: int, sig: signal.Signals, start_time: float) -> bool:
-        return await asyncio.to_thread(_send_signal, pid, sig, start_time)
+        fd = await asyncio.to_thread(_send_signal, pid, sig, start_time)
+        if fd is None:
+            return False
+        self._keep((pid, start_time), fd)
+        return True
+
+    def _keep(self, key: tuple[int, float], fd: int) -> None:
+        old = self._signalled.pop(key, None)
+        if old is not None:
+            os.close(old)
+        while len(self._signalled) >= KEPT_PIDFDS:  # a wait that never came: bounded all the same
+            os.close(self._signalled.pop(next(iter(self._signalled))))
+        self._signalled[key] = fd
 
     async def wait_exit(self, pid: int, start_time: float, timeout: float) -> bool:
+        fd = self._signalled.pop((pid, start_time), None)  # the very process signalled
+        checked = fd is not None
+        if fd is None:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return True
         try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return True
-        try:
-            if not await asyncio.to_thread(_same_process, pid, start_time):
+            if not checked and not await asyncio.to_thread(_same_process, pid, start_time):
                 return True
             loop = asyncio.get_running_loop()
             readable: asyncio.Future[None] = loop.create_future()
@@ -69,6 +92,34 @@ class LocalHost:
                 loop.remove_reader(fd)
         finally:
             os.close(fd)
+
+    async def settle(
+        self,
+        pid: int,
+        start_time: float,
+        exit_timeout: float,
+        addresses: list[str],
+        ports: tuple[int, ...],
+        port_timeout: float,
+        pid_file: str | None,
+        expected: str | None,
+    ) -> Settled:
+        """OneTrip's settle: the exit (on the pidfd), then the ports, then the pid file, each look at the
+        ports and the removal that follows them in one worker-thread call."""
+        began = time.monotonic()
+        if not await self.wait_exit(pid, start_time, exit_timeout):
+            return Settled(exited=False)
+        exit_s = time.monotonic() - began
+        deadline = time.monotonic() + port_timeout
+        delay = 0.002
+        while True:
+            free, removed = await asyncio.to_thread(_free_then_remove, addresses, ports, pid_file, expected)
+            if free:
+                return Settled(True, exit_s, time.monotonic() - began, removed)
+            if time.monotonic() >= deadline:
+                return Settled(True, exit_s)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
         return procfs.on_address(await asyncio.to_thread(_listening), ip, ports)
@@ -110,7 +161,8 @@ class LocalHost:
         return await asyncio.to_thread(_tail, path, max_bytes)
 
     async def close(self) -> None:
-        return None
+        while self._signalled:
+            os.close(self._signalled.popitem()[1])
 
 
 def _user_name(uid: int) -> str:
@@ -262,22 +314,36 @@ def _same_process(pid: int, start_time: float) -> bool:
         return False
 
 
-def _send_signal(pid: int, sig: signal.Signals, start_time: float) -> bool:
+def _send_signal(pid: int, sig: signal.Signals, start_time: float) -> int | None:
+    """The pidfd the signal went through (the caller closes it), or None if the process is gone."""
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
-        return False
+        return None
     try:
         # the pidfd pins the process: if it is still the one we proved, the signal cannot hit another
         if not _same_process(pid, start_time):
-            return False
-        try:
-            signal.pidfd_send_signal(fd, sig)
-        except ProcessLookupError:
-            return False
-        return True
-    finally:
+            os.close(fd)
+            return None
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
         os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _free_then_remove(
+    addresses: list[str], ports: tuple[int, ...], pid_file: str | None, expected: str | None
+) -> tuple[bool, bool]:
+    """(the ports are free at every address, the pid file was removed: only once they are, and only if
+    it still says expected)."""
+    listening = _listening()
+    if any(procfs.on_address(listening, ip, ports) for ip in addresses):
+        return False, False
+    return True, pid_file is not None and expected is not None and _remove_if(pid_file, expected)
 
 
 def _socket_owners(inodes: set[int]) -> dict[int, int]:
