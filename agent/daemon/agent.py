@@ -387,13 +387,13 @@ class Agent:
 
     async def _publish(self, event: AnyEvent, cmd: Command | None = None) -> None:
         """The one way out for events: each names this agent and, when it answers a command, that command's
-        id and digest, and is signed with this agent's key. Best effort: a result is in the journal, and the
-        controller re-sends until it has one."""
+        id and digest, and is signed with this agent's key. Best effort, without waiting for the broker's
+        acknowledgement: a result is in the journal, and the controller re-sends until it has one."""
         update: dict[str, Any] = {"agent_id": self.id}
         if cmd is not None:
             update |= {"command_id": cmd.command_id, "command_digest": self._digest(cmd)}
         signed = sign(event.model_copy(update=update), self.signing_key)
-        await self.session.publish(self.events_topic, signed.model_dump_json())
+        await self.session.post(self.events_topic, signed.model_dump_json())
 
 
 TASK_IN_ID = re.compile(r"-t(\d+)-s(\d+)-r\d+")  # command ids carry the task, subtask and run

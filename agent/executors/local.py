@@ -122,7 +122,7 @@ class LocalHost:
             delay = min(delay * 2, 0.05)
 
     async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
-        return procfs.on_address(await asyncio.to_thread(_listening), ip, ports)
+        return procfs.on_address(await asyncio.to_thread(_listening, frozenset(ports), ip), ip, ports)
 
     async def socket_owners(self, inodes: set[int]) -> dict[int, int]:
         return await asyncio.to_thread(_socket_owners, inodes)
@@ -207,11 +207,12 @@ def _facts(home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Fa
     binary = os.path.realpath(os.path.join(home, "bin", "observer"))
     resolved = Resolved(home, binary, os.path.isdir(home), os.path.isfile(binary))
     found = _read_pid_file(pid_file)
-    listening = _listening()  # one netlink dump answers both the ports and the process's own sockets
+    # one netlink dump answers both the ports and the process's own sockets on them
+    listening = _listening(frozenset(ports), ip)
     listeners = procfs.on_address(listening, ip, ports)
     readable = found.exists and not found.is_symlink and not found.error
     pid = parse_pid(found.content or "") if readable else None
-    return Facts(resolved, found, listeners, _inspect(pid, listening) if pid else None)
+    return Facts(resolved, found, listeners, _inspect(pid, listening, ip, ports) if pid else None)
 
 
 def _read_pid_file(path: str) -> PidFile:
@@ -239,11 +240,15 @@ def _read(path: str) -> str:
         return ""
 
 
-def _listening() -> list[Listener]:
+def _listening(ports: frozenset[int] | None = None, ip: str | None = None) -> list[Listener]:
+    """Listening sockets: every one, or those on ports (at ip, or a wildcard address, when given)."""
     try:
-        return netdiag.listening()
+        return netdiag.listening(ports, ip)
     except OSError:  # no netlink here: the kernel's text table, slower
-        return procfs.parse_net_tcp(_read_net_tcp())
+        found = procfs.parse_net_tcp(_read_net_tcp())
+        if ports is None:
+            return found
+        return procfs.on_address(found, ip, tuple(ports)) if ip else [x for x in found if x.port in ports]
 
 
 def _socket_inodes(pid: int) -> set[int]:
@@ -260,7 +265,11 @@ def _read_net_tcp() -> str:
     return _read("/proc/net/tcp") + _read("/proc/net/tcp6")
 
 
-def _inspect(pid: int, listening: list[Listener] | None = None) -> ProcessFacts | None:
+def _inspect(
+    pid: int, listening: list[Listener] | None = None, ip: str = "", ports: tuple[int, ...] = ()
+) -> ProcessFacts | None:
+    """ip, ports: where the observer should listen; a process that does is proved by that (identity.prove
+    asks for the pid-file lock or the ports), so the system's whole lock table is not read for it."""
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
@@ -291,7 +300,8 @@ def _inspect(pid: int, listening: list[Listener] | None = None) -> ProcessFacts 
         return ProcessFacts(pid=pid, start_time=0.0, zombie=True)
     found = _listening() if listening is None else listening
     listeners = frozenset((x.ip, x.port) for x in found if x.inode in sockets)
-    locks = procfs.parse_locks(_read("/proc/locks")).get(pid, set())
+    proved = bool(ports) and procfs.listens_on(listeners, ip, ports)
+    locks = set() if proved else procfs.parse_locks(_read("/proc/locks")).get(pid, set())
     return ProcessFacts(
         pid=pid,
         start_time=start,
@@ -309,7 +319,8 @@ def _inspect(pid: int, listening: list[Listener] | None = None) -> ProcessFacts 
 def _same_process(pid: int, start_time: float) -> bool:
     try:
         proc = psutil.Process(pid)
-        return proc.create_time() == start_time and proc.status() != psutil.STATUS_ZOMBIE
+        with proc.oneshot():
+            return proc.create_time() == start_time and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -340,7 +351,7 @@ def _free_then_remove(
 ) -> tuple[bool, bool]:
     """(the ports are free at every address, the pid file was removed: only once they are, and only if
     it still says expected)."""
-    listening = _listening()
+    listening = _listening(frozenset(ports), addresses[0] if len(addresses) == 1 else None)
     if any(procfs.on_address(listening, ip, ports) for ip in addresses):
         return False, False
     return True, pid_file is not None and expected is not None and _remove_if(pid_file, expected)
