@@ -175,6 +175,13 @@ class Agent:
             # an id is echoed only from a command the controller signed: anyone can write any id
             await self._reject(cmd if exc.authenticated else None, str(exc))
             return
+        if cmd.kind is CommandKind.WATCH_OBSERVERS:
+            # it replaces what is watched, and is answered by state events: nothing to journal or replay
+            try:
+                self.watcher.watch(cmd.command_id, cmd.watch_args())
+            except ValidationError as exc:
+                log.warning("command %s: a watch of nothing: %s", cmd.command_id, _first_error(exc))
+            return
         if cmd.kind is CommandKind.PROBE_OBSERVER:
             # a probe acts on nothing: it is journalled once, with its result (an id seen before is
             # answered from the journal then); a copy that comes while it runs is answered by its result
@@ -185,8 +192,7 @@ class Agent:
         entry = await self.journal.begin(cmd.command_id, cmd.model_dump_json())
         if entry.new:
             log.info("command %s: %s accepted", cmd.command_id, cmd.kind)
-            if cmd.kind is not CommandKind.WATCH_OBSERVERS:  # a watch is answered by state events
-                await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id), cmd)
+            await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id), cmd)
             self._spawn(cmd, entry.marks)
         elif await self._seen(cmd, entry):
             pass
