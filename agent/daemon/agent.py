@@ -191,8 +191,8 @@ class Agent:
             return
         entry = await self.journal.begin(cmd.command_id, cmd.model_dump_json())
         if entry.new:
+            # no "accepted" event ahead: its first progress line or its result says it (one event less)
             log.info("command %s: %s accepted", cmd.command_id, cmd.kind)
-            await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id), cmd)
             self._spawn(cmd, entry.marks)
         elif await self._seen(cmd, entry):
             pass
