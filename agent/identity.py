@@ -13,7 +13,7 @@ import posixpath
 import re
 
 from obstop.agent.executors.host import PidFile, ProcessFacts, Resolved
-from obstop.agent.executors.procfs import WILDCARDS
+from obstop.agent.executors.procfs import listens_on
 from obstop.agent.protocol import ObserverTarget
 
 # Interpreters that may run a script standing in for observer (the fake observer is a Python script).
@@ -60,10 +60,7 @@ def prove(facts: ProcessFacts, target: ObserverTarget, resolved: Resolved, pid_f
     if facts.cwd != resolved.home:
         return f"pid {pid} runs {target.binary} but its cwd is {facts.cwd}, not {resolved.home}"
     holds_lock = pid_file.inode is not None and pid_file.inode in facts.locked_inodes
-    listens = any(
-        port in target.ports and (ip == target.ip or ip in WILDCARDS or target.ip in WILDCARDS)
-        for ip, port in facts.listeners
-    )
+    listens = listens_on(facts.listeners, target.ip, target.ports)
     if not (holds_lock or listens):
         return (
             f"pid {pid} neither holds the lock on {pid_file.path} nor listens on "

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -102,6 +103,34 @@ class Broker:
         )
 
 
+def _paho(client: aiomqtt.Client | None) -> Any:
+    """The paho client under aiomqtt's (aiomqtt 2 keeps it as `_client`), or None."""
+    return getattr(client, "_client", None)
+
+
+def write_at_once(client: aiomqtt.Client) -> None:
+    """Each packet paho queues, aiomqtt writes from a writer callback it registers through
+    call_soon_threadsafe: three turns of the event loop (a wake-up, the registration, the write) and
+    five system calls per publish. On the loop's own thread, outside paho's callbacks (where paho itself
+    never writes at once), the packet is written at once instead, as paho does without an event loop;
+    only what the socket does not take waits for the writer. Anything unexpected: aiomqtt's own way."""
+    paho = _paho(client)
+    busy = getattr(paho, "_in_callback_mutex", None)
+    register = getattr(paho, "on_socket_register_write", None)
+    if paho is None or busy is None or register is None:
+        return
+    thread = threading.get_ident()
+
+    def on_register_write(c: Any, userdata: Any, sock: Any) -> None:
+        if threading.get_ident() == thread and not busy.locked():
+            c.loop_write()  # writes what the socket takes; no writer is left registered when all went out
+            if not c.want_write():
+                return
+        register(c, userdata, sock)
+
+    paho.on_socket_register_write = on_register_write
+
+
 class Backoff:
     """Full-jitter exponential backoff (as aiomqtt's docs and AWS's advice have it)."""
 
@@ -180,6 +209,7 @@ class Session:
             url = urls[at]
             try:
                 async with self.broker.client(self.client_id, self.will, url=url) as client:
+                    write_at_once(client)
                     for topic in self.subscriptions:
                         await client.subscribe(topic, qos=1)
                     self._client = client
@@ -229,6 +259,20 @@ class Session:
                 self.on_message(topic, payload)
             except Exception as exc:  # one message can never end the daemon
                 self.throttle.warn(f"error:{topic}", "a message on %s could not be handled: %r", topic, exc)
+
+    async def post(self, topic: str, payload: str | bytes) -> bool:
+        """A QoS 1 message handed to the client without waiting for the broker's acknowledgement (paho
+        sends it in order and keeps it until acknowledged): for best-effort news, whose loss costs a
+        re-send of what asked for it (an agent's events: its results are journalled). False if not
+        connected."""
+        paho = _paho(self._client)
+        if paho is None:
+            return await self.publish(topic, payload)
+        info = paho.publish(topic, payload, qos=1)
+        if info.rc != 0:
+            log.warning("publish to %s failed: %s", topic, aiomqtt.MqttCodeError(info.rc))
+            return False
+        return True
 
     async def publish(
         self, topic: str, payload: str | bytes, *, qos: int = 1, retain: bool = False, timeout: float = 10

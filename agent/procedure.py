@@ -250,7 +250,8 @@ async def _stop_running(
         time_to_exit = time.monotonic() - started
         if settled is not None and settled.exit_s is not None:
             time_to_exit = settle_began - started + settled.exit_s  # the host's own clock
-        await progress(f"pid {pid} exited after {time_to_exit * 1000:.0f} ms")
+        if settled is None or settled.ports_free_s is None:  # else the report follows at once, saying it
+            await progress(f"pid {pid} exited after {time_to_exit * 1000:.0f} ms")
 
     addresses = watched_addresses(target, found.facts)
     if settled is not None and settled.ports_free_s is not None:  # free, and the pid file handled

@@ -1,3 +1,3 @@
-from obstop.cli import app
+from obstop.entry import main
 
-app()
+main()

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from obstop.agent import procedure, sdnotify, starting
 from obstop.agent.cancel import CANCEL_MARK, CancelToken
 from obstop.agent.daemon.config import AgentConfig
-from obstop.agent.daemon.journal import CommandMarks, Journal
+from obstop.agent.daemon.journal import CommandMarks, Entry, Journal
 from obstop.agent.daemon.watch import Watcher
 from obstop.agent.errors import ExecutorError
 from obstop.agent.executors.host import Host
@@ -113,7 +113,7 @@ class Agent:
                         await self._expired_unfinished(cmd)
                         continue
                     log.info("finishing command %s cut off by a restart", cmd.command_id)
-                    self._spawn(cmd)
+                    self._spawn(cmd, entry.marks)
                 session = tg.create_task(self.session.run(stopping), name="mqtt-session")
                 watcher = tg.create_task(self.watcher.run(), name="watcher")
                 await stopping.wait()
@@ -175,25 +175,44 @@ class Agent:
             # an id is echoed only from a command the controller signed: anyone can write any id
             await self._reject(cmd if exc.authenticated else None, str(exc))
             return
-        canonical = cmd.model_dump_json()
-        entry = await self.journal.begin(cmd.command_id, canonical)
-        if entry is None:
+        if cmd.kind is CommandKind.WATCH_OBSERVERS:
+            # it replaces what is watched, and is answered by state events: nothing to journal or replay
+            try:
+                self.watcher.watch(cmd.command_id, cmd.watch_args())
+            except ValidationError as exc:
+                log.warning("command %s: a watch of nothing: %s", cmd.command_id, _first_error(exc))
+            return
+        if cmd.kind is CommandKind.PROBE_OBSERVER:
+            # a probe acts on nothing: it is journalled once, with its result (an id seen before is
+            # answered from the journal then); a copy that comes while it runs is answered by its result
+            if cmd.command_id not in self._inflight:
+                log.debug("command %s: %s", cmd.command_id, cmd.kind)
+                self._spawn(cmd, ())
+            return
+        entry = await self.journal.begin(cmd.command_id, cmd.model_dump_json())
+        if entry.new:
+            # no "accepted" event ahead: its first progress line or its result says it (one event less)
             log.info("command %s: %s accepted", cmd.command_id, cmd.kind)
-            if cmd.kind is not CommandKind.WATCH_OBSERVERS:  # a watch is answered by state events
-                await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id), cmd)
-            self._spawn(cmd)
-        elif Command.model_validate_json(entry.payload).meaning() != cmd.meaning():
-            await self._reject(cmd, "command id reused for a different command")
-        elif entry.result is not None:
-            log.info(
-                "command %s seen again: answering the recorded result, not running it again", cmd.command_id
-            )
-            recorded = ResultEvent.model_validate(entry.result).model_copy(update={"replayed": True})
-            await self._publish(recorded, cmd)
+            self._spawn(cmd, entry.marks)
+        elif await self._seen(cmd, entry):
+            pass
         elif cmd.command_id in self._inflight:
             await self._publish(AcceptedEvent(agent_id=self.id, command_id=cmd.command_id), cmd)
         else:
-            self._spawn(cmd)
+            self._spawn(cmd, entry.marks)
+
+    async def _seen(self, cmd: Command, entry: Entry) -> bool:
+        """An id the journal holds already: True when that answers it (another command under the same id
+        is rejected; one that ended is answered with its recorded result, never run again)."""
+        if Command.model_validate_json(entry.payload).meaning() != cmd.meaning():
+            await self._reject(cmd, "command id reused for a different command")
+            return True
+        if entry.result is None:
+            return False
+        log.info("command %s seen again: answering the recorded result, not running it again", cmd.command_id)
+        recorded = ResultEvent.model_validate(entry.result).model_copy(update={"replayed": True})
+        await self._publish(recorded, cmd)
+        return True
 
     async def _expired_unfinished(self, cmd: Command) -> None:
         """A command cut off by a restart and expired since: the controller no longer waits for it, so
@@ -206,13 +225,15 @@ class Agent:
         result = ResultEvent(agent_id=self.id, command_id=cmd.command_id, error=why)
         await self.journal.finish(cmd.command_id, result.model_dump(mode="json"))
 
-    def _spawn(self, cmd: Command) -> None:
+    def _spawn(self, cmd: Command, marks: tuple[str, ...]) -> None:
+        """marks: what the journal holds for this id already (a cancel that came first, a signal sent
+        before a restart)."""
         assert self._tg is not None
         self._inflight[cmd.command_id] = self._tg.create_task(
-            self._execute(cmd), name=f"cmd-{cmd.command_id}"
+            self._execute(cmd, marks), name=f"cmd-{cmd.command_id}"
         )
 
-    async def _execute(self, cmd: Command) -> None:
+    async def _execute(self, cmd: Command, marks: tuple[str, ...]) -> None:
         # what this command's task logs names it (and the controller's task and subtask, from its id)
         ids = TASK_IN_ID.search(cmd.command_id)
         structlog.contextvars.bind_contextvars(
@@ -223,15 +244,24 @@ class Agent:
         light = cmd.kind in (CommandKind.CANCEL_COMMAND, CommandKind.WATCH_OBSERVERS)
         try:
             async with contextlib.nullcontext() if light else self._work:
-                result = await self._run_command(cmd)
-            await asyncio.shield(self.journal.finish(cmd.command_id, result.model_dump(mode="json")))
+                result = await self._run_command(cmd, marks)
+            answer = result.model_dump(mode="json")
+            if cmd.kind is CommandKind.PROBE_OBSERVER:
+                record = self.journal.record(cmd.command_id, cmd.model_dump_json(), answer)
+                seen = await asyncio.shield(record)
+                if seen is not None and await self._seen(cmd, seen):
+                    return
+                if seen is not None:  # begun before this version journalled probes at their end
+                    await asyncio.shield(self.journal.finish(cmd.command_id, answer))
+            else:
+                await asyncio.shield(self.journal.finish(cmd.command_id, answer))
             if cmd.kind is not CommandKind.WATCH_OBSERVERS:  # a watch is answered by state events
                 await self._publish(result, cmd)
         finally:
             self._inflight.pop(cmd.command_id, None)
             self._digests.pop(cmd.command_id, None)
 
-    async def _run_command(self, cmd: Command) -> ResultEvent:
+    async def _run_command(self, cmd: Command, marks: tuple[str, ...]) -> ResultEvent:
         base: dict[str, Any] = {"agent_id": self.id, "command_id": cmd.command_id}
         sent = 0
 
@@ -248,7 +278,7 @@ class Agent:
                     return ResultEvent(**base, probe=await procedure.probe(self._host(target.host), target))
                 case CommandKind.STOP_OBSERVER:
                     args = cmd.stop_args()
-                    token = await self._token(cmd.command_id)
+                    token = self._token(cmd.command_id, marks)
                     report = await procedure.stop(
                         self._host(args.target.host),
                         args.target,
@@ -261,7 +291,7 @@ class Agent:
                     return ResultEvent(**base, stop=report, cancelled=token.cancelled)
                 case CommandKind.START_OBSERVER:
                     start = cmd.start_args()
-                    token = await self._token(cmd.command_id)
+                    token = self._token(cmd.command_id, marks)
                     started = await starting.start(
                         self._host(start.target.host),
                         start.target,
@@ -277,16 +307,16 @@ class Agent:
                 case CommandKind.WATCH_OBSERVERS:
                     self.watcher.watch(cmd.command_id, cmd.watch_args())
                     return ResultEvent(**base)
-        except (ExecutorError, KeyError, ValidationError) as exc:
+        except (ExecutorError, KeyError, ValidationError, OSError) as exc:  # OSError: e.g. no pidfd here
             log.warning("command %s failed: %s", cmd.command_id, exc)
             return ResultEvent(**base, error=str(exc))
         finally:
             self._tokens.pop(cmd.command_id, None)
 
-    async def _token(self, command_id: str) -> CancelToken:
+    def _token(self, command_id: str, marks: tuple[str, ...]) -> CancelToken:
         """The command's cancel token; cancelled already if the journal says so (a cancel came first,
         or before a restart)."""
-        token = CancelToken(cancelled=CANCEL_MARK in await self.journal.marks(command_id))
+        token = CancelToken(cancelled=CANCEL_MARK in marks)
         self._tokens[command_id] = token
         return token
 
@@ -363,13 +393,13 @@ class Agent:
 
     async def _publish(self, event: AnyEvent, cmd: Command | None = None) -> None:
         """The one way out for events: each names this agent and, when it answers a command, that command's
-        id and digest, and is signed with this agent's key. Best effort: a result is in the journal, and the
-        controller re-sends until it has one."""
+        id and digest, and is signed with this agent's key. Best effort, without waiting for the broker's
+        acknowledgement: a result is in the journal, and the controller re-sends until it has one."""
         update: dict[str, Any] = {"agent_id": self.id}
         if cmd is not None:
             update |= {"command_id": cmd.command_id, "command_digest": self._digest(cmd)}
         signed = sign(event.model_copy(update=update), self.signing_key)
-        await self.session.publish(self.events_topic, signed.model_dump_json())
+        await self.session.post(self.events_topic, signed.model_dump_json())
 
 
 TASK_IN_ID = re.compile(r"-t(\d+)-s(\d+)-r\d+")  # command ids carry the task, subtask and run

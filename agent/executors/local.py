@@ -1,7 +1,10 @@
 """The local executor: psutil and /proc on this host, every blocking call off the event loop.
 
 Signals go through a pidfd opened before the final identity check, so a pid recycled between the check
-and the signal can never be hit; exits are awaited on the pidfd becoming readable, not by polling.
+and the signal can never be hit; exits are awaited on the pidfd becoming readable, not by polling. The
+pidfd a signal went through is kept for the wait on that exit (no second identity check: it is the very
+process signalled), and after the exit the ports and the pid file are settled in one go (`settle`, as
+over SSH): a stop crosses to a worker thread four times (facts, signal, ports and pid file).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import pwd
 import signal
 import socket
 import tempfile
+import time
 from typing import Any
 
 import psutil
@@ -26,13 +30,17 @@ from obstop.agent.executors.host import (
     PidFile,
     ProcessFacts,
     Resolved,
+    Settled,
     parse_pid,
 )
+
+KEPT_PIDFDS = 64  # pidfds of signalled processes awaiting their wait (one per stop in flight)
 
 
 class LocalHost:
     def __init__(self, name: str | None = None) -> None:
         self.name = name or socket.gethostname()
+        self._signalled: dict[tuple[int, float], int] = {}  # (pid, start time) -> the pidfd signalled
 
     async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
         return await asyncio.to_thread(_facts, home_path, pid_file, ip, ports)
@@ -41,15 +49,30 @@ class LocalHost:
         return await asyncio.to_thread(_inspect, pid)
 
     async def send_signal(self, pid: int, sig: signal.Signals, start_time: float) -> bool:
-        return await asyncio.to_thread(_send_signal, pid, sig, start_time)
+        fd = await asyncio.to_thread(_send_signal, pid, sig, start_time)
+        if fd is None:
+            return False
+        self._keep((pid, start_time), fd)
+        return True
+
+    def _keep(self, key: tuple[int, float], fd: int) -> None:
+        old = self._signalled.pop(key, None)
+        if old is not None:
+            os.close(old)
+        while len(self._signalled) >= KEPT_PIDFDS:  # a wait that never came: bounded all the same
+            os.close(self._signalled.pop(next(iter(self._signalled))))
+        self._signalled[key] = fd
 
     async def wait_exit(self, pid: int, start_time: float, timeout: float) -> bool:
+        fd = self._signalled.pop((pid, start_time), None)  # the very process signalled
+        checked = fd is not None
+        if fd is None:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return True
         try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return True
-        try:
-            if not await asyncio.to_thread(_same_process, pid, start_time):
+            if not checked and not await asyncio.to_thread(_same_process, pid, start_time):
                 return True
             loop = asyncio.get_running_loop()
             readable: asyncio.Future[None] = loop.create_future()
@@ -70,8 +93,36 @@ class LocalHost:
         finally:
             os.close(fd)
 
+    async def settle(
+        self,
+        pid: int,
+        start_time: float,
+        exit_timeout: float,
+        addresses: list[str],
+        ports: tuple[int, ...],
+        port_timeout: float,
+        pid_file: str | None,
+        expected: str | None,
+    ) -> Settled:
+        """OneTrip's settle: the exit (on the pidfd), then the ports, then the pid file, each look at the
+        ports and the removal that follows them in one worker-thread call."""
+        began = time.monotonic()
+        if not await self.wait_exit(pid, start_time, exit_timeout):
+            return Settled(exited=False)
+        exit_s = time.monotonic() - began
+        deadline = time.monotonic() + port_timeout
+        delay = 0.002
+        while True:
+            free, removed = await asyncio.to_thread(_free_then_remove, addresses, ports, pid_file, expected)
+            if free:
+                return Settled(True, exit_s, time.monotonic() - began, removed)
+            if time.monotonic() >= deadline:
+                return Settled(True, exit_s)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
     async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
-        return procfs.on_address(await asyncio.to_thread(_listening), ip, ports)
+        return procfs.on_address(await asyncio.to_thread(_listening, frozenset(ports), ip), ip, ports)
 
     async def socket_owners(self, inodes: set[int]) -> dict[int, int]:
         return await asyncio.to_thread(_socket_owners, inodes)
@@ -110,7 +161,8 @@ class LocalHost:
         return await asyncio.to_thread(_tail, path, max_bytes)
 
     async def close(self) -> None:
-        return None
+        while self._signalled:
+            os.close(self._signalled.popitem()[1])
 
 
 def _user_name(uid: int) -> str:
@@ -155,11 +207,12 @@ def _facts(home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Fa
     binary = os.path.realpath(os.path.join(home, "bin", "observer"))
     resolved = Resolved(home, binary, os.path.isdir(home), os.path.isfile(binary))
     found = _read_pid_file(pid_file)
-    listening = _listening()  # one netlink dump answers both the ports and the process's own sockets
+    # one netlink dump answers both the ports and the process's own sockets on them
+    listening = _listening(frozenset(ports), ip)
     listeners = procfs.on_address(listening, ip, ports)
     readable = found.exists and not found.is_symlink and not found.error
     pid = parse_pid(found.content or "") if readable else None
-    return Facts(resolved, found, listeners, _inspect(pid, listening) if pid else None)
+    return Facts(resolved, found, listeners, _inspect(pid, listening, ip, ports) if pid else None)
 
 
 def _read_pid_file(path: str) -> PidFile:
@@ -187,11 +240,15 @@ def _read(path: str) -> str:
         return ""
 
 
-def _listening() -> list[Listener]:
+def _listening(ports: frozenset[int] | None = None, ip: str | None = None) -> list[Listener]:
+    """Listening sockets: every one, or those on ports (at ip, or a wildcard address, when given)."""
     try:
-        return netdiag.listening()
+        return netdiag.listening(ports, ip)
     except OSError:  # no netlink here: the kernel's text table, slower
-        return procfs.parse_net_tcp(_read_net_tcp())
+        found = procfs.parse_net_tcp(_read_net_tcp())
+        if ports is None:
+            return found
+        return procfs.on_address(found, ip, tuple(ports)) if ip else [x for x in found if x.port in ports]
 
 
 def _socket_inodes(pid: int) -> set[int]:
@@ -208,7 +265,11 @@ def _read_net_tcp() -> str:
     return _read("/proc/net/tcp") + _read("/proc/net/tcp6")
 
 
-def _inspect(pid: int, listening: list[Listener] | None = None) -> ProcessFacts | None:
+def _inspect(
+    pid: int, listening: list[Listener] | None = None, ip: str = "", ports: tuple[int, ...] = ()
+) -> ProcessFacts | None:
+    """ip, ports: where the observer should listen; a process that does is proved by that (identity.prove
+    asks for the pid-file lock or the ports), so the system's whole lock table is not read for it."""
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
@@ -239,7 +300,8 @@ def _inspect(pid: int, listening: list[Listener] | None = None) -> ProcessFacts 
         return ProcessFacts(pid=pid, start_time=0.0, zombie=True)
     found = _listening() if listening is None else listening
     listeners = frozenset((x.ip, x.port) for x in found if x.inode in sockets)
-    locks = procfs.parse_locks(_read("/proc/locks")).get(pid, set())
+    proved = bool(ports) and procfs.listens_on(listeners, ip, ports)
+    locks = set() if proved else procfs.parse_locks(_read("/proc/locks")).get(pid, set())
     return ProcessFacts(
         pid=pid,
         start_time=start,
@@ -257,27 +319,42 @@ def _inspect(pid: int, listening: list[Listener] | None = None) -> ProcessFacts 
 def _same_process(pid: int, start_time: float) -> bool:
     try:
         proc = psutil.Process(pid)
-        return proc.create_time() == start_time and proc.status() != psutil.STATUS_ZOMBIE
+        with proc.oneshot():
+            return proc.create_time() == start_time and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
 
-def _send_signal(pid: int, sig: signal.Signals, start_time: float) -> bool:
+def _send_signal(pid: int, sig: signal.Signals, start_time: float) -> int | None:
+    """The pidfd the signal went through (the caller closes it), or None if the process is gone."""
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
-        return False
+        return None
     try:
         # the pidfd pins the process: if it is still the one we proved, the signal cannot hit another
         if not _same_process(pid, start_time):
-            return False
-        try:
-            signal.pidfd_send_signal(fd, sig)
-        except ProcessLookupError:
-            return False
-        return True
-    finally:
+            os.close(fd)
+            return None
+        signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
         os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _free_then_remove(
+    addresses: list[str], ports: tuple[int, ...], pid_file: str | None, expected: str | None
+) -> tuple[bool, bool]:
+    """(the ports are free at every address, the pid file was removed: only once they are, and only if
+    it still says expected)."""
+    listening = _listening(frozenset(ports), addresses[0] if len(addresses) == 1 else None)
+    if any(procfs.on_address(listening, ip, ports) for ip in addresses):
+        return False, False
+    return True, pid_file is not None and expected is not None and _remove_if(pid_file, expected)
 
 
 def _socket_owners(inodes: set[int]) -> dict[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Iterable
 
 from obstop.agent.executors.host import Listener
 
@@ -61,6 +62,11 @@ def table_keys(addresses: list[str], ports: tuple[int, ...]) -> list[str]:
 def on_address(listeners: list[Listener], ip: str, ports: tuple[int, ...]) -> list[Listener]:
     """Listeners on these ports that bind ip; a wildcard on either side matches any address."""
     return [x for x in listeners if x.port in ports and (ip in WILDCARDS or x.ip == ip or x.ip in WILDCARDS)]
+
+
+def listens_on(pairs: Iterable[tuple[str, int]], ip: str, ports: tuple[int, ...]) -> bool:
+    """Whether any (address, port) listens on one of ports at ip; a wildcard on either side matches."""
+    return any(port in ports and (addr == ip or addr in WILDCARDS or ip in WILDCARDS) for addr, port in pairs)
 
 
 def parse_locks(text: str) -> dict[int, set[int]]:

@@ -26,7 +26,6 @@ from typing import Any
 
 from obstop.agent.mqtt_session import Broker, Session, client_id
 from obstop.agent.protocol import (
-    AcceptedEvent,
     AnyArgs,
     AnyEvent,
     CancelArgs,
@@ -62,6 +61,8 @@ from obstop.controller.metrics import NULL, Metrics
 
 logger = logging.getLogger("obstop.mqtt")
 
+# commands whose acceptance the step's log shows (those that act): logged at the agent's first word on them
+ANNOUNCED = frozenset({CommandKind.STOP_OBSERVER, CommandKind.START_OBSERVER, CommandKind.CANCEL_COMMAND})
 MAX_PRESENCE = 10_000  # agents whose presence is remembered (topics name any id a client likes)
 
 
@@ -377,6 +378,7 @@ class MqttDispatcher:
         waiter = self._waiters[command_id] = Waiter(agent_id, command.digest(), command.issued_at)
         resend = self.config.stop.resend_interval
         sends = 0
+        told = kind not in ANNOUNCED  # acceptance logged once, for the commands that act
         began, outcome = time.monotonic(), "no_answer"
         try:
             while True:
@@ -401,6 +403,10 @@ class MqttDispatcher:
                             event = await waiter.events.get()
                     except TimeoutError:
                         break
+                    if not told and sends <= 1 and not isinstance(event, RejectedEvent):
+                        told = not (isinstance(event, ResultEvent) and event.replayed)
+                        if told:  # the agent's first word on it, whichever: "accepted" is not sent ahead
+                            await log(f"agent {agent_id} accepted command {command_id}")
                     if isinstance(event, ResultEvent):
                         outcome = "error" if event.error else "ok"
                         if event.error:
@@ -418,8 +424,6 @@ class MqttDispatcher:
                             await log(f"[{agent_id}] {clean(event.message)}")
                         elif waiter.progress == PROGRESS_TOTAL + 1:
                             await log(f"[{agent_id}] further progress of command {command_id} not logged")
-                    elif isinstance(event, AcceptedEvent) and sends <= 1:
-                        await log(f"agent {agent_id} accepted command {command_id}")
         finally:
             self.metrics.command_answered(str(kind), outcome, time.monotonic() - began)
             if self._waiters.get(command_id) is waiter:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,20 +17,11 @@ def register(app: typer.Typer) -> None:
         ],
     ) -> None:
         """The agent daemon: stops this host's observers (and those of hosts it reaches over SSH)."""
-        from obstop.agent.daemon.agent import serve
-        from obstop.agent.daemon.config import check_agent_config, load_agent_config
-        from obstop.agent.errors import ConfigError
-        from obstop.logs import setup
+        from obstop.entry import run_agent
 
-        try:
-            cfg = load_agent_config(config)
-            check_agent_config(cfg, config)  # the whole file checked before anything starts
-            setup(cfg.log_level)
-            asyncio.run(serve(cfg))
-        except ConfigError as exc:
-            message = " ".join(str(exc).split())  # one line, always naming the file
-            typer.echo(f"error: {message if str(config) in message else f'{config}: {message}'}", err=True)
-            sys.exit(2)
+        code = run_agent(config)
+        if code:
+            sys.exit(code)
 
     keys = typer.Typer(
         help="Ed25519 keys: the controller's for commands, an agent's for its events.", no_args_is_help=True
