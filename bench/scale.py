@@ -278,9 +278,7 @@ def main() -> None:
         for store in a.stores:
             for n in a.servers:
                 work = Path(tmp) / f"{store}-{n}"
-                res = run_one(
-                    n, store, a.delay, work, a.profile, not a.no_settle, a.freeze, a.freeze_delay
-                )
+                res = run_one(n, store, a.delay, work, a.profile, not a.no_settle, a.freeze, a.freeze_delay)
                 print(
                     json.dumps(
                         {
