@@ -12,11 +12,12 @@ from typing import Protocol
 
 from obstop.agent import procedure, starting
 from obstop.agent.cancel import CANCEL_MARK, CancelToken
-from obstop.agent.executors.host import Host
+from obstop.agent.executors.host import Host, SignalTrip
 from obstop.agent.executors.local import LocalHost
 from obstop.agent.observing import observe
 from obstop.agent.protocol import (
     CancelReport,
+    ObserverState,
     ObserverStatus,
     ObserverTarget,
     ProbeReport,
@@ -31,6 +32,9 @@ from obstop.controller.dispatch import Log, WatchPlan
 logger = logging.getLogger("obstop.agentless")
 
 CommandJournal = procedure.CommandJournal
+# how long a probe's proof serves the stop after it (its stage's freeze wait may be long); the stop's one
+# round trip checks on the host, with the signal, that the process is still the one proved
+PROOF_MAX_AGE = 900.0
 
 
 class Journal(Protocol):
@@ -47,6 +51,8 @@ class AgentlessDispatcher:
         for h in config.ssh:
             self._hosts[h.host] = h.open(handshakes.setdefault((h.address, h.port), asyncio.Semaphore(8)))
         self._tokens: dict[str, CancelToken] = {}
+        # the last probe of each observer that found it RUNNING: the stop after it proves nothing again
+        self._proofs: dict[ObserverTarget, tuple[float, procedure.Examined]] = {}
         self._plan: WatchPlan | None = None
         self._generation = 0  # a refresh makes reports of probes begun before it stale
         self._refreshed = asyncio.Event()
@@ -97,15 +103,31 @@ class AgentlessDispatcher:
             self._refreshed.set()
 
     async def probe(self, command_id: str, target: ObserverTarget, log: Log, deadline: float) -> ProbeReport:
-        return await procedure.probe(self._hosts[target.host], target)
+        host = self._hosts[target.host]
+        if not isinstance(host, SignalTrip):
+            return await procedure.probe(host, target)
+        found = await procedure.examine(host, target)
+        if found.report.state is ObserverState.RUNNING:
+            self._proofs[target] = (time.monotonic(), found)
+        else:
+            self._proofs.pop(target, None)
+        return found.report
 
     async def stop(
         self, command_id: str, target: ObserverTarget, options: StopOptions, log: Log, deadline: float
     ) -> StopReport:
         journal = self._journal(command_id) if self._journal else None
+        proof = self._proofs.pop(target, None)
+        proven = proof[1] if proof is not None and time.monotonic() - proof[0] < PROOF_MAX_AGE else None
         async with self._token(command_id, journal) as token:
             return await procedure.stop(
-                self._hosts[target.host], target, options, progress=log, journal=journal, cancel=token
+                self._hosts[target.host],
+                target,
+                options,
+                progress=log,
+                journal=journal,
+                cancel=token,
+                proven=proven,
             )
 
     async def start(
