@@ -49,16 +49,22 @@ T = TypeVar("T")
 
 class _Shell:
     """A resident shell on the remote host, its functions defined (ssh_scripts.FUNCS). Each call runs in a
-    subshell (so `exit` ends only it); its output is read up to an end marker that carries a per-call nonce
-    and the exit status; a call may be read a first line at a time, then to its end."""
+    subshell (so `exit` ends only it), or, calling its functions, in the shell itself (a fork spared: they
+    return, never exit); its output is read up to an end marker that carries a per-call nonce and the
+    exit status; a call may be read a first line at a time, then to its end."""
 
     def __init__(self, proc: asyncssh.SSHClientProcess[str]) -> None:
         self.proc = proc
         self.pending = ""  # the end marker of a call not read to its end
 
-    def begin(self, script: str, *, subshell: bool = True) -> None:
+    def begin(self, script: str, *, mode: str = "sub") -> None:
+        """mode: "sub" a script in a subshell, "fn" calls of FUNCS's functions, "raw" FUNCS itself."""
         marker = f"@@END {secrets.token_hex(8)} "
-        body = f"(\n{script}\n) 2>/dev/null </dev/null" if subshell else f"{script}\ntrue"
+        body = {
+            "sub": f"(\n{script}\n) 2>/dev/null </dev/null",
+            "fn": f"{{\n{script}\n}} 2>/dev/null </dev/null",
+            "raw": f"{script}\ntrue",
+        }[mode]
         self.proc.stdin.write(f"{body}; printf '\\n{marker}%d\\n' $?\n")
         self.pending = "\n" + marker  # the newline printed before the marker is not the script's
 
@@ -82,8 +88,8 @@ class _Shell:
         self.pending = ""
         return int(status.strip() or 1), out[: -len(end)]
 
-    async def run(self, script: str, timeout: float, *, subshell: bool = True) -> tuple[int, str]:
-        self.begin(script, subshell=subshell)
+    async def run(self, script: str, timeout: float, *, mode: str = "sub") -> tuple[int, str]:
+        self.begin(script, mode=mode)
         return await self.end(timeout)
 
     def close(self) -> None:
@@ -97,7 +103,7 @@ class _Trip:
         self._host, self._shell, self._args, self._limit = host, shell, args, limit
 
     async def signal(self, sig: signal.Signals) -> bool:
-        self._shell.begin(f"trip {self._args.replace('@SIG@', sig.name.removeprefix('SIG'))}")
+        self._shell.begin(f"trip {self._args.replace('@SIG@', sig.name.removeprefix('SIG'))}", mode="fn")
         first = await self._host._call(self._shell.line(self._host.target.command_timeout), "trip")
         word, _, detail = first.partition(" ")
         if word in ("CHANGED", "MOVED"):
@@ -209,11 +215,11 @@ class SSHHost:
             self._conn = None
             raise ExecutorError(self.name, f"SSH session failed: {exc or type(exc).__name__}") from exc
 
-    async def _run(self, script: str, timeout: float | None = None) -> str:
+    async def _run(self, script: str, timeout: float | None = None, *, mode: str = "sub") -> str:
         limit = timeout or self.target.command_timeout
         first = script.strip().splitlines()[0][:60]
         async with self._lease() as shell:
-            rc, out = await self._call(shell.run(script, limit), first)
+            rc, out = await self._call(shell.run(script, limit, mode=mode), first)
         if rc != 0:
             raise RemoteCommandFailed(self.name, first, rc, "")
         return out
@@ -231,7 +237,7 @@ class SSHHost:
         # the functions live in the shell, for every call after
         try:
             limit = self.target.command_timeout
-            _, out = await self._call(shell.run(scripts.FUNCS, limit, subshell=False), "setup")
+            _, out = await self._call(shell.run(scripts.FUNCS, limit, mode="raw"), "setup")
         except BaseException:
             shell.close()
             raise
@@ -255,7 +261,7 @@ class SSHHost:
     async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
         every = "1" if ip in procfs.WILDCARDS else "0"  # its own sockets: where it listens is asked
         line = f"facts {shlex.quote(home_path)} {shlex.quote(pid_file)} {every} {' '.join(map(str, ports))}"
-        out = parse.sections(await self._run(line))
+        out = parse.sections(await self._run(line, mode="fn"))
         resolve = out.get("RESOLVE", "").splitlines()
         found = parse.parse_pidfile(pid_file, out.get("PIDFILE", ""))
         listening = parse.parse_listeners(out.get("TCP", ""))
@@ -272,19 +278,19 @@ class SSHHost:
         return Facts(resolved, found, listeners, process)
 
     async def inspect(self, pid: int) -> ProcessFacts | None:
-        out = await self._run(f"inspect {int(pid)} '' 1\necho @@TCP\nlst")
+        out = await self._run(f"inspect {int(pid)} '' 1\necho @@TCP\nlst", mode="fn")
         head, _, tcp = out.partition("@@TCP\n")
         return parse.parse_process(pid, head, parse.parse_listeners(tcp))
 
     async def send_signal(self, pid: int, sig: signal.Signals, start_time: float) -> bool:
         name = sig.name.removeprefix("SIG")
-        out = await self._run(f"sig {int(pid)} {self._ticks(start_time)} {name}")
+        out = await self._run(f"sig {int(pid)} {self._ticks(start_time)} {name}", mode="fn")
         return out.strip() == "SENT"
 
     async def wait_exit(self, pid: int, start_time: float, timeout: float) -> bool:
         rounds = max(1, int(timeout / 0.012))
         limit = timeout + self.target.command_timeout
-        out = await self._run(f"waitx {int(pid)} {self._ticks(start_time)} {rounds}", timeout=limit)
+        out = await self._run(f"waitx {int(pid)} {self._ticks(start_time)} {rounds}", limit, mode="fn")
         return out.strip() == "GONE"
 
     def _settle_args(
@@ -313,7 +319,8 @@ class SSHHost:
             f"settle {int(pid)} {self._ticks(start_time)} {rounds} {port_cs} {shlex.quote(pid_file or '')} "
             f"{shlex.quote((expected or '').strip())} {keys}"
         )
-        out = await self._run(line, timeout=exit_timeout + port_timeout + self.target.command_timeout)
+        limit = exit_timeout + port_timeout + self.target.command_timeout
+        out = await self._run(line, limit, mode="fn")
         return _settled(out)
 
     @contextlib.asynccontextmanager
@@ -346,7 +353,7 @@ class SSHHost:
             yield _Trip(self, shell, args, exit_timeout + port_timeout + self.target.command_timeout)
 
     async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
-        text = await self._run("lst " + " ".join(map(str, ports)))  # LISTEN lines on ports only
+        text = await self._run("lst " + " ".join(map(str, ports)), mode="fn")  # LISTEN lines on ports only
         return procfs.on_address(parse.parse_listeners(text), ip, ports)
 
     async def socket_owners(self, inodes: set[int]) -> dict[int, int]:

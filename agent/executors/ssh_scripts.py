@@ -48,7 +48,8 @@ HZ=$(getconf CLK_TCK 2>/dev/null); HZ=${HZ:-100}
 if command -v ss >/dev/null 2>&1; then
   LM=ss
   lst() { local q=; for x; do q="${q:+$q or }sport = :$x"; done; ss -ltne ${q:+"( $q )"} 2>/dev/null; true; }
-  held() { local hp=$1 o s a; shift 2; o=$(lst $hp)
+  held() { local hp=$1 o s a q= x; shift 2; for x in $hp; do q="${q:+$q or }sport = :$x"; done
+    o=$(ss -ltn ${q:+"( $q )"} 2>/dev/null)
     while read -r s _ _ a _; do
       [ "$s" = LISTEN ] || continue; case $a in *%*:*) a=${a%%\%*}:${a##*:};; esac
       case " $* " in *" $a "*|*" ANY:${a##*:} "*) return 0;; esac

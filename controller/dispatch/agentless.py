@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterator
 from typing import Protocol
 
 from obstop.agent import procedure, starting
@@ -51,6 +51,7 @@ class AgentlessDispatcher:
         for h in config.ssh:
             self._hosts[h.host] = h.open(handshakes.setdefault((h.address, h.port), asyncio.Semaphore(8)))
         self._tokens: dict[str, CancelToken] = {}
+        self._busy: dict[ObserverTarget, int] = {}  # commands running on each observer now
         # the last probe of each observer that found it RUNNING: the stop after it proves nothing again
         self._proofs: dict[ObserverTarget, tuple[float, procedure.Examined]] = {}
         self._plan: WatchPlan | None = None
@@ -72,9 +73,7 @@ class AgentlessDispatcher:
             self._refreshed.clear()
             timeout = max(1.0, plan.probe_interval * 4)
             try:
-                found = await asyncio.gather(
-                    *(observe(self._hosts.get(t.host), t, timeout) for t in plan.targets)
-                )
+                found = await asyncio.gather(*(self._look(t, last, timeout) for t in plan.targets))
             except Exception:  # the watch is news, never a reason for the controller to end
                 logger.exception("watching the agentless observers failed; trying again at the next probe")
                 found, generation = [], -1
@@ -94,6 +93,16 @@ class AgentlessDispatcher:
             for w in waits:
                 w.cancel()
 
+    async def _look(
+        self, t: ObserverTarget, last: dict[tuple[str, str], ObserverStatus], timeout: float
+    ) -> ObserverStatus:
+        """A watch's probe of one observer; while a command is at it, what it was (its report will say,
+        and the task's end probes afresh): a stop's host does not pay for a second probe meanwhile."""
+        known = last.get((t.host, t.home_path))
+        if known is not None and self._busy.get(t):
+            return known
+        return await observe(self._hosts.get(t.host), t, timeout)
+
     def watch(self, plan: WatchPlan) -> None:
         self._plan = plan
 
@@ -102,7 +111,21 @@ class AgentlessDispatcher:
             self._generation += 1
             self._refreshed.set()
 
+    @contextlib.contextmanager
+    def _at(self, target: ObserverTarget) -> Iterator[None]:
+        self._busy[target] = self._busy.get(target, 0) + 1
+        try:
+            yield
+        finally:
+            self._busy[target] -= 1
+            if not self._busy[target]:
+                del self._busy[target]
+
     async def probe(self, command_id: str, target: ObserverTarget, log: Log, deadline: float) -> ProbeReport:
+        with self._at(target):
+            return await self._probe(target)
+
+    async def _probe(self, target: ObserverTarget) -> ProbeReport:
         host = self._hosts[target.host]
         if not isinstance(host, SignalTrip):
             return await procedure.probe(host, target)
@@ -119,6 +142,18 @@ class AgentlessDispatcher:
         journal = self._journal(command_id) if self._journal else None
         proof = self._proofs.pop(target, None)
         proven = proof[1] if proof is not None and time.monotonic() - proof[0] < PROOF_MAX_AGE else None
+        with self._at(target):
+            return await self._stop(command_id, target, options, log, journal, proven)
+
+    async def _stop(
+        self,
+        command_id: str,
+        target: ObserverTarget,
+        options: StopOptions,
+        log: Log,
+        journal: CommandJournal | None,
+        proven: procedure.Examined | None,
+    ) -> StopReport:
         async with self._token(command_id, journal) as token:
             return await procedure.stop(
                 self._hosts[target.host],
@@ -134,10 +169,11 @@ class AgentlessDispatcher:
         self, command_id: str, target: ObserverTarget, options: StartOptions, log: Log, deadline: float
     ) -> StartReport:
         journal = self._journal(command_id) if self._journal else None
-        async with self._token(command_id, journal) as token:
-            return await starting.start(
-                self._hosts[target.host], target, options, progress=log, journal=journal, cancel=token
-            )
+        with self._at(target):
+            async with self._token(command_id, journal) as token:
+                return await starting.start(
+                    self._hosts[target.host], target, options, progress=log, journal=journal, cancel=token
+                )
 
     @contextlib.asynccontextmanager
     async def _token(self, command_id: str, journal: CommandJournal | None) -> AsyncIterator[CancelToken]:
