@@ -151,8 +151,11 @@ class SSHHost:
         *,
         handshakes: asyncio.Semaphore | None = None,
         max_sessions: int = 8,
+        shell: str = scripts.SHELL,
     ) -> None:
+        """shell: the command whose shell runs the steps (bash where there is one, else /bin/sh)."""
         self.name = config.host
+        self._shell = shell
         self.target = config
         self._handshakes = handshakes or asyncio.Semaphore(8)
         self._sessions = asyncio.Semaphore(max_sessions)
@@ -228,7 +231,7 @@ class SSHHost:
         conn = await self._connection()
         try:
             # the login shell (and its rc files) runs once here, not once per step
-            proc = await conn.create_process(scripts.SHELL, encoding="utf-8")
+            proc = await conn.create_process(self._shell, encoding="utf-8")
             await proc.stdin.drain()
         except (asyncssh.Error, OSError) as exc:
             self._conn = None
