@@ -52,6 +52,7 @@ class AgentlessDispatcher:
             self._hosts[h.host] = h.open(handshakes.setdefault((h.address, h.port), asyncio.Semaphore(8)))
         self._tokens: dict[str, CancelToken] = {}
         self._busy: dict[ObserverTarget, int] = {}  # commands running on each observer now
+        self._done: dict[ObserverTarget, float] = {}  # when the last command on each observer ended
         # the last probe of each observer that found it RUNNING: the stop after it proves nothing again
         self._proofs: dict[ObserverTarget, tuple[float, procedure.Examined]] = {}
         self._plan: WatchPlan | None = None
@@ -73,7 +74,10 @@ class AgentlessDispatcher:
             self._refreshed.clear()
             timeout = max(1.0, plan.probe_interval * 4)
             try:
-                found = await asyncio.gather(*(self._look(t, last, timeout) for t in plan.targets))
+                since = time.monotonic() - plan.probe_interval
+                found = await asyncio.gather(
+                    *(self._look(t, last, timeout, None if full else since) for t in plan.targets)
+                )
             except Exception:  # the watch is news, never a reason for the controller to end
                 logger.exception("watching the agentless observers failed; trying again at the next probe")
                 found, generation = [], -1
@@ -94,12 +98,18 @@ class AgentlessDispatcher:
                 w.cancel()
 
     async def _look(
-        self, t: ObserverTarget, last: dict[tuple[str, str], ObserverStatus], timeout: float
+        self,
+        t: ObserverTarget,
+        last: dict[tuple[str, str], ObserverStatus],
+        timeout: float,
+        since: float | None,
     ) -> ObserverStatus:
-        """A watch's probe of one observer; while a command is at it, what it was (its report will say,
-        and the task's end probes afresh): a stop's host does not pay for a second probe meanwhile."""
+        """A watch's probe of one observer; while a command is at it, or when one ended after `since`
+        (None: a refresh, every observer afresh), what it was: a task's commands say what its observers
+        do (a task's statuses come from them, and its end refreshes), so its hosts are not probed twice."""
         known = last.get((t.host, t.home_path))
-        if known is not None and self._busy.get(t):
+        recent = since is not None and self._done.get(t, 0.0) > since
+        if known is not None and (self._busy.get(t) or recent):
             return known
         return await observe(self._hosts.get(t.host), t, timeout)
 
@@ -120,6 +130,7 @@ class AgentlessDispatcher:
             self._busy[target] -= 1
             if not self._busy[target]:
                 del self._busy[target]
+            self._done[target] = time.monotonic()
 
     async def probe(self, command_id: str, target: ObserverTarget, log: Log, deadline: float) -> ProbeReport:
         with self._at(target):
