@@ -262,8 +262,12 @@ class SSHHost:
         return " ".join([shlex.quote(" ".join(map(str, ports))), "--", *map(shlex.quote, keys)])
 
     async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
-        every = "1" if ip in procfs.WILDCARDS else "0"  # its own sockets: where it listens is asked
-        line = f"facts {shlex.quote(home_path)} {shlex.quote(pid_file)} {every} {' '.join(map(str, ports))}"
+        wild = ip in procfs.WILDCARDS  # its own sockets, every listener: where it listens is asked
+        keys = "" if wild or not self._ss else " ".join(parse.ss_keys([ip], ports))  # what on_address keeps
+        line = (
+            f"facts {shlex.quote(home_path)} {shlex.quote(pid_file)} {int(wild)} {shlex.quote(keys)} "
+            f"{' '.join(map(str, ports))}"
+        )
         out = parse.sections(await self._run(line, mode="fn"))
         resolve = out.get("RESOLVE", "").splitlines()
         found = parse.parse_pidfile(pid_file, out.get("PIDFILE", ""))

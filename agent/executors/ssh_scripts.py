@@ -16,12 +16,15 @@ pid file's inode, `ss`, `rm`): the probe forks 3 times, the stop's check, signal
 # and how `lst` reads listeners (`ss`: ss's lines; `proc`: the kernel tables' LISTEN lines).
 #   st PID: S (state) and T (start time in ticks), builtins only; nap SECONDS: a sleep without a fork
 #   where the shell is bash (`read -t` on a pipe nobody writes to); cs: C = uptime in 1/100 s
-#   lst PORTS: LISTEN sockets on these ports; held PORTS -- KEYS: a LISTEN socket on one of the KEYS
-#   (ADDR:PORT as lst prints them; for any address ANY:PORT with ss, *:PORT with the tables) exists
+#   lst PORTS: LISTEN sockets on these ports; lsk KEYS PORTS: those bound to one of KEYS (ss's local
+#   addresses; every one when KEYS is empty); held PORTS -- KEYS: a LISTEN socket on one of the KEYS
+#   (ADDR:PORT as lst prints them; for any address ANY:PORT with ss, *:PORT with the tables) exists.
+#   Lines are split in memory (`set -- $o`), never read back through a pipe or a here-document: the
+#   shell reads those a byte per syscall (every listener of the host on the ports, at each poll)
 #   pidtext FILE: P = its first 64 bytes, trimmed; pidhex FILE SIZE: its first 64 bytes in hex
 #   inspect PID [LOCKED_INODE [1]]: a process's facts (its sockets only when the lock on LOCKED_INODE is
 #   not its own, or when 1 asks for them); facts, trip, settle, sig, waitx: the executor's steps
-FUNCS = r"""LC_ALL=C; export LC_ALL
+FUNCS = r"""LC_ALL=C; export LC_ALL; DIFS=$IFS
 st() { S=; T=; read -r l 2>/dev/null < /proc/$1/stat || return 1; r=${l##*) }; set -- $r; S=$1
   eval "T=\${20}"; }
 cs() { read -r u _ < /proc/uptime; C=${u%.*}${u#*.}; }
@@ -47,21 +50,32 @@ fi
 HZ=$(getconf CLK_TCK 2>/dev/null); HZ=${HZ:-100}
 if command -v ss >/dev/null 2>&1; then
   LM=ss
-  lst() { local q=; for x; do q="${q:+$q or }sport = :$x"; done; ss -ltne ${q:+"( $q )"} 2>/dev/null; true; }
-  held() { local hp=$1 o s a q= x; shift 2; for x in $hp; do q="${q:+$q or }sport = :$x"; done
-    o=$(ss -ltn ${q:+"( $q )"} 2>/dev/null)
-    while read -r s _ _ a _; do
-      [ "$s" = LISTEN ] || continue; case $a in *%*:*) a=${a%%\%*}:${a##*:};; esac
-      case " $* " in *" $a "*|*" ANY:${a##*:} "*) return 0;; esac
-    done <<EOF
-$o
-EOF
+  lst() { local q= x; for x; do q="${q:+$q or }sport = :$x"; done
+    ss -ltne ${q:+"( $q )"} 2>/dev/null; true; }
+  lsk() { local ks=" $1 " o l a q= x; shift; for x; do q="${q:+$q or }sport = :$x"; done
+    o=$(ss -ltne ${q:+"( $q )"} 2>/dev/null)
+    [ "$ks" = "  " ] && { printf '%s\n' "$o"; return 0; }
+    set -f; local IFS='
+'
+    for l in $o; do
+      IFS=' '; set -- $l; IFS='
+'
+      [ "${1:-}" = LISTEN ] || continue; a=$4; case $a in *%*:*) a=${a%%\%*}:${a##*:};; esac
+      case $ks in *" $a "*) printf '%s\n' "$l";; esac
+    done; set +f; }
+  held() { local hp=$1 o q= x k; shift 2; for x in $hp; do q="${q:+$q or }sport = :$x"; done
+    o=" $(ss -ltn ${q:+"( $q )"} 2>/dev/null) "
+    for k; do
+      case $o in *" $k "*) return 0;; esac
+      case $k in ANY:*) case $o in *":${k#ANY:} "*) return 0;; esac;; esac
+    done
     return 1; }
 else
   LM=proc
-  lst() { local q=; for x; do q="$q $(printf '%04X' "$x")"; done
+  lst() { local q= x; for x; do q="$q $(printf '%04X' "$x")"; done
     awk -v p="$q " '$4 == "0A" && (p == " " || index(p, " " substr($2, index($2, ":") + 1) " "))' \
       /proc/net/tcp /proc/net/tcp6 2>/dev/null; true; }
+  lsk() { shift; lst "$@"; }
   held() { shift 2; awk -v w=" $* " '$4 == "0A" && (index(w, " " $2 " ") ||
     index(w, " *:" substr($2, index($2, ":") + 1) " ")) {f = 1} END {exit !f}' \
     /proc/net/tcp /proc/net/tcp6 2>/dev/null; }
@@ -82,15 +96,16 @@ inspect() {
   [ -e /proc/$p/exe ] && x=1
   if [ -z "$own" ] || [ -n "$all" ]; then set -- /proc/$p/fd/*; else set --; fi
   o=$(readlink /proc/$p/exe /proc/$p/cwd "$@" 2>/dev/null)
-  { e=; [ -n "$x" ] && read -r e; c=; read -r c; echo "EXE $e"; echo "CWD $c"; printf 'FDS '
-    while read -r l; do case $l in socket:*) printf '%s ' "$l";; esac; done; echo; } <<EOF
-$o
-EOF
+  set -f; IFS='
+'; set -- $o; IFS=$DIFS; set +f
+  e=; if [ -n "$x" ] && [ $# -gt 0 ]; then e=$1; shift; fi; c=${1:-}; [ $# -eq 0 ] || shift
+  echo "EXE $e"; echo "CWD $c"; printf 'FDS '
+  for l; do case $l in socket:*) printf '%s ' "$l";; esac; done; echo
   cmdv $p; printf 'CMD %s\n' "$M"
   echo LOCKS; printf '%s' "$L"
 }
 facts() {
-  local h=$1 f=$2 all=$3 b I= C= s ps; shift 3; b=$h/bin/observer; ps=$*
+  local h=$1 f=$2 all=$3 ks=$4 b I= C= s ps; shift 4; b=$h/bin/observer; ps=$*
   echo @@RESOLVE
   if cd -P -- "$h" 2>/dev/null; then echo "$PWD"; else echo "$h"; fi
   if [ -L "$b" ]; then readlink -f -- "$b" 2>/dev/null || echo "$b"
@@ -106,7 +121,7 @@ facts() {
   echo @@PROCESS
   case $C in ''|*[!0-9]*) echo NOPROC;; *) inspect "$C" "$I" "$all";; esac
   echo @@TCP
-  lst $ps
+  lsk "$ks" $ps
 }
 settle() {
   local p=$1 tk=$2 n=$3 pc=$4 f=$5 w=$6 hp=$7 a b dl d gone=; shift 7
