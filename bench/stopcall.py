@@ -42,13 +42,19 @@ def _store(url: str) -> Iterator[None]:
 
 
 def _wait_idle(pids: list[int], window: float = 0.25, busy: float = 0.02, limit: float = 20.0) -> float:
-    """Seconds until a window of `window` s in which these processes (and children) used < busy s CPU."""
+    """Seconds until the processes (and children) are idle right after a burst of work (a watch round):
+    idle (a window of `window` s under `busy` s of CPU), then busy again (the next round, within
+    `limit`), then idle: the stop call comes as far from the next round as it can."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
+
+    def quiet() -> bool:
         before = sum(map(tree_cpu, pids))
         time.sleep(window)
-        if sum(map(tree_cpu, pids)) - before < busy:
-            break
+        return sum(map(tree_cpu, pids)) - before < busy
+
+    for wanted in (True, False, True):
+        while time.monotonic() - t0 < limit and quiet() != wanted:
+            pass
     return time.monotonic() - t0
 
 
@@ -64,8 +70,9 @@ def stop_via_controller(
 
     groups: other processes whose CPU to count (e.g. "agents", "mosquitto", "sshd"). profile: py-spy
     output per process, "controller" and/or a pid given as its decimal string. idle_first: before the
-    stop call, wait until the controller is idle (an agentless one has connected to its hosts and
-    probed them once, as a controller that has run a while has: `idle_s` says how long that took).
+    stop call, wait until the controller is idle just after a round of its watch (an agentless one has
+    connected to its hosts and probes them every probe_interval; a stop call meeting a round shares
+    the hosts with it): `idle_s` says how long that took.
     """
     cfg = tomllib.loads(config.read_text())
     port = int(cfg["api"]["listen"].rsplit(":", 1)[1])
