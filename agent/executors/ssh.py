@@ -58,14 +58,19 @@ class _Shell:
         self.pending = ""  # the end marker of a call not read to its end
 
     def begin(self, script: str, *, mode: str = "sub") -> None:
-        """mode: "sub" a script in a subshell, "fn" calls of FUNCS's functions, "raw" FUNCS itself."""
+        """mode: "sub" a script in a subshell; "fn" calls of FUNCS's functions, streamed; "buf" the same,
+        their output sent in one write (one SSH packet: a probe's 30 lines were up to 30); "raw" FUNCS."""
         marker = f"@@END {secrets.token_hex(8)} "
-        body = {
-            "sub": f"(\n{script}\n) 2>/dev/null </dev/null",
-            "fn": f"{{\n{script}\n}} 2>/dev/null </dev/null",
-            "raw": f"{script}\ntrue",
-        }[mode]
-        self.proc.stdin.write(f"{body}; printf '\\n{marker}%d\\n' $?\n")
+        end = f"printf '\\n{marker}%d\\n' $?"
+        buffered = f"printf '%s\\n\\n{marker}%d\\n' \"$O\" $?"
+        self.proc.stdin.write(
+            {
+                "sub": f"(\n{script}\n) 2>/dev/null </dev/null; {end}\n",
+                "fn": f"{{\n{script}\n}} 2>/dev/null </dev/null; {end}\n",
+                "buf": f"O=$({{\n{script}\n}} 2>/dev/null </dev/null); {buffered}\n",
+                "raw": f"{script}\ntrue; {end}\n",
+            }[mode]
+        )
         self.pending = "\n" + marker  # the newline printed before the marker is not the script's
 
     async def line(self, timeout: float) -> str:
@@ -268,7 +273,7 @@ class SSHHost:
             f"facts {shlex.quote(home_path)} {shlex.quote(pid_file)} {int(wild)} {shlex.quote(keys)} "
             f"{' '.join(map(str, ports))}"
         )
-        out = parse.sections(await self._run(line, mode="fn"))
+        out = parse.sections(await self._run(line, mode="buf"))
         resolve = out.get("RESOLVE", "").splitlines()
         found = parse.parse_pidfile(pid_file, out.get("PIDFILE", ""))
         listening = parse.parse_listeners(out.get("TCP", ""))
@@ -285,7 +290,7 @@ class SSHHost:
         return Facts(resolved, found, listeners, process)
 
     async def inspect(self, pid: int) -> ProcessFacts | None:
-        out = await self._run(f"inspect {int(pid)} '' 1\necho @@TCP\nlst", mode="fn")
+        out = await self._run(f"inspect {int(pid)} '' 1\necho @@TCP\nlst", mode="buf")
         head, _, tcp = out.partition("@@TCP\n")
         return parse.parse_process(pid, head, parse.parse_listeners(tcp))
 
