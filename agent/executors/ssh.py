@@ -269,10 +269,9 @@ class SSHHost:
     async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
         wild = ip in procfs.WILDCARDS  # its own sockets, every listener: where it listens is asked
         keys = "" if wild or not self._ss else " ".join(parse.ss_keys([ip], ports))  # what on_address keeps
-        line = (
-            f"facts {shlex.quote(home_path)} {shlex.quote(pid_file)} {int(wild)} {shlex.quote(keys)} "
-            f"{' '.join(map(str, ports))}"
-        )
+        q = shlex.quote
+        every, listed = q("1" if wild else ""), " ".join(map(str, ports))
+        line = f"facts {q(home_path)} {q(pid_file)} {every} {q(keys)} {listed}"
         out = parse.sections(await self._run(line, mode="buf"))
         resolve = out.get("RESOLVE", "").splitlines()
         found = parse.parse_pidfile(pid_file, out.get("PIDFILE", ""))
