@@ -14,7 +14,18 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from obstop.agent.cancel import Cancelled, CancelToken, acting, to_the_end
-from obstop.agent.executors.host import Host, OneTrip, PidFile, ProcessFacts, Resolved, Settled, parse_pid
+from obstop.agent.executors.host import (
+    Changed,
+    Host,
+    Moved,
+    OneTrip,
+    PidFile,
+    ProcessFacts,
+    Resolved,
+    Settled,
+    SignalTrip,
+    parse_pid,
+)
 from obstop.agent.executors.procfs import WILDCARDS
 from obstop.agent.identity import prove
 from obstop.agent.protocol import ObserverState, ObserverTarget, ProbeReport, StopOptions, StopReport
@@ -105,6 +116,14 @@ async def probe(host: Host, target: ObserverTarget) -> ProbeReport:
     return (await _probe(host, target)).report
 
 
+Examined = _Probe
+
+
+async def examine(host: Host, target: ObserverTarget) -> Examined:
+    """A probe, with what a stop needs to act on it without proving again: `stop(proven=...)`."""
+    return await _probe(host, target)
+
+
 def watched_addresses(target: ObserverTarget, facts: ProcessFacts | None) -> list[str]:
     """Where the ports must be free after a stop: the target's address; or, when the target names any
     address (0.0.0.0: `observer stop` without --ip), the addresses the proven observer itself listened on,
@@ -145,11 +164,16 @@ async def stop(
     progress: Progress = _quiet,
     journal: SignalJournal | None = None,
     cancel: CancelToken | None = None,
+    proven: Examined | None = None,
 ) -> StopReport:
-    """cancel: once it is set, no signal is sent (one in progress is finished first) and the stop ends."""
+    """cancel: once it is set, no signal is sent (one in progress is finished first) and the stop ends.
+    proven: this target's examine() of a moment before, on a SignalTrip host (which checks, on the host
+    and with the signal, that the process is still the one proved): the stop does not prove again."""
     opts = options or StopOptions()
     started = time.monotonic()
-    found = await _probe(host, target)
+    if proven is None or not isinstance(host, SignalTrip) or proven.report.home_path != target.home_path:
+        proven = None  # only a host that checks the proof with the signal may skip proving again
+    found = proven or await _probe(host, target)
     rep = found.report
     signals: list[str] = []
 
@@ -166,9 +190,22 @@ async def stop(
     if rep.state is ObserverState.REFUSED:
         return result(False, reason=f"refused: {rep.reason}")
     try:
-        return await _stop_running(
-            host, target, opts, progress, journal, cancel, found, signals, result, started
-        )
+        try:
+            return await _stop_running(
+                host, target, opts, progress, journal, cancel, found, signals, result, started
+            )
+        except Moved:  # gone, and its pid file names another now (nothing sent): prove that one, once
+            found = await _probe(host, target)
+            rep = found.report
+            if rep.state is ObserverState.REFUSED:
+                return result(False, reason=f"refused: {rep.reason}")
+            return await _stop_running(
+                host, target, opts, progress, journal, cancel, found, signals, result, started
+            )
+    except Moved as exc:
+        return result(False, pid=rep.pid, reason=f"refused: pid {rep.pid} {exc} again; nothing was signalled")
+    except Changed as exc:
+        return result(False, pid=rep.pid, reason=f"refused: pid {rep.pid} {exc}; nothing was signalled")
     except Cancelled:
         sent = f"after {' then '.join(signals)} to pid {rep.pid}" if signals else "before any signal"
         await progress(f"cancelled {sent}; not signalling again")
@@ -208,8 +245,13 @@ async def _stop_running(
                 if await to_the_end(host.send_signal(pid, sig, start_time)):
                     signals.append(sig.name)
 
-        await send(first)
-        if isinstance(host, OneTrip):  # exit, ports, pid file: one round trip
+        if isinstance(host, SignalTrip):  # the check, the signal, then the exit, ports, pid file: one trip
+            settle_began = time.monotonic()
+            settled = await _signal_trip(host, target, opts, found, first, signals, journal, progress, cancel)
+        if settled is not None:
+            exited = settled.exited
+        elif isinstance(host, OneTrip):  # exit, ports, pid file: one round trip
+            await send(first)
             settle_began = time.monotonic()
             has_file = found.pid_file.exists and found.pid_file.content is not None
             settled = await host.settle(
@@ -224,6 +266,7 @@ async def _stop_running(
             )
             exited = settled.exited
         else:
+            await send(first)
             exited = await host.wait_exit(pid, start_time, opts.term_timeout)
         if not exited:
             settled = None  # what follows the escalation waits as any host does
@@ -279,3 +322,40 @@ async def _stop_running(
         time_to_ports_free_s=ports_free,
         pid_file_removed=removed,
     )
+
+
+async def _signal_trip(
+    host: SignalTrip,
+    target: ObserverTarget,
+    opts: StopOptions,
+    found: _Probe,
+    sig: signal.Signals,
+    signals: list[str],
+    journal: SignalJournal | None,
+    progress: Progress,
+    cancel: CancelToken | None,
+) -> Settled | None:
+    """The first signal on a SignalTrip host: recorded, then checked, sent and settled in one round trip.
+    None when an earlier attempt recorded it (the caller waits for it as on any host). Raises Changed or
+    Moved when the host found the process not the one proved (nothing sent)."""
+    facts = found.facts
+    assert facts is not None
+    has_file = found.pid_file.exists and found.pid_file.content is not None
+    async with host.signal_trip(
+        facts,
+        found.resolved,
+        opts.term_timeout,
+        watched_addresses(target, facts),
+        target.ports,
+        opts.port_timeout,
+        target.pid_file if has_file else None,
+        found.pid_file.content if has_file else None,
+    ) as trip:
+        async with acting(cancel):  # a cancel journalled first means no signal, ever
+            # commit before act: a stop resumed after a crash finds the mark and does not signal again
+            if journal is not None and await journal.record(f"{sig.name}:{facts.pid}:{facts.start_time}"):
+                return None
+            await progress(f"sending {sig.name} to pid {facts.pid}")
+            if await to_the_end(trip.signal(sig)):
+                signals.append(sig.name)
+        return await trip.settled()

@@ -85,7 +85,8 @@ def agentless_ssh(s: Setup) -> Run:
     }
     config = s.work / "controller-ssh.toml"
     config.write_text(tomli_w.dumps(cfg))
-    return lambda i: stop_via_controller(config, s.work, f"ssh-{i}", s.groups())
+    # a controller holds its connections: the stop call comes once it has connected and probed (its watch)
+    return lambda i: stop_via_controller(config, s.work, f"ssh-{i}", s.groups(), idle_first=True)
 
 
 def bare_process(s: Setup) -> Run:

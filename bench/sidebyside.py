@@ -82,6 +82,13 @@ def run_fleet(
     finally:
         ssh.stop()
     out = {NAMES[k]: summarize(rows[k]) for k in keys}
+    bare = NAMES["bare-inproc"]
+    if bare in out:  # issue 12's agentless target: run for run against the bare script in-process
+        for m in out.values():
+            m["ratio_to_bare_inprocess"] = m["median_s"] / out[bare]["median_s"]
+            m["ratio_to_bare_inprocess_by_run"] = [
+                r["seconds"] / b["seconds"] for r, b in zip(m["runs"], out[bare]["runs"], strict=False)
+            ]
     if AGENTS in out:
         base = out[AGENTS]
         for m in out.values():
@@ -120,7 +127,10 @@ def tables(results: dict[str, Any]) -> str:
     ns = sorted(by, key=int)
     names = list(by[ns[-1]]["methods"])
     head = " | ".join(f"N={n}" for n in ns)
-    lines = [f"| method | {head} | ÷ obstop via agents (N={ns[-1]}) |", "|---" * (len(ns) + 2) + "|"]
+    lines = [
+        f"| method | {head} | ÷ obstop via agents (N={ns[-1]}) | ÷ bare in-process (N={ns[-1]}) |",
+        "|---" * (len(ns) + 3) + "|",
+    ]
     for name in names:
         cells = []
         for n in ns:
@@ -131,7 +141,8 @@ def tables(results: dict[str, Any]) -> str:
         r = "" if ratio is None else f"{ratio:.2f}"
         if name.startswith("Ansible") and "ratio_to_obstop_agents_warm" in last:
             r = f"{last['ratio_to_obstop_agents_warm']:.2f} / {last['ratio_to_obstop_agents_cold']:.2f}"
-        lines.append(f"| {name} | {' | '.join(cells)} | {r} |")
+        rb = last.get("ratio_to_bare_inprocess")
+        lines.append(f"| {name} | {' | '.join(cells)} | {r} | {'' if rb is None else f'{rb:.2f}'} |")
     groups = ["controller", "controller_net", "agents", "mosquitto", "sshd", "client"]
     lines += ["", f"CPU seconds per stop, N={ns[-1]} (median of runs):", ""]
     lines += [f"| method | {' | '.join(groups)} | agent ms per command |", "|---" * (len(groups) + 2) + "|"]

@@ -41,17 +41,38 @@ def _store(url: str) -> Iterator[None]:
         del os.environ["OBSTOP_STORE__URL"]
 
 
+def _wait_idle(pids: list[int], window: float = 0.25, busy: float = 0.02, limit: float = 20.0) -> float:
+    """Seconds until the processes (and children) are idle right after a burst of work (a watch round):
+    idle (a window of `window` s under `busy` s of CPU), then busy again (the next round, within
+    `limit`), then idle: the stop call comes as far from the next round as it can."""
+    t0 = time.monotonic()
+
+    def quiet() -> bool:
+        before = sum(map(tree_cpu, pids))
+        time.sleep(window)
+        return sum(map(tree_cpu, pids)) - before < busy
+
+    for wanted in (True, False, True):
+        while time.monotonic() - t0 < limit and quiet() != wanted:
+            pass
+    return time.monotonic() - t0
+
+
 def stop_via_controller(
     config: Path,
     work: Path,
     label: str,
     groups: Mapping[str, list[int]],
     profile: dict[str, Path] | None = None,
+    idle_first: bool = False,
 ) -> dict[str, Any]:
     """Start a controller on config, stop cluster 1 (freeze off), return time, CPU and the stage timeline.
 
     groups: other processes whose CPU to count (e.g. "agents", "mosquitto", "sshd"). profile: py-spy
-    output per process, "controller" and/or a pid given as its decimal string.
+    output per process, "controller" and/or a pid given as its decimal string. idle_first: before the
+    stop call, wait until the controller is idle just after a round of its watch (an agentless one has
+    connected to its hosts and probes them every probe_interval; a stop call meeting a round shares
+    the hosts with it): `idle_s` says how long that took.
     """
     cfg = tomllib.loads(config.read_text())
     port = int(cfg["api"]["listen"].rsplit(":", 1)[1])
@@ -67,6 +88,7 @@ def stop_via_controller(
         t0 = time.monotonic()
         http.get("/api/v2/tasks/instances?clusterId=1").raise_for_status()
         first_request = time.monotonic() - t0
+        idle = _wait_idle([proc.pid, *(p for g in groups.values() for p in g)]) if idle_first else None
         for who, path in (profile or {}).items():
             spies.enter_context(py_spy(proc.pid if who == "controller" else int(who), path))
         meter = Meter({"controller": [proc.pid], **groups})
@@ -97,6 +119,7 @@ def stop_via_controller(
         "seconds": took,
         "answer_s": round(answer, 4),
         "first_request_s": round(first_request, 4),
+        **({"idle_s": round(idle, 3)} if idle is not None else {}),
         "status": task["status"],
         "failed": sum(1 for s in task["tasks"] if s["status"] == "FAILED"),
         "unreachable": 0,

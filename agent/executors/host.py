@@ -7,6 +7,7 @@ psutil and /proc, the SSH executor with a POSIX shell and /proc on the remote si
 from __future__ import annotations
 
 import signal
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -160,4 +161,46 @@ class OneTrip(Protocol):
     ) -> Settled:
         """Stops waiting (exited False) when the process outlives exit_timeout; looks at the ports only
         after it exited, and removes the pid file only once they are free and it still says expected."""
+        ...
+
+
+class Moved(Exception):
+    """The proven process is gone and its pid file names another one now: prove again, nothing was sent."""
+
+
+class Changed(Exception):
+    """The proven pid lives but no longer runs what was proved (its exe, cwd or pid file): nothing sent."""
+
+
+class Trip(Protocol):
+    """One round trip begun by SignalTrip.signal_trip: the check and the signal, then the settle."""
+
+    async def signal(self, sig: signal.Signals) -> bool:
+        """Check the process is still the one proved, signal it; True once sent, False if it was gone.
+        Raises Changed or Moved (nothing sent). Returns once the signal is decided, before the settle."""
+        ...
+
+    async def settled(self) -> Settled:
+        """The rest of the trip: what OneTrip.settle says."""
+        ...
+
+
+@runtime_checkable
+class SignalTrip(Protocol):
+    """A host that checks the proof, signals and settles in one round trip: the process must still be the
+    one proved a moment before (pid and start time, executable and cwd, the pid file naming it)."""
+
+    def signal_trip(
+        self,
+        proved: ProcessFacts,
+        resolved: Resolved,
+        exit_timeout: float,
+        addresses: list[str],
+        ports: tuple[int, ...],
+        port_timeout: float,
+        pid_file: str | None,
+        expected: str | None,
+    ) -> AbstractAsyncContextManager[Trip]:
+        """A session held for the trip; nothing is sent before Trip.signal (the caller records the signal
+        first). Leaving it without Trip.settled drops the session."""
         ...

@@ -1,5 +1,6 @@
 """The SSH executor: the same primitives as the local one, answered by a POSIX shell and /proc remotely
-(the scripts are in ssh_scripts.py); `settle` does the wait after a signal in one trip.
+(the shell's functions are in ssh_scripts.py, their output parsed in ssh_output.py); `settle` does the
+wait after a signal in one trip, and `signal_trip` the check, the signal and the settle in one.
 
 One connection per host, reused; at most `max_sessions` channels on it at once (OpenSSH's MaxSessions
 is 10) and a shared limit on concurrent handshakes (sshd's MaxStartups drops the rest). Host keys are
@@ -9,9 +10,13 @@ checked against known_hosts; every remote call runs under a timeout. No Python i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import posixpath
 import secrets
 import shlex
 import signal
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import asyncssh
 
@@ -24,12 +29,14 @@ from obstop.agent.errors import (
     RemoteCommandFailed,
 )
 from obstop.agent.executors import procfs
+from obstop.agent.executors import ssh_output as parse
 from obstop.agent.executors import ssh_scripts as scripts
 from obstop.agent.executors.host import (
+    Changed,
     Facts,
     Launch,
     Listener,
-    PidFile,
+    Moved,
     ProcessFacts,
     Resolved,
     Settled,
@@ -37,20 +44,44 @@ from obstop.agent.executors.host import (
 )
 from obstop.agent.executors.ssh_config import SSHHostConfig
 
+T = TypeVar("T")
+
 
 class _Shell:
-    """A resident /bin/sh on the remote host. Each script runs in a subshell (so `exit` ends only it),
-    its output is read up to an end marker that carries a per-script nonce and the exit status."""
+    """A resident shell on the remote host, its functions defined (ssh_scripts.FUNCS). Each call runs in a
+    subshell (so `exit` ends only it), or, calling its functions, in the shell itself (a fork spared: they
+    return, never exit); its output is read up to an end marker that carries a per-call nonce and the
+    exit status; a call may be read a first line at a time, then to its end."""
 
     def __init__(self, proc: asyncssh.SSHClientProcess[str]) -> None:
         self.proc = proc
+        self.pending = ""  # the end marker of a call not read to its end
 
-    async def run(self, script: str, timeout: float, *, subshell: bool = True) -> tuple[int, str]:
-        nonce = secrets.token_hex(8)
-        marker = f"@@END {nonce} "
-        body = f"(\n{script}\n) 2>/dev/null </dev/null" if subshell else f"{script}\ntrue"
-        self.proc.stdin.write(f"{body}; printf '\\n{marker}%d\\n' $?\n")
-        end = "\n" + marker  # the newline printed before the marker is not the script's
+    def begin(self, script: str, *, mode: str = "sub") -> None:
+        """mode: "sub" a script in a subshell; "fn" calls of FUNCS's functions, streamed; "buf" the same,
+        their output sent in one write (one SSH packet: a probe's 30 lines were up to 30); "raw" FUNCS."""
+        marker = f"@@END {secrets.token_hex(8)} "
+        end = f"printf '\\n{marker}%d\\n' $?"
+        buffered = f"printf '%s\\n\\n{marker}%d\\n' \"$O\" $?"
+        self.proc.stdin.write(
+            {
+                "sub": f"(\n{script}\n) 2>/dev/null </dev/null; {end}\n",
+                "fn": f"{{\n{script}\n}} 2>/dev/null </dev/null; {end}\n",
+                "buf": f"O=$({{\n{script}\n}} 2>/dev/null </dev/null); {buffered}\n",
+                "raw": f"{script}\ntrue; {end}\n",
+            }[mode]
+        )
+        self.pending = "\n" + marker  # the newline printed before the marker is not the script's
+
+    async def line(self, timeout: float) -> str:
+        async with asyncio.timeout(timeout):
+            got = await self.proc.stdout.readline()
+        if not got.endswith("\n"):
+            raise EOFError("remote shell closed")
+        return got[:-1]
+
+    async def end(self, timeout: float) -> tuple[int, str]:
+        end = self.pending
         async with asyncio.timeout(timeout):
             try:  # one read up to the marker, not one per line: a probe answers dozens of lines
                 out = await self.proc.stdout.readuntil(end)
@@ -59,39 +90,61 @@ class _Shell:
                 raise EOFError("remote shell closed") from exc
         if not status.endswith("\n"):
             raise EOFError("remote shell closed")
+        self.pending = ""
         return int(status.strip() or 1), out[: -len(end)]
+
+    async def run(self, script: str, timeout: float, *, mode: str = "sub") -> tuple[int, str]:
+        self.begin(script, mode=mode)
+        return await self.end(timeout)
 
     def close(self) -> None:
         self.proc.close()
 
 
-def _parse_pidfile(path: str, out: str) -> PidFile:
-    status, _, rest = out.partition("\n")
-    if status == "MISSING":
-        return PidFile(path, exists=False)
-    if status == "DENIED":
-        return PidFile(path, exists=True, error="Permission denied")
-    inode_text, _, content_hex = rest.partition("\n")
-    inode = int(inode_text) if inode_text.strip().isdigit() else None
-    if status == "LINK":
-        return PidFile(path, exists=True, is_symlink=True, inode=inode)
-    try:
-        content = bytes.fromhex(content_hex.strip()).decode("ascii", "replace")
-    except ValueError:
-        content = ""
-    return PidFile(path, exists=True, content=content, inode=inode)
+class _Trip:
+    """SSHHost.signal_trip's round trip on one leased shell."""
+
+    def __init__(self, host: SSHHost, shell: _Shell, args: str, limit: float) -> None:
+        self._host, self._shell, self._args, self._limit = host, shell, args, limit
+
+    async def signal(self, sig: signal.Signals) -> bool:
+        self._shell.begin(f"trip {self._args.replace('@SIG@', sig.name.removeprefix('SIG'))}", mode="fn")
+        first = await self._host._call(self._shell.line(self._host.target.command_timeout), "trip")
+        word, _, detail = first.partition(" ")
+        if word in ("CHANGED", "MOVED"):
+            await self._host._call(self._shell.end(self._limit), "trip")
+            if word == "MOVED":
+                raise Moved(f"its pid file names another process on {self._host.name} now")
+            raise Changed(f"it no longer runs what was proved (its {detail} changed)")
+        return word == "SENT"
+
+    async def settled(self) -> Settled:
+        rc, out = await self._host._call(self._shell.end(self._limit), "trip")
+        if rc != 0:
+            raise RemoteCommandFailed(self._host.name, "trip", rc, "")
+        return _settled(out)
 
 
-def _sections(out: str) -> dict[str, str]:
-    parts: dict[str, str] = {}
-    name = ""
-    for line in out.split("\n"):  # not splitlines(): \x1e separates cmdline arguments
-        if line.startswith("@@"):
-            name = line[2:]
-            parts[name] = ""
-        elif name:
-            parts[name] += line + "\n"
-    return parts
+def _settled(out: str) -> Settled:
+    lines = dict(line.partition(" ")[::2] for line in out.splitlines())
+    if "EXIT" not in lines:
+        return Settled(exited=False)
+    free = lines.get("FREE")
+    return Settled(
+        exited=True,
+        exit_s=int(lines["EXIT"]) / 100,
+        ports_free_s=int(free) / 100 if free is not None else None,
+        removed="REMOVED" in lines,
+    )
+
+
+def _cmd_check(proved: ProcessFacts, resolved: Resolved) -> str:
+    """The command line a trip compares too: only when the proof rested on it (an interpreter running
+    HOME/bin/observer); a binary's own arguments are its business."""
+    exe = (proved.exe or "").removesuffix(" (deleted)")
+    if exe in (resolved.binary, posixpath.join(resolved.home, "bin/observer")):
+        return ""
+    return "".join(f"{a}\x1e" for a in proved.cmdline)
 
 
 class SSHHost:
@@ -103,8 +156,11 @@ class SSHHost:
         *,
         handshakes: asyncio.Semaphore | None = None,
         max_sessions: int = 8,
+        shell: str = scripts.SHELL,
     ) -> None:
+        """shell: the command whose shell runs the steps (bash where there is one, else /bin/sh)."""
         self.name = config.host
+        self._shell = shell
         self.target = config
         self._handshakes = handshakes or asyncio.Semaphore(8)
         self._sessions = asyncio.Semaphore(max_sessions)
@@ -112,6 +168,7 @@ class SSHHost:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._connecting = asyncio.Lock()
         self._clock: tuple[float, float] | None = None  # (btime, CLK_TCK) of the remote kernel
+        self._ss = False  # lst prints ss's lines (else the kernel tables')
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
         async with self._connecting:
@@ -142,22 +199,35 @@ class SSHHost:
                 raise HostUnreachable(self.name, f"cannot reach {where}: {exc or 'timed out'}") from exc
             return self._conn
 
-    async def _run(self, script: str, timeout: float | None = None) -> str:
-        """Run a script in one of this host's resident shells (at most max_sessions at once)."""
-        limit = timeout or self.target.command_timeout
-        first = script.strip().splitlines()[0][:60]
+    @contextlib.asynccontextmanager
+    async def _lease(self) -> AsyncIterator[_Shell]:
+        """One of this host's resident shells (at most max_sessions at once); back to the idle ones only
+        when its last call was read to the end (one cut short may still run: never reused)."""
         async with self._sessions:
             shell = self._idle.pop() if self._idle else await self._new_shell()
             try:
-                rc, out = await shell.run(script, limit)
-            except TimeoutError as exc:
-                shell.close()  # its script may still run: never reuse this shell
-                raise RemoteCommandFailed(self.name, first, None, "", f"timed out after {limit:g}s") from exc
-            except (asyncssh.Error, OSError, EOFError) as exc:
-                shell.close()
-                self._conn = None
-                raise ExecutorError(self.name, f"SSH session failed: {exc or type(exc).__name__}") from exc
-            self._idle.append(shell)
+                yield shell
+            finally:
+                if shell.pending:
+                    shell.close()
+                else:
+                    self._idle.append(shell)
+
+    async def _call(self, aw: Awaitable[T], what: str) -> T:
+        """A read from a shell, its failures in this host's words."""
+        try:
+            return await aw
+        except TimeoutError as exc:  # the shell is left pending: never reused
+            raise RemoteCommandFailed(self.name, what, None, "", "timed out") from exc
+        except (asyncssh.Error, OSError, EOFError) as exc:
+            self._conn = None
+            raise ExecutorError(self.name, f"SSH session failed: {exc or type(exc).__name__}") from exc
+
+    async def _run(self, script: str, timeout: float | None = None, *, mode: str = "sub") -> str:
+        limit = timeout or self.target.command_timeout
+        first = script.strip().splitlines()[0][:60]
+        async with self._lease() as shell:
+            rc, out = await self._call(shell.run(script, limit, mode=mode), first)
         if rc != 0:
             raise RemoteCommandFailed(self.name, first, rc, "")
         return out
@@ -166,100 +236,83 @@ class SSHHost:
         conn = await self._connection()
         try:
             # the login shell (and its rc files) runs once here, not once per step
-            proc = await conn.create_process(scripts.SHELL, encoding="utf-8")
+            proc = await conn.create_process(self._shell, encoding="utf-8")
             await proc.stdin.drain()
         except (asyncssh.Error, OSError) as exc:
             self._conn = None
             raise ExecutorError(self.name, f"SSH session failed: {exc}") from exc
         shell = _Shell(proc)
-        # the functions live in the shell, for every script it runs after
-        await shell.run(scripts.FUNCS, self.target.command_timeout, subshell=False)
+        # the functions live in the shell, for every call after
+        try:
+            limit = self.target.command_timeout
+            _, out = await self._call(shell.run(scripts.FUNCS, limit, mode="raw"), "setup")
+        except BaseException:
+            shell.close()
+            raise
+        setup = out.strip().rsplit("\n", 1)[-1].split()
+        if len(setup) != 4 or setup[0] != "@@SETUP":
+            shell.close()
+            raise ExecutorError(self.name, f"the remote shell did not set up: {out.strip()[-200:]!r}")
+        self._clock = (float(setup[1] or 0), float(setup[2] or 100))
+        self._ss = setup[3] == "ss"
         return shell
-
-    async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
-        out = _sections(
-            await self._run(
-                scripts.FACTS.format(
-                    home=shlex.quote(home_path),
-                    pid_file=shlex.quote(pid_file),
-                    ports=" ".join(f"{p:04X}" for p in ports),  # all that is asked of listeners here
-                )
-            )
-        )
-        resolve = out.get("RESOLVE", "").splitlines()
-        found = _parse_pidfile(pid_file, out.get("PIDFILE", ""))
-        tcp = out.get("TCP", "")
-        pid = parse_pid(found.content or "") if found.content is not None else None
-        process = self._parse_process(pid, out.get("PROCESS", ""), tcp) if pid else None
-        listeners = procfs.on_address(procfs.parse_net_tcp(tcp), ip, ports)
-        resolved = Resolved(resolve[0], resolve[1], resolve[2:3] == ["HOME"], resolve[3:4] == ["BIN"])
-        return Facts(resolved, found, listeners, process)
-
-    async def inspect(self, pid: int) -> ProcessFacts | None:
-        out = await self._run(f"inspect {int(pid)}\necho @@TCP\nlst")
-        head, _, tcp = out.partition("@@TCP\n")
-        return self._parse_process(pid, head, tcp)
-
-    def _parse_process(self, pid: int, out: str, tcp_text: str) -> ProcessFacts | None:
-        if out.startswith("NOPROC"):
-            return None
-        head, _, locks_text = out.partition("\nLOCKS\n")
-        fields: dict[str, str] = {}
-        for line in head.split("\n"):  # not splitlines(): \x1e separates cmdline args
-            key, _, value = line.partition(" ")
-            fields[key] = value
-        state_ticks = fields.get("STAT", "").split()
-        if len(state_ticks) != 2:
-            return None  # exited while we looked
-        state, ticks = state_ticks[0], int(state_ticks[1])
-        btime, hz = float(fields.get("BTIME") or 0), float(fields.get("HZ") or 100)
-        self._clock = (btime, hz)
-        start = btime + ticks / hz
-        if state == "Z":
-            return ProcessFacts(pid=pid, start_time=start, zombie=True)
-        uid = int(fields["UID"]) if fields.get("UID", "").isdigit() else None
-        exe, cwd = fields.get("EXE") or None, fields.get("CWD") or None
-        user = fields.get("USER") or None
-        if exe is None:
-            return ProcessFacts(
-                pid=pid,
-                start_time=start,
-                zombie=False,
-                uid=uid,
-                user=user,
-                access_error=f"permission denied reading /proc/{pid}/exe",
-            )
-        cmdline = tuple(x for x in fields.get("CMD", "").split("\x1e") if x)
-        inodes = {int(x[8:-1]) for x in fields.get("FDS", "").split() if x.startswith("socket:[")}
-        listeners = frozenset((x.ip, x.port) for x in procfs.parse_net_tcp(tcp_text) if x.inode in inodes)
-        locked = procfs.parse_locks(locks_text).get(pid, set())
-        return ProcessFacts(
-            pid=pid,
-            start_time=start,
-            zombie=False,
-            exe=exe,
-            cwd=cwd,
-            cmdline=cmdline,
-            uid=uid,
-            user=user,
-            listeners=listeners,
-            locked_inodes=frozenset(locked),
-        )
 
     def _ticks(self, start_time: float) -> int:
         btime, hz = self._clock or (0.0, 100.0)
         return round((start_time - btime) * hz)
 
+    def _keys(self, addresses: list[str], ports: tuple[int, ...]) -> str:
+        """`held`'s arguments: the ports, then the local addresses that hold them as lst prints them."""
+        keys = parse.ss_keys(addresses, ports) if self._ss else procfs.table_keys(addresses, ports)
+        return " ".join([shlex.quote(" ".join(map(str, ports))), "--", *map(shlex.quote, keys)])
+
+    async def facts(self, home_path: str, pid_file: str, ip: str, ports: tuple[int, ...]) -> Facts:
+        wild = ip in procfs.WILDCARDS  # its own sockets, every listener: where it listens is asked
+        keys = "" if wild or not self._ss else " ".join(parse.ss_keys([ip], ports))  # what on_address keeps
+        q = shlex.quote
+        every, listed = q("1" if wild else ""), " ".join(map(str, ports))
+        line = f"facts {q(home_path)} {q(pid_file)} {every} {q(keys)} {listed}"
+        out = parse.sections(await self._run(line, mode="buf"))
+        resolve = out.get("RESOLVE", "").splitlines()
+        found = parse.parse_pidfile(pid_file, out.get("PIDFILE", ""))
+        listening = parse.parse_listeners(out.get("TCP", ""))
+        pid = parse_pid(found.content or "") if found.content is not None else None
+        process: ProcessFacts | None = None
+        if pid:
+            section = out.get("PROCESS", "")
+            if section.split("\n", 1)[0].split()[1:2] == [str(pid)]:
+                process = parse.parse_process(pid, section, listening)
+            else:  # the shell read the pid file otherwise than parse_pid: ask about this pid itself
+                process = await self.inspect(pid)
+        listeners = procfs.on_address(listening, ip, ports)
+        resolved = Resolved(resolve[0], resolve[1], resolve[2:3] == ["HOME"], resolve[3:4] == ["BIN"])
+        return Facts(resolved, found, listeners, process)
+
+    async def inspect(self, pid: int) -> ProcessFacts | None:
+        out = await self._run(f"inspect {int(pid)} '' 1\necho @@TCP\nlst", mode="buf")
+        head, _, tcp = out.partition("@@TCP\n")
+        return parse.parse_process(pid, head, parse.parse_listeners(tcp))
+
     async def send_signal(self, pid: int, sig: signal.Signals, start_time: float) -> bool:
         name = sig.name.removeprefix("SIG")
-        out = await self._run(scripts.SIGNAL.format(pid=int(pid), ticks=self._ticks(start_time), sig=name))
+        out = await self._run(f"sig {int(pid)} {self._ticks(start_time)} {name}", mode="fn")
         return out.strip() == "SENT"
 
     async def wait_exit(self, pid: int, start_time: float, timeout: float) -> bool:
         rounds = max(1, int(timeout / 0.012))
-        script = scripts.WAIT.format(pid=int(pid), ticks=self._ticks(start_time), rounds=rounds)
-        out = await self._run(script, timeout=timeout + self.target.command_timeout)
+        limit = timeout + self.target.command_timeout
+        out = await self._run(f"waitx {int(pid)} {self._ticks(start_time)} {rounds}", limit, mode="fn")
         return out.strip() == "GONE"
+
+    def _settle_args(
+        self,
+        exit_timeout: float,
+        addresses: list[str],
+        ports: tuple[int, ...],
+        port_timeout: float,
+    ) -> str:
+        rounds = max(1, int(exit_timeout / 0.012))
+        return f"{rounds} {max(0, round(port_timeout * 100))} {self._keys(addresses, ports)}"
 
     async def settle(
         self,
@@ -272,30 +325,47 @@ class SSHHost:
         pid_file: str | None,
         expected: str | None,
     ) -> Settled:
-        script = scripts.SETTLE.format(
-            pid=int(pid),
-            ticks=self._ticks(start_time),
-            rounds=max(1, int(exit_timeout / 0.012)),
-            port_cs=max(0, round(port_timeout * 100)),
-            keys=" ".join(shlex.quote(k) for k in procfs.table_keys(addresses, ports)),
-            pid_file=shlex.quote(pid_file or ""),
-            want=shlex.quote((expected or "").strip()),
+        rounds, port_cs, keys = self._settle_args(exit_timeout, addresses, ports, port_timeout).split(" ", 2)
+        line = (
+            f"settle {int(pid)} {self._ticks(start_time)} {rounds} {port_cs} {shlex.quote(pid_file or '')} "
+            f"{shlex.quote((expected or '').strip())} {keys}"
         )
-        out = await self._run(script, timeout=exit_timeout + port_timeout + self.target.command_timeout)
-        lines = dict(line.partition(" ")[::2] for line in out.splitlines())
-        if "EXIT" not in lines:
-            return Settled(exited=False)
-        free = lines.get("FREE")
-        return Settled(
-            exited=True,
-            exit_s=int(lines["EXIT"]) / 100,
-            ports_free_s=int(free) / 100 if free is not None else None,
-            removed="REMOVED" in lines,
+        limit = exit_timeout + port_timeout + self.target.command_timeout
+        out = await self._run(line, limit, mode="fn")
+        return _settled(out)
+
+    @contextlib.asynccontextmanager
+    async def signal_trip(
+        self,
+        proved: ProcessFacts,
+        resolved: Resolved,
+        exit_timeout: float,
+        addresses: list[str],
+        ports: tuple[int, ...],
+        port_timeout: float,
+        pid_file: str | None,
+        expected: str | None,
+    ) -> AsyncIterator[_Trip]:
+        q = shlex.quote
+        args = " ".join(
+            [
+                str(int(proved.pid)),
+                str(self._ticks(proved.start_time)),
+                "@SIG@",
+                q(proved.exe or ""),
+                q(proved.cwd or ""),
+                q(_cmd_check(proved, resolved)),
+                q(pid_file or ""),
+                q((expected or "").strip()),
+                self._settle_args(exit_timeout, addresses, ports, port_timeout),
+            ]
         )
+        async with self._lease() as shell:
+            yield _Trip(self, shell, args, exit_timeout + port_timeout + self.target.command_timeout)
 
     async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
-        text = await self._run("lst " + " ".join(f"{p:04X}" for p in ports))  # LISTEN lines on ports only
-        return procfs.on_address(procfs.parse_net_tcp(text), ip, ports)
+        text = await self._run("lst " + " ".join(map(str, ports)), mode="fn")  # LISTEN lines on ports only
+        return procfs.on_address(parse.parse_listeners(text), ip, ports)
 
     async def socket_owners(self, inodes: set[int]) -> dict[int, int]:
         owners: dict[int, int] = {}
@@ -309,7 +379,7 @@ class SSHHost:
         f, want = shlex.quote(path), shlex.quote(expected.strip())
         out = await self._run(
             f'f={f}; [ -L "$f" ] && exit 0\n'
-            f'[ "$(dd if="$f" bs=64 count=1 2>/dev/null)" = {want} ] && rm -f -- "$f" && echo REMOVED; true'
+            f'pidtext "$f" && [ "$P" = {want} ] && rm -f -- "$f" && echo REMOVED; true'
         )
         return out.strip() == "REMOVED"
 

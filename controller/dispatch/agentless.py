@@ -7,16 +7,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterator
 from typing import Protocol
 
 from obstop.agent import procedure, starting
 from obstop.agent.cancel import CANCEL_MARK, CancelToken
-from obstop.agent.executors.host import Host
+from obstop.agent.executors.host import Host, SignalTrip
 from obstop.agent.executors.local import LocalHost
 from obstop.agent.observing import observe
 from obstop.agent.protocol import (
     CancelReport,
+    ObserverState,
     ObserverStatus,
     ObserverTarget,
     ProbeReport,
@@ -31,6 +32,9 @@ from obstop.controller.dispatch import Log, WatchPlan
 logger = logging.getLogger("obstop.agentless")
 
 CommandJournal = procedure.CommandJournal
+# how long a probe's proof serves the stop after it (its stage's freeze wait may be long); the stop's one
+# round trip checks on the host, with the signal, that the process is still the one proved
+PROOF_MAX_AGE = 900.0
 
 
 class Journal(Protocol):
@@ -47,6 +51,10 @@ class AgentlessDispatcher:
         for h in config.ssh:
             self._hosts[h.host] = h.open(handshakes.setdefault((h.address, h.port), asyncio.Semaphore(8)))
         self._tokens: dict[str, CancelToken] = {}
+        self._busy: dict[ObserverTarget, int] = {}  # commands running on each observer now
+        self._done: dict[ObserverTarget, float] = {}  # when the last command on each observer ended
+        # the last probe of each observer that found it RUNNING: the stop after it proves nothing again
+        self._proofs: dict[ObserverTarget, tuple[float, procedure.Examined]] = {}
         self._plan: WatchPlan | None = None
         self._generation = 0  # a refresh makes reports of probes begun before it stale
         self._refreshed = asyncio.Event()
@@ -66,8 +74,9 @@ class AgentlessDispatcher:
             self._refreshed.clear()
             timeout = max(1.0, plan.probe_interval * 4)
             try:
+                since = time.monotonic() - plan.probe_interval
                 found = await asyncio.gather(
-                    *(observe(self._hosts.get(t.host), t, timeout) for t in plan.targets)
+                    *(self._look(t, last, timeout, None if full else since) for t in plan.targets)
                 )
             except Exception:  # the watch is news, never a reason for the controller to end
                 logger.exception("watching the agentless observers failed; trying again at the next probe")
@@ -88,6 +97,22 @@ class AgentlessDispatcher:
             for w in waits:
                 w.cancel()
 
+    async def _look(
+        self,
+        t: ObserverTarget,
+        last: dict[tuple[str, str], ObserverStatus],
+        timeout: float,
+        since: float | None,
+    ) -> ObserverStatus:
+        """A watch's probe of one observer; while a command is at it, or when one ended after `since`
+        (None: a refresh, every observer afresh), what it was: a task's commands say what its observers
+        do (a task's statuses come from them, and its end refreshes), so its hosts are not probed twice."""
+        known = last.get((t.host, t.home_path))
+        recent = since is not None and self._done.get(t, 0.0) > since
+        if known is not None and (self._busy.get(t) or recent):
+            return known
+        return await observe(self._hosts.get(t.host), t, timeout)
+
     def watch(self, plan: WatchPlan) -> None:
         self._plan = plan
 
@@ -96,26 +121,70 @@ class AgentlessDispatcher:
             self._generation += 1
             self._refreshed.set()
 
+    @contextlib.contextmanager
+    def _at(self, target: ObserverTarget) -> Iterator[None]:
+        self._busy[target] = self._busy.get(target, 0) + 1
+        try:
+            yield
+        finally:
+            self._busy[target] -= 1
+            if not self._busy[target]:
+                del self._busy[target]
+            self._done[target] = time.monotonic()
+
     async def probe(self, command_id: str, target: ObserverTarget, log: Log, deadline: float) -> ProbeReport:
-        return await procedure.probe(self._hosts[target.host], target)
+        with self._at(target):
+            return await self._probe(target)
+
+    async def _probe(self, target: ObserverTarget) -> ProbeReport:
+        host = self._hosts[target.host]
+        if not isinstance(host, SignalTrip):
+            return await procedure.probe(host, target)
+        found = await procedure.examine(host, target)
+        if found.report.state is ObserverState.RUNNING:
+            self._proofs[target] = (time.monotonic(), found)
+        else:
+            self._proofs.pop(target, None)
+        return found.report
 
     async def stop(
         self, command_id: str, target: ObserverTarget, options: StopOptions, log: Log, deadline: float
     ) -> StopReport:
         journal = self._journal(command_id) if self._journal else None
+        proof = self._proofs.pop(target, None)
+        proven = proof[1] if proof is not None and time.monotonic() - proof[0] < PROOF_MAX_AGE else None
+        with self._at(target):
+            return await self._stop(command_id, target, options, log, journal, proven)
+
+    async def _stop(
+        self,
+        command_id: str,
+        target: ObserverTarget,
+        options: StopOptions,
+        log: Log,
+        journal: CommandJournal | None,
+        proven: procedure.Examined | None,
+    ) -> StopReport:
         async with self._token(command_id, journal) as token:
             return await procedure.stop(
-                self._hosts[target.host], target, options, progress=log, journal=journal, cancel=token
+                self._hosts[target.host],
+                target,
+                options,
+                progress=log,
+                journal=journal,
+                cancel=token,
+                proven=proven,
             )
 
     async def start(
         self, command_id: str, target: ObserverTarget, options: StartOptions, log: Log, deadline: float
     ) -> StartReport:
         journal = self._journal(command_id) if self._journal else None
-        async with self._token(command_id, journal) as token:
-            return await starting.start(
-                self._hosts[target.host], target, options, progress=log, journal=journal, cancel=token
-            )
+        with self._at(target):
+            async with self._token(command_id, journal) as token:
+                return await starting.start(
+                    self._hosts[target.host], target, options, progress=log, journal=journal, cancel=token
+                )
 
     @contextlib.asynccontextmanager
     async def _token(self, command_id: str, journal: CommandJournal | None) -> AsyncIterator[CancelToken]:
