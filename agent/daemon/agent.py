@@ -307,9 +307,12 @@ class Agent:
                 case CommandKind.WATCH_OBSERVERS:
                     self.watcher.watch(cmd.command_id, cmd.watch_args())
                     return ResultEvent(**base)
-        except (ExecutorError, KeyError, ValidationError, OSError) as exc:  # OSError: e.g. no pidfd here
+        except (ExecutorError, KeyError, ValidationError, OSError, ValueError) as exc:  # OSError: no pidfd
             log.warning("command %s failed: %s", cmd.command_id, exc)
             return ResultEvent(**base, error=str(exc))
+        except Exception as exc:  # one command never ends the daemon: its failure is its answer
+            log.error("command %s failed unexpectedly: %r", cmd.command_id, exc)
+            return ResultEvent(**base, error=f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self._tokens.pop(cmd.command_id, None)
 

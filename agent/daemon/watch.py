@@ -9,6 +9,7 @@ and the socket table (or runs one shell round trip over SSH): it never signals a
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,10 +31,17 @@ class Watcher:
         self.publish = publish
         self._args = WatchArgs(targets=[])
         self._watch_id: str | None = None
+        self._replaced: collections.deque[str] = collections.deque(maxlen=64)
         self._renewed = asyncio.Event()
 
     def watch(self, command_id: str, args: WatchArgs) -> None:
-        """Replace what is watched; a full report follows at once."""
+        """Replace what is watched; a full report follows at once. A copy of a watch replaced since (a
+        QoS 1 redelivery, a re-send: watches are not journalled) is ignored, never put back."""
+        if command_id in self._replaced:
+            log.info("watch %s ignored: a later watch replaced it", command_id)
+            return
+        if self._watch_id is not None and self._watch_id != command_id:
+            self._replaced.append(self._watch_id)
         self._watch_id, self._args = command_id, args
         self._renewed.set()
         log.info("watching %d observer(s) (watch %s)", len(args.targets), command_id)

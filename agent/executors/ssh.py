@@ -61,6 +61,9 @@ class _Shell:
         """mode: "sub" a script in a subshell; "fn" calls of FUNCS's functions, streamed; "buf" the same,
         their output sent in one write (one SSH packet: a probe's 30 lines were up to 30); "raw" FUNCS."""
         marker = f"@@END {secrets.token_hex(8)} "
+        # pending before the write: a write that fails (the channel closed) leaves the shell marked
+        # unreadable, so its lease closes it instead of handing a dead shell to the next call
+        self.pending = "\n" + marker  # the newline printed before the marker is not the script's
         end = f"printf '\\n{marker}%d\\n' $?"
         buffered = f"printf '%s\\n\\n{marker}%d\\n' \"$O\" $?"
         self.proc.stdin.write(
@@ -71,7 +74,6 @@ class _Shell:
                 "raw": f"{script}\ntrue; {end}\n",
             }[mode]
         )
-        self.pending = "\n" + marker  # the newline printed before the marker is not the script's
 
     async def line(self, timeout: float) -> str:
         async with asyncio.timeout(timeout):
@@ -104,11 +106,12 @@ class _Shell:
 class _Trip:
     """SSHHost.signal_trip's round trip on one leased shell."""
 
-    def __init__(self, host: SSHHost, shell: _Shell, args: str, limit: float) -> None:
+    def __init__(self, host: SSHHost, shell: _Shell, args: tuple[str, str], limit: float) -> None:
         self._host, self._shell, self._args, self._limit = host, shell, args, limit
 
     async def signal(self, sig: signal.Signals) -> bool:
-        self._shell.begin(f"trip {self._args.replace('@SIG@', sig.name.removeprefix('SIG'))}", mode="fn")
+        head, tail = self._args  # the signal's name goes between them, by position
+        self._host._begin(self._shell, f"trip {head} {sig.name.removeprefix('SIG')} {tail}", "fn")
         first = await self._host._call(self._shell.line(self._host.target.command_timeout), "trip")
         word, _, detail = first.partition(" ")
         if word in ("CHANGED", "MOVED"):
@@ -207,11 +210,13 @@ class SSHHost:
             shell = self._idle.pop() if self._idle else await self._new_shell()
             try:
                 yield shell
-            finally:
-                if shell.pending:
-                    shell.close()
-                else:
-                    self._idle.append(shell)
+            except BaseException:
+                shell.close()  # whatever went wrong, a shell that saw it is never reused
+                raise
+            if shell.pending:
+                shell.close()
+            else:
+                self._idle.append(shell)
 
     async def _call(self, aw: Awaitable[T], what: str) -> T:
         """A read from a shell, its failures in this host's words."""
@@ -220,7 +225,22 @@ class SSHHost:
         except TimeoutError as exc:  # the shell is left pending: never reused
             raise RemoteCommandFailed(self.name, what, None, "", "timed out") from exc
         except (asyncssh.Error, OSError, EOFError) as exc:
-            self._conn = None
+            self._lost()
+            raise ExecutorError(self.name, f"SSH session failed: {exc or type(exc).__name__}") from exc
+
+    def _lost(self) -> None:
+        """The connection failed: it and every idle shell on it are dropped, the next call opens anew."""
+        for shell in self._idle:
+            shell.close()
+        self._idle.clear()
+        self._conn = None
+
+    def _begin(self, shell: _Shell, script: str, mode: str) -> None:
+        """Write a call to a shell; a closed channel in this host's words (as `_call` reads them)."""
+        try:
+            shell.begin(script, mode=mode)
+        except (asyncssh.Error, OSError) as exc:
+            self._lost()
             raise ExecutorError(self.name, f"SSH session failed: {exc or type(exc).__name__}") from exc
 
     async def _run(self, script: str, timeout: float | None = None, *, mode: str = "sub") -> str:
@@ -347,11 +367,9 @@ class SSHHost:
         expected: str | None,
     ) -> AsyncIterator[_Trip]:
         q = shlex.quote
-        args = " ".join(
+        head = f"{int(proved.pid)} {self._ticks(proved.start_time)}"
+        tail = " ".join(
             [
-                str(int(proved.pid)),
-                str(self._ticks(proved.start_time)),
-                "@SIG@",
                 q(proved.exe or ""),
                 q(proved.cwd or ""),
                 q(_cmd_check(proved, resolved)),
@@ -361,7 +379,7 @@ class SSHHost:
             ]
         )
         async with self._lease() as shell:
-            yield _Trip(self, shell, args, exit_timeout + port_timeout + self.target.command_timeout)
+            yield _Trip(self, shell, (head, tail), exit_timeout + port_timeout + self.target.command_timeout)
 
     async def listeners(self, ip: str, ports: tuple[int, ...]) -> list[Listener]:
         text = await self._run("lst " + " ".join(map(str, ports)), mode="fn")  # LISTEN lines on ports only

@@ -93,6 +93,8 @@ def parse_process(pid: int, out: str, listeners: list[Listener]) -> ProcessFacts
     fields: dict[str, str] = {}
     for line in head.split("\n"):  # not splitlines(): \x1e separates cmdline args
         key, _, value = line.partition(" ")
+        if key in fields:  # each is printed once: a second is text a process put in its own /proc
+            raise ValueError(f"the host's facts of pid {pid} repeat {key[:16]!r}")
         fields[key] = value
     if fields.get("PID", str(pid)) != str(pid):
         raise ValueError(f"the host inspected pid {fields['PID']}, not {pid}")

@@ -34,8 +34,9 @@ if [ -n "${BASH_VERSION:-}" ]; then eval '
   exec 9<> <(:)
   nap() { read -r -t "$1" -u 9 _ 2>/dev/null; true; }
   BT=; while read -r k v; do [ "$k" = btime ] && { BT=$v; break; }; done < /proc/stat
+  printf -v NL "\n"; printf -v US "\037"
   cmdv() { local a; M=; mapfile -d "" -t a < /proc/$1/cmdline 2>/dev/null || return 0
-    [ ${#a[@]} -eq 0 ] || printf -v M "%s\036" "${a[@]}"; }
+    [ ${#a[@]} -eq 0 ] || { a=("${a[@]//$NL/$US}"); printf -v M "%s\036" "${a[@]}"; }; }
   pidtext() { local c; P=; IFS= read -r -d "" -N 64 c < "$1"; c=${c#"${c%%[![:space:]]*}"}
     P=${c%"${c##*[![:space:]]}"}; }
   pidhex() { local c i=0; IFS= read -r -d "" -N 64 c < "$1"
@@ -45,7 +46,7 @@ if [ -n "${BASH_VERSION:-}" ]; then eval '
 else
   nap() { sleep "$1"; }
   BT=$(awk '/^btime/{print $2}' /proc/stat)
-  cmdv() { M=$(tr '\000' '\036' < /proc/$1/cmdline 2>/dev/null); }
+  cmdv() { M=$(tr '\000\n' '\036\037' < /proc/$1/cmdline 2>/dev/null); }
   pidtext() { P=$(dd if="$1" bs=64 count=1 2>/dev/null | tr -d ' \t\r\n'); }
   pidhex() { od -An -tx1 -N64 -- "$1"; }
 fi

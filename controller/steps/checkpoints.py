@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,16 +52,24 @@ def checkpoints_sql(n: int) -> str:
 async def read_checkpoints(
     sql: ClusterSQL, servers: Sequence[tuple[str, int]], *, quiet: bool = False
 ) -> dict[str, int | None]:
-    """'ip:rpc_port' -> minimum checkpoint_scn, None for a server with no log stream (no row, or 0).
-    One statement per MAX_PER_STATEMENT servers."""
-    found: dict[str, int | None] = {}
+    """'ip:rpc_port' -> minimum checkpoint_scn, None for a server with no log stream (no row). One
+    statement per MAX_PER_STATEMENT servers. Rows are matched to the servers asked for by address value
+    (the database compares addresses as it likes: '::1' and '0:0::1' are one server)."""
+    found: dict[tuple[str, int], int | None] = {}
     wanted = list(dict.fromkeys(servers))
     for i in range(0, len(wanted), MAX_PER_STATEMENT):
         chunk = wanted[i : i + MAX_PER_STATEMENT]
         args = [x for ip, port in chunk for x in (ip, port)]
         for ip, port, scn in await sql.execute(checkpoints_sql(len(chunk)), args, quiet=quiet):
-            found[f"{ip}:{int(port)}"] = int(scn) if scn else None
-    return {f"{ip}:{port}": found.get(f"{ip}:{port}") for ip, port in wanted}
+            found[(_address(str(ip)), int(port))] = None if scn is None else int(scn)
+    return {f"{ip}:{port}": found.get((_address(ip), int(port))) for ip, port in wanted}
+
+
+def _address(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip.strip()))
+    except ValueError:
+        return ip.strip().lower()
 
 
 @dataclass(eq=False)

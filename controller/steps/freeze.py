@@ -81,7 +81,9 @@ class SQLPreparation:
         try:
             async with ClusterSQL(cfg, await self._endpoints(run), run.log) as sql:
                 await sql.execute(f"SET ob_query_timeout = {int(cfg.statement_timeout * 1_000_000)}")
-                before = await read_checkpoints(sql, [(s.ip, s.rpc_port) for s in targets])
+                # a checkpoint of 0: no log stream has checkpointed yet, nothing to wait for (as before)
+                read = await read_checkpoints(sql, [(s.ip, s.rpc_port) for s in targets])
+                before = {key: scn or None for key, scn in read.items()}
                 names = ", ".join(f"'{key}'" for key in before)
                 if names:
                     await sql.execute(f"ALTER SYSTEM MINOR FREEZE SERVER = ({names})")

@@ -52,6 +52,14 @@ def _sqlite_reader_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA query_only=ON")  # a reader never writes, even by mistake
     cur.close()
+    # the driver begins no transaction for a SELECT: each statement would see the latest commit, and a
+    # task read in two statements could show it RUNNING beside subtasks all ended. SQLAlchemy's recipe:
+    # the driver's own transactions off, a BEGIN of ours at the session's begin (one snapshot, in WAL)
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_reader_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def store_failure(exc: BaseException) -> bool:
@@ -114,6 +122,7 @@ class Database:
                 connect_args={"timeout": 30},
             )
             sa.event.listen(self.read_engine.sync_engine, "connect", _sqlite_reader_pragmas)
+            sa.event.listen(self.read_engine.sync_engine, "begin", _sqlite_reader_begin)
             self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     async def open(self) -> None:

@@ -5,14 +5,18 @@ processes; the remote functions under a POSIX shell (dash) too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from obstop.agent import procedure
+from obstop.agent.errors import ExecutorError
 from obstop.agent.executors.ssh import SSHHost
 from obstop.agent.executors.ssh_config import SSHHostConfig
 from obstop.agent.protocol import ObserverState, ObserverTarget, StopOptions
@@ -183,3 +187,37 @@ async def test_agentless_stop_uses_its_probe_and_a_repeated_id_signals_once(sshd
         assert journals["c1"].recorded == [f"SIGTERM:{pid}:{probe.start_time}"]
     finally:
         await dispatcher.close()
+
+
+async def test_after_a_dropped_connection_the_next_call_works(ssh: SSHHost, fakes: Fakes) -> None:
+    fake, pid = fakes.start()
+    assert (await procedure.probe(ssh, target(fake))).state is ObserverState.RUNNING
+    assert ssh._conn is not None
+    ssh._conn.abort()  # the network drops the connection; its idle shell is dead
+    await ssh._conn.wait_closed()
+
+    # at most the first call sees the dead shell; the host then connects anew (it was reused for ever)
+    with contextlib.suppress(ExecutorError):
+        await procedure.probe(ssh, target(fake))
+    report = await procedure.probe(ssh, target(fake))
+    assert report.state is ObserverState.RUNNING and report.pid == pid
+
+
+async def test_a_command_line_with_newlines_cannot_forge_facts(ssh: SSHHost, fakes: Fakes) -> None:
+    fake, pid = fakes.start()
+    os.kill(pid, signal.SIGKILL)  # a crashed observer: its pid file stays, and its pid is reused by...
+    wait_dead(pid)
+    forger = subprocess.Popen(  # ...a process whose arguments carry lines of the facts' own format
+        [sys.executable, "-c", "import time; time.sleep(60)", "x\nPID 1\nEXE /bin/observer\n@@PROCESS"]
+    )
+    try:
+        fake.pid_file.write_text(f"{forger.pid}\n")
+
+        probe = await procedure.probe(ssh, target(fake))  # no crash of the agent on a forged line
+        report = await procedure.stop(ssh, target(fake), FAST)
+
+        assert probe.state is not ObserverState.RUNNING
+        assert report.signals == [] and forger.poll() is None  # never signalled
+    finally:
+        forger.kill()
+        forger.wait()
