@@ -212,9 +212,13 @@ def run_one(
                 answered = first_call = time.monotonic() - t0  # the first stop call after the start
                 assert r.status_code == 200, r.text
                 task_id = r.json()["data"]["id"]
-                status = "RUNNING"
+                status, polls = "RUNNING", 0
                 while status == "RUNNING":
-                    time.sleep(0.1)
+                    polls += 1
+                    # as an operator's watch would: each poll renders the whole task (15,000 subtasks at
+                    # 5,000 servers, ~25 ms of the controller's CPU), so the polls back off, at most
+                    # 5 % of the time so far late (0.1 s at 10 s in), never more than 0.5 s
+                    time.sleep(min(0.5, 0.02 + (time.monotonic() - t0) / 20))
                     status = http.get("/api/v2/tasks/instances?clusterId=1").json()["data"]["contents"][0][
                         "status"
                     ]
@@ -248,6 +252,7 @@ def run_one(
         "first_call_after_start_ms": first_call * 1000,
         "settled_before_first_call_s": settled,
         "total_s": total,
+        "polls": polls,
         "per_server_ms": total * 1000 / n,
         "peak_rss_mb": rss.peak / 2**20,
         "store_mb": size / 2**20,
