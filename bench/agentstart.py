@@ -65,16 +65,21 @@ async def _online_after(broker: str, topic: str, spawn: subprocess.Popen[bytes],
     raise RuntimeError("no presence")
 
 
-def one_run(h: fakehosts.HostState, broker: str, prefix: str, idle: float) -> dict[str, Any]:
+def _spawn_agent(h: fakehosts.HostState) -> subprocess.Popen[bytes]:
+    """`obstop agent` as systemd starts it, on the host's config."""
     config = Path(h.agent_config or "")
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "obstop", "agent", "--config", str(config)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=config.parent,
     )
+
+
+def one_run(h: fakehosts.HostState, broker: str, prefix: str, idle: float) -> dict[str, Any]:
+    t0 = time.monotonic()
+    proc = _spawn_agent(h)
     try:
         online = asyncio.run(_online_after(broker, presence_topic(h.host, prefix), proc, 30))
         started = online - t0
@@ -96,14 +101,7 @@ def one_run(h: fakehosts.HostState, broker: str, prefix: str, idle: float) -> di
 
 def per_command(h: fakehosts.HostState, fleet_dir: Path, broker: str, prefix: str, n: int) -> dict[str, Any]:
     """The agent's CPU per probe and per stop, sent straight to it (see the module's docstring)."""
-    config = Path(h.agent_config or "")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "obstop", "agent", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=config.parent,
-    )
+    proc = _spawn_agent(h)
     try:
         asyncio.run(_online_after(broker, presence_topic(h.host, prefix), proc, 30))
         agent = psutil.Process(proc.pid)

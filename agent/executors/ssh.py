@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import posixpath
-import secrets
 import shlex
 import signal
 from collections.abc import AsyncIterator, Awaitable
@@ -43,70 +42,15 @@ from obstop.agent.executors.host import (
     parse_pid,
 )
 from obstop.agent.executors.ssh_config import SSHHostConfig
+from obstop.agent.executors.ssh_shell import Shell
 
 T = TypeVar("T")
-
-
-class _Shell:
-    """A resident shell on the remote host, its functions defined (ssh_scripts.FUNCS). Each call runs in a
-    subshell (so `exit` ends only it), or, calling its functions, in the shell itself (a fork spared: they
-    return, never exit); its output is read up to an end marker that carries a per-call nonce and the
-    exit status; a call may be read a first line at a time, then to its end."""
-
-    def __init__(self, proc: asyncssh.SSHClientProcess[str]) -> None:
-        self.proc = proc
-        self.pending = ""  # the end marker of a call not read to its end
-
-    def begin(self, script: str, *, mode: str = "sub") -> None:
-        """mode: "sub" a script in a subshell; "fn" calls of FUNCS's functions, streamed; "buf" the same,
-        their output sent in one write (one SSH packet: a probe's 30 lines were up to 30); "raw" FUNCS."""
-        marker = f"@@END {secrets.token_hex(8)} "
-        # pending before the write: a write that fails (the channel closed) leaves the shell marked
-        # unreadable, so its lease closes it instead of handing a dead shell to the next call
-        self.pending = "\n" + marker  # the newline printed before the marker is not the script's
-        end = f"printf '\\n{marker}%d\\n' $?"
-        buffered = f"printf '%s\\n\\n{marker}%d\\n' \"$O\" $?"
-        self.proc.stdin.write(
-            {
-                "sub": f"(\n{script}\n) 2>/dev/null </dev/null; {end}\n",
-                "fn": f"{{\n{script}\n}} 2>/dev/null </dev/null; {end}\n",
-                "buf": f"O=$({{\n{script}\n}} 2>/dev/null </dev/null); {buffered}\n",
-                "raw": f"{script}\ntrue; {end}\n",
-            }[mode]
-        )
-
-    async def line(self, timeout: float) -> str:
-        async with asyncio.timeout(timeout):
-            got = await self.proc.stdout.readline()
-        if not got.endswith("\n"):
-            raise EOFError("remote shell closed")
-        return got[:-1]
-
-    async def end(self, timeout: float) -> tuple[int, str]:
-        end = self.pending
-        async with asyncio.timeout(timeout):
-            try:  # one read up to the marker, not one per line: a probe answers dozens of lines
-                out = await self.proc.stdout.readuntil(end)
-                status = await self.proc.stdout.readline()
-            except asyncio.IncompleteReadError as exc:
-                raise EOFError("remote shell closed") from exc
-        if not status.endswith("\n"):
-            raise EOFError("remote shell closed")
-        self.pending = ""
-        return int(status.strip() or 1), out[: -len(end)]
-
-    async def run(self, script: str, timeout: float, *, mode: str = "sub") -> tuple[int, str]:
-        self.begin(script, mode=mode)
-        return await self.end(timeout)
-
-    def close(self) -> None:
-        self.proc.close()
 
 
 class _Trip:
     """SSHHost.signal_trip's round trip on one leased shell."""
 
-    def __init__(self, host: SSHHost, shell: _Shell, args: tuple[str, str], limit: float) -> None:
+    def __init__(self, host: SSHHost, shell: Shell, args: tuple[str, str], limit: float) -> None:
         self._host, self._shell, self._args, self._limit = host, shell, args, limit
 
     async def signal(self, sig: signal.Signals) -> bool:
@@ -167,7 +111,7 @@ class SSHHost:
         self.target = config
         self._handshakes = handshakes or asyncio.Semaphore(8)
         self._sessions = asyncio.Semaphore(max_sessions)
-        self._idle: list[_Shell] = []
+        self._idle: list[Shell] = []
         self._conn: asyncssh.SSHClientConnection | None = None
         self._connecting = asyncio.Lock()
         self._clock: tuple[float, float] | None = None  # (btime, CLK_TCK) of the remote kernel
@@ -203,7 +147,7 @@ class SSHHost:
             return self._conn
 
     @contextlib.asynccontextmanager
-    async def _lease(self) -> AsyncIterator[_Shell]:
+    async def _lease(self) -> AsyncIterator[Shell]:
         """One of this host's resident shells (at most max_sessions at once); back to the idle ones only
         when its last call was read to the end (one cut short may still run: never reused)."""
         async with self._sessions:
@@ -235,7 +179,7 @@ class SSHHost:
         self._idle.clear()
         self._conn = None
 
-    def _begin(self, shell: _Shell, script: str, mode: str) -> None:
+    def _begin(self, shell: Shell, script: str, mode: str) -> None:
         """Write a call to a shell; a closed channel in this host's words (as `_call` reads them)."""
         try:
             shell.begin(script, mode=mode)
@@ -252,7 +196,7 @@ class SSHHost:
             raise RemoteCommandFailed(self.name, first, rc, "")
         return out
 
-    async def _new_shell(self) -> _Shell:
+    async def _new_shell(self) -> Shell:
         conn = await self._connection()
         try:
             # the login shell (and its rc files) runs once here, not once per step
@@ -261,7 +205,7 @@ class SSHHost:
         except (asyncssh.Error, OSError) as exc:
             self._conn = None
             raise ExecutorError(self.name, f"SSH session failed: {exc}") from exc
-        shell = _Shell(proc)
+        shell = Shell(proc)
         # the functions live in the shell, for every call after
         try:
             limit = self.target.command_timeout

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -45,7 +44,6 @@ from obstop.agent.protocol import (
     StopArgs,
     StopOptions,
     StopReport,
-    WatchArgs,
     agents_root,
     commands_topic,
     new_command,
@@ -56,6 +54,7 @@ from obstop.agent.signing import AgentKeys, load_private, sign
 from obstop.controller.config import ControllerConfig
 from obstop.controller.dispatch import Log, WatchPlan
 from obstop.controller.dispatch.agent_words import PROGRESS_TOTAL, Waiter, clean, clean_probe
+from obstop.controller.dispatch.watches import Watches
 from obstop.controller.errors import ConfigError, StepFailed
 from obstop.controller.metrics import NULL, Metrics
 
@@ -100,10 +99,7 @@ class MqttDispatcher:
         self._waiters: dict[str, Waiter] = {}
         self._presence: OrderedDict[str, _Seen] = OrderedDict()
         self._refused: dict[str, str] = {}  # agent -> the last reason one of its events was refused
-        self._plan: WatchPlan | None = None
-        self._watched: dict[str, list[ObserverTarget]] = {}  # agent id -> the observers it watches
-        self._watch_ids: dict[str, str] = {}  # agent id -> its latest watch command
-        self._to_watch: asyncio.Queue[str] = asyncio.Queue()
+        self.watches = Watches(self.agent_for, self.key, config.signing.command_ttl_seconds, self._send)
         self.metrics: Metrics = NULL  # set by the daemon
         self._count_connections()
 
@@ -129,71 +125,15 @@ class MqttDispatcher:
     async def run(self, stopping: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.session.run(stopping), name="mqtt-session")
-            tg.create_task(self._send_watches(stopping), name="mqtt-watches")
+            tg.create_task(self.watches.run(stopping), name="mqtt-watches")
 
-    # --- the watch of observers ------------------------------------------------------------------
+    # --- the watch of observers (dispatch/watches.py) ------------------------------------------
 
     def watch(self, plan: WatchPlan) -> None:
-        self._plan = plan
-        self._watched = {}
-        for t in plan.targets:
-            self._watched.setdefault(self.agent_for(t.host), []).append(t)
+        self.watches.plan(plan)
 
     def refresh(self, hosts: Collection[str]) -> None:
-        for agent_id in {self.agent_for(h) for h in hosts}:
-            if agent_id in self._watched:
-                self._watch_ids.pop(agent_id, None)  # reports of the old watch are stale from now on
-                self._to_watch.put_nowait(agent_id)
-
-    async def _send_watches(self, stopping: asyncio.Event) -> None:
-        """Tell each agent that comes online (or whose news must be fresh) what to watch."""
-        while not stopping.is_set():
-            got, stop = asyncio.ensure_future(self._to_watch.get()), asyncio.ensure_future(stopping.wait())
-            done, _ = await asyncio.wait([got, stop], return_when=asyncio.FIRST_COMPLETED)
-            got.cancel()
-            stop.cancel()
-            if got not in done or got.cancelled():
-                continue
-            agent_id = got.result()
-            try:
-                await self._send_watch(agent_id)
-            except Exception:  # the watch is news, never a reason for the controller to end
-                logger.exception("could not send agent %s its watch", agent_id)
-
-    async def _send_watch(self, agent_id: str) -> None:
-        plan = self._plan
-        if plan is None or agent_id not in self._watched:
-            return
-        args = WatchArgs(
-            targets=self._watched[agent_id][:256],
-            probe_interval=plan.probe_interval,
-            report_interval=plan.report_interval,
-        )
-        command_id = f"watch-{agent_id}-{uuid.uuid4().hex[:12]}"[:128]
-        command = sign(
-            new_command(
-                agent_id,
-                CommandKind.WATCH_OBSERVERS,
-                args,
-                command_id=command_id,
-                ttl=self.config.signing.command_ttl_seconds,
-            ),
-            self.key,
-        )
-        self._watch_ids[agent_id] = command_id
-        if not await self._send(agent_id, command.model_dump_json()):
-            logger.info("could not send the watch to agent %s now; it is sent when it comes online", agent_id)
-
-    def _on_observed(self, agent_id: str, event: ObserverStateEvent) -> None:
-        """A verified report of the agent's latest watch."""
-        plan = self._plan
-        if plan is None:
-            return
-        mine = {(t.host, t.home_path) for t in self._watched.get(agent_id, [])}
-        # an agent reports only the observers it was told to watch
-        observed = [o for o in event.observers if (o.host, o.home_path) in mine]
-        if observed:
-            plan.on_observed(observed)
+        self.watches.refresh(hosts)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         parsed = parse_topic(topic, self.prefix)
@@ -217,10 +157,10 @@ class MqttDispatcher:
             while len(self._presence) > MAX_PRESENCE:
                 self._presence.popitem(last=False)
             logger.info("agent %s is %s", agent_id, state)
-            if agent_id in self._watched:  # agents of the inventory only: topics can name any id
+            if self.watches.knows(agent_id):  # agents of the inventory only: topics can name any id
                 self.metrics.agent_presence(agent_id, state is Presence.ONLINE)
-            if state is Presence.ONLINE and agent_id in self._watched:
-                self._to_watch.put_nowait(agent_id)
+            if state is Presence.ONLINE:
+                self.watches.online(agent_id)
 
     def _refuse(self, agent_id: str, cause: str, message: str, *args: object) -> None:
         if len(self._refused) >= MAX_PRESENCE:
@@ -242,10 +182,10 @@ class MqttDispatcher:
             self._refuse(agent_id, "wrong agent", "it claims to come from agent %s", event.agent_id)
             return
         if isinstance(event, ObserverStateEvent):
-            if event.command_id is None or event.command_id != self._watch_ids.get(agent_id):
+            if not self.watches.current(event, agent_id):
                 return  # an older watch's report, maybe probed before a refresh (no signature work)
             if self._verified(event, agent_id):
-                self._on_observed(agent_id, event)
+                self.watches.observed(agent_id, event)
             return
         if event.command_id is None:
             cause = f"unauthenticated:{agent_id}"

@@ -24,6 +24,7 @@ from obstop.controller.config import AgentlessConfig
 from obstop.controller.dispatch.agentless import AgentlessDispatcher
 from obstop.fakes.install import FakeObserver
 from tests.support.fakes import Fakes
+from tests.support.marks import Marks
 from tests.support.processes import alive, wait_dead
 from tests.support.sshd import Sshd
 
@@ -56,22 +57,6 @@ def target(fake: FakeObserver) -> ObserverTarget:
 
 def signalled(fake: FakeObserver) -> bool:
     return "received SIGTERM" in (fake.home / "log" / "observer.log").read_text()
-
-
-class Journal:
-    """A command's signal marks, in memory (what the controller's store keeps)."""
-
-    def __init__(self, *marks: str) -> None:
-        self.recorded = list(marks)
-
-    async def record(self, mark: str) -> bool:
-        if mark in self.recorded:
-            return True
-        self.recorded.append(mark)
-        return False
-
-    async def marks(self) -> list[str]:
-        return list(self.recorded)
 
 
 async def test_a_stop_after_its_probe_stops_the_observer(ssh: SSHHost, fakes: Fakes) -> None:
@@ -133,7 +118,7 @@ async def test_a_signal_recorded_by_an_earlier_attempt_is_not_sent_again(ssh: SS
     fake, pid = fakes.start()
     found = await procedure.examine(ssh, target(fake))
     assert found.facts is not None
-    journal = Journal(f"SIGTERM:{pid}:{found.facts.start_time}")  # recorded, then the controller died
+    journal = Marks(f"SIGTERM:{pid}:{found.facts.start_time}")  # recorded, then the controller died
 
     report = await procedure.stop(
         ssh, target(fake), StopOptions(term_timeout=0.3, kill_timeout=5), journal=journal, proven=found
@@ -162,9 +147,9 @@ async def test_the_remote_functions_under_a_posix_shell(sshd: Sshd, fakes: Fakes
 
 
 async def test_agentless_stop_uses_its_probe_and_a_repeated_id_signals_once(sshd: Sshd, fakes: Fakes) -> None:
-    journals: dict[str, Journal] = {}
+    journals: dict[str, Marks] = {}
     dispatcher = AgentlessDispatcher(
-        AgentlessConfig(ssh=[config(sshd)]), journal=lambda cid: journals.setdefault(cid, Journal())
+        AgentlessConfig(ssh=[config(sshd)]), journal=lambda cid: journals.setdefault(cid, Marks())
     )
     lines: list[str] = []
 

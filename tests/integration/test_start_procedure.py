@@ -22,24 +22,9 @@ from obstop.agent.executors.ssh_config import SSHHostConfig
 from obstop.agent.protocol import ObserverTarget, StartOptions
 from tests.support.fakes import Fakes
 from tests.support.lifecycle import starts
+from tests.support.marks import Marks
 from tests.support.processes import alive
 from tests.support.sshd import Sshd
-
-
-class Marks:
-    """A command's journal, in memory."""
-
-    def __init__(self, *marks: str) -> None:
-        self.seen = list(marks)
-
-    async def record(self, mark: str) -> bool:
-        if mark in self.seen:
-            return True
-        self.seen.append(mark)
-        return False
-
-    async def marks(self) -> list[str]:
-        return list(self.seen)
 
 
 def target(host: Host, fake: object) -> ObserverTarget:
@@ -55,7 +40,7 @@ async def test_start_after_stop_and_not_twice(host: Host, fakes: Fakes) -> None:
     report = await starting.start(host, t, StartOptions(ready_timeout=20), journal=journal)
     assert report.ok and report.launched and not report.already_running, report
     assert report.pid is not None and report.pid != pid and alive(report.pid)
-    assert journal.seen == [starting.LAUNCH_MARK] and starts(fake.home) == 2
+    assert journal.recorded == [starting.LAUNCH_MARK] and starts(fake.home) == 2
 
     again = await starting.start(host, t, StartOptions(ready_timeout=20), journal=Marks())
     assert again.ok and again.already_running and not again.launched and again.pid == report.pid
